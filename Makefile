@@ -1,0 +1,39 @@
+# Every target installs what it needs first, so a fresh clone needs only python3 (3.11+) and make.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+RUN := $(UV) run --frozen
+
+.PHONY: install run test lint typecheck check openapi bench sandbox clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+install: $(UV)
+	$(UV) sync --frozen
+
+run: install  ## the service in dev mode: embedded Redis-compatible server and Autocall sandbox
+	$(RUN) otpservice dev
+
+sandbox: install
+	$(RUN) otpservice sandbox --host 127.0.0.1 --port 8090
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: install
+	$(RUN) mypy
+
+test: install lint typecheck  ## the one test command: lint, types, then the whole suite
+	$(RUN) pytest
+
+openapi: install  ## regenerate the published contract from the app
+	$(RUN) otpservice openapi > openapi.yaml
+
+clean:
+	rm -rf $(TOOLS) .venv .pytest_cache .mypy_cache .ruff_cache

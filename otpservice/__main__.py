@@ -1,0 +1,3 @@
+from otpservice.cli import main
+
+main()

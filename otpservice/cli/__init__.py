@@ -1,0 +1,22 @@
+"""The ``otpservice`` command: the service, dev mode, the Autocall sandbox and operator tools."""
+
+from __future__ import annotations
+
+import click
+
+from otpservice.cli.autocall import autocall_group
+from otpservice.cli.sandbox import sandbox_command
+from otpservice.cli.service import dev_command, openapi_command, serve_command
+
+
+@click.group()
+@click.version_option(package_name="otpservice")
+def main() -> None:
+    """Voice OTP verification over TEL4VN Autocall."""
+
+
+main.add_command(serve_command)
+main.add_command(dev_command)
+main.add_command(openapi_command)
+main.add_command(sandbox_command)
+main.add_command(autocall_group)

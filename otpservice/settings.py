@@ -1,0 +1,200 @@
+"""Settings, loaded once from the environment (or ``*_FILE`` files) and injected everywhere else.
+
+Every secret may come from ``OTP_X`` or from a file named by ``OTP_X_FILE`` (Docker and Kubernetes
+secrets). Production mode refuses to start while a secret is missing or still a placeholder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+Mode = Literal["production", "dev"]
+
+_PLACEHOLDER = re.compile(
+    r"^(|change[-_ ]?me.*|changeit|placeholder|secret|password|todo|xxx+|\.\.\.|<.*>"
+    r"|your[-_].*|example.*|test)$",
+    re.IGNORECASE,
+)
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a runnable service; the message names every problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("invalid settings:\n  - " + "\n  - ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class AutocallSettings:
+    """How to reach the provider's Autocall API."""
+
+    url: str = "http://127.0.0.1:8090"
+    secret_key: str = field(default="", repr=False)
+    campaign_id: str = "1"
+    caller: str = ""
+    template: str = "template_otp_1"
+    connect_timeout_seconds: float = 3.0
+    read_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Argon2Settings:
+    """argon2id cost; the defaults are the OWASP minimum (m=19 MiB, t=2, p=1)."""
+
+    time_cost: int = 2
+    memory_cost_kib: int = 19 * 1024
+    parallelism: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    mode: Mode = "production"
+    redis_url: str = ""
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    pepper: bytes = field(default=b"", repr=False)
+    public_url: str = ""
+    autocall: AutocallSettings = AutocallSettings()
+    argon2: Argon2Settings = Argon2Settings()
+    code_length: int = 6
+    ttl_seconds: int = 300
+    max_attempts: int = 5
+    resend_cooldown_seconds: int = 30
+    max_sends: int = 5
+    retention_seconds: int = 86400
+    allowed_countries: tuple[str, ...] = ("VN",)
+    hash_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, mode: Mode = "production") -> Settings:
+        """Read every ``OTP_*`` variable; raise :class:`SettingsError` listing all problems at once."""
+        reader = _EnvReader(os.environ if environ is None else environ)
+        ac, a2 = AutocallSettings(), Argon2Settings()
+        autocall = AutocallSettings(
+            url=reader.text("OTP_AUTOCALL_URL", ac.url).rstrip("/"),
+            secret_key=reader.secret("OTP_AUTOCALL_SECRET_KEY"),
+            campaign_id=reader.text("OTP_AUTOCALL_CAMPAIGN_ID", ac.campaign_id),
+            caller=reader.text("OTP_AUTOCALL_CALLER", ac.caller),
+            template=reader.text("OTP_AUTOCALL_TEMPLATE", ac.template),
+            connect_timeout_seconds=reader.number("OTP_AUTOCALL_CONNECT_TIMEOUT_SECONDS", 3.0, 0.1, 60),
+            read_timeout_seconds=reader.number("OTP_AUTOCALL_READ_TIMEOUT_SECONDS", 10.0, 0.1, 120),
+        )
+        argon2 = Argon2Settings(
+            time_cost=reader.integer("OTP_ARGON2_TIME_COST", a2.time_cost, 1, 20),
+            memory_cost_kib=reader.integer("OTP_ARGON2_MEMORY_KIB", a2.memory_cost_kib, 8, 4 * 1024**2),
+            parallelism=reader.integer("OTP_ARGON2_PARALLELISM", a2.parallelism, 1, 16),
+        )
+        settings = cls(
+            mode=mode,
+            redis_url=reader.text("OTP_REDIS_URL", ""),
+            api_keys=tuple(k.strip() for k in reader.secret("OTP_API_KEYS").split(",") if k.strip()),
+            pepper=reader.secret("OTP_PEPPER").encode(),
+            public_url=reader.text("OTP_PUBLIC_URL", "").rstrip("/"),
+            autocall=autocall,
+            argon2=argon2,
+            code_length=reader.integer("OTP_CODE_LENGTH", 6, 4, 10),
+            ttl_seconds=reader.integer("OTP_TTL_SECONDS", 300, 60, 600),
+            max_attempts=reader.integer("OTP_MAX_ATTEMPTS", 5, 1, 20),
+            resend_cooldown_seconds=reader.integer("OTP_RESEND_COOLDOWN_SECONDS", 30, 0, 3600),
+            max_sends=reader.integer("OTP_MAX_SENDS", 5, 1, 20),
+            retention_seconds=reader.integer("OTP_RETENTION_SECONDS", 86400, 60, 30 * 86400),
+            allowed_countries=tuple(
+                c.strip().upper() for c in reader.text("OTP_ALLOWED_COUNTRIES", "VN").split(",") if c.strip()
+            ),
+            hash_workers=reader.integer("OTP_HASH_WORKERS", os.cpu_count() or 1, 1, 256),
+            log_level=reader.text("OTP_LOG_LEVEL", "INFO").upper(),
+            log_json=reader.flag("OTP_LOG_JSON", True),
+        )
+        problems = reader.problems + (settings.production_problems() if mode == "production" else [])
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+    def production_problems(self) -> list[str]:
+        """What stops this configuration from serving real users (missing or placeholder values)."""
+        problems = []
+        for name, value in (("OTP_REDIS_URL", self.redis_url), ("OTP_PUBLIC_URL", self.public_url)):
+            if not value:
+                problems.append(f"{name} is required")
+        if not self.api_keys:
+            problems.append("OTP_API_KEYS is required (comma-separated)")
+        for key in self.api_keys:
+            if _PLACEHOLDER.match(key) or len(key) < 16:
+                problems.append("OTP_API_KEYS holds a placeholder or a key shorter than 16 characters")
+                break
+        if _PLACEHOLDER.match(self.pepper.decode(errors="replace")) or len(self.pepper) < 32:
+            problems.append("OTP_PEPPER is missing, a placeholder or shorter than 32 bytes")
+        if _PLACEHOLDER.match(self.autocall.secret_key):
+            problems.append("OTP_AUTOCALL_SECRET_KEY is missing or a placeholder")
+        if not self.autocall.caller:
+            problems.append("OTP_AUTOCALL_CALLER is required")
+        return problems
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields replaced (tests and dev mode)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+class _EnvReader:
+    """Reads typed values, collecting problems instead of failing on the first."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self._environ = environ
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str) -> str:
+        return self._environ.get(name, default).strip()
+
+    def secret(self, name: str) -> str:
+        """The value of NAME, or the contents of the file NAME_FILE points to."""
+        file_name = self._environ.get(name + "_FILE")
+        if file_name:
+            try:
+                return Path(file_name).read_text().strip()
+            except OSError as exc:
+                self.problems.append(f"{name}_FILE cannot be read: {exc.strerror}")
+                return ""
+        return self._environ.get(name, "").strip()
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._environ.get(name)
+        if raw is None or not raw.strip():
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a whole number, got {raw!r}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name} must be between {low} and {high}, got {value}")
+            return default
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self._environ.get(name)
+        if raw is None or not raw.strip():
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number, got {raw!r}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name} must be between {low} and {high}, got {value}")
+            return default
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._environ.get(name)
+        if raw is None or not raw.strip():
+            return default
+        return raw.strip().lower() in {"1", "true", "yes", "on"}

@@ -1,0 +1,59 @@
+"""Settings: production refuses to start on missing or placeholder secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from otpservice.settings import Settings, SettingsError
+
+GOOD_ENV = {
+    "OTP_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "OTP_API_KEYS": "k_live_0123456789abcdef",
+    "OTP_PEPPER": "p" * 40,
+    "OTP_PUBLIC_URL": "https://otp.example.vn",
+    "OTP_AUTOCALL_URL": "https://autocall.example.vn",
+    "OTP_AUTOCALL_SECRET_KEY": "30511f666-f888-411b-a6e0-11111fb6gg7a",
+    "OTP_AUTOCALL_CAMPAIGN_ID": "1",
+    "OTP_AUTOCALL_CALLER": "0123456789",
+}
+
+
+def test_complete_production_environment_loads() -> None:
+    """A complete environment yields settings with the documented defaults."""
+    settings = Settings.from_env(GOOD_ENV)
+    assert settings.code_length == 6
+    assert settings.ttl_seconds == 300
+    assert settings.max_attempts == 5
+    assert settings.autocall.template == "template_otp_1"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OTP_PEPPER", "changeme"),
+        ("OTP_PEPPER", ""),
+        ("OTP_API_KEYS", "changeme"),
+        ("OTP_AUTOCALL_SECRET_KEY", ""),
+    ],
+)
+def test_production_refuses_missing_or_placeholder_secret(name: str, value: str) -> None:
+    """Production mode names the missing or placeholder secret instead of starting."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({**GOOD_ENV, name: value})
+    assert name in str(caught.value)
+
+
+def test_secret_read_from_file(tmp_path: Path) -> None:
+    """A secret can come from the file named by its ``_FILE`` variable."""
+    pepper_file = tmp_path / "pepper"
+    pepper_file.write_text("q" * 48 + "\n")
+    env = {k: v for k, v in GOOD_ENV.items() if k != "OTP_PEPPER"} | {"OTP_PEPPER_FILE": str(pepper_file)}
+    assert Settings.from_env(env).pepper == b"q" * 48
+
+
+def test_out_of_range_policy_is_reported() -> None:
+    """A policy value out of range is refused with its name and bounds."""
+    with pytest.raises(SettingsError, match="OTP_CODE_LENGTH must be between 4 and 10"):
+        Settings.from_env({**GOOD_ENV, "OTP_CODE_LENGTH": "3"})
