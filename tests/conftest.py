@@ -7,6 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.sandbox import SandboxHandle, running_sandbox
+from tests.support.service import ServiceHandle, running_service
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
@@ -23,3 +26,17 @@ def redis_url() -> Iterator[str]:
         yield server.connection_url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxHandle]:
+    """A fresh Autocall sandbox on a loopback port, calls ending at once."""
+    with running_sandbox() as handle:
+        yield handle
+
+
+@pytest.fixture
+def service(redis_url: str, sandbox: SandboxHandle) -> Iterator[ServiceHandle]:
+    """The real service on a loopback port, on real Redis, calling the sandbox."""
+    with running_service(redis_url, sandbox.url) as handle:
+        yield handle

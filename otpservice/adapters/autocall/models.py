@@ -108,11 +108,12 @@ class CallReport:
     provider_status: str | None
     status: CallStatus | None
     keypress: str | None
-    params: dict[str, object]
+    params: dict[str, object] = field(repr=False)  # echoes the request, OTP code included
     created_at: datetime | None
     started_at: datetime | None
     ended_at: datetime | None
     duration_seconds: int | None
+    code_otp: str | None = field(default=None, repr=False)
 
 
 class AutocallError(Exception):
@@ -146,9 +147,20 @@ class ProviderAuthFailed(AutocallError):
     """The secret key was refused, or a fresh token was refused again."""
 
 
-class ProviderMalformedResponse(AutocallError):
-    """The provider's answer was not the JSON we expected (proxy HTML page, truncated body, ...)."""
+class CallReportNotFound(ProviderRejectedRequest):
+    """The provider has no report for that call id (404): unknown id, or a call not reported yet."""
 
-    def __init__(self, message: str, *, status_code: int | None = None):
+
+class ProviderMalformedResponse(AutocallError):
+    """The provider's answer was not the JSON we expected (proxy HTML page, truncated body, ...).
+
+    ``request_may_have_reached_provider`` is True when the request itself was answered (a placed
+    call may exist), False when only the token request before it failed (nothing was placed).
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, request_may_have_reached_provider: bool = True
+    ):
         super().__init__(message)
         self.status_code = status_code
+        self.request_may_have_reached_provider = request_may_have_reached_provider

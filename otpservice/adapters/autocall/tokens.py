@@ -1,0 +1,58 @@
+"""One access token per client: fetched lazily, reused, refreshed early, fetched once however many wait."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from otpservice.adapters.autocall.models import AccessToken
+
+
+class TokenCache:
+    """Single-flight token holder on an injected monotonic clock.
+
+    A token is trusted until ``refresh_margin_seconds`` before its lifetime runs out; the margin is
+    capped at half the lifetime so a short-lived token is still reused rather than fetched per call.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[AccessToken]],
+        *,
+        monotonic: Callable[[], float],
+        refresh_margin_seconds: float,
+    ):
+        self._fetch = fetch
+        self._monotonic = monotonic
+        self._refresh_margin_seconds = refresh_margin_seconds
+        self._lock = asyncio.Lock()
+        self._token: AccessToken | None = None
+
+    @property
+    def current(self) -> AccessToken | None:
+        """The cached token, fresh or not (for redaction; callers use :meth:`get`)."""
+        return self._token
+
+    async def get(self, *, force_refresh: bool = False) -> AccessToken:
+        """A fresh token; ``force_refresh`` fetches a new one unless another task just did."""
+        seen = self._token
+        if seen is not None and not force_refresh and self._is_fresh(seen):
+            return seen
+        return await self._replace(seen)
+
+    async def replace(self, rejected: AccessToken) -> AccessToken:
+        """A token other than ``rejected`` (the provider answered 401 to it)."""
+        return await self._replace(rejected)
+
+    async def _replace(self, seen: AccessToken | None) -> AccessToken:
+        async with self._lock:
+            # Another task fetched while this one waited for the lock: its token is as good as a new one.
+            if self._token is not None and self._token is not seen and self._is_fresh(self._token):
+                return self._token
+            self._token = None
+            self._token = await self._fetch()
+            return self._token
+
+    def _is_fresh(self, token: AccessToken) -> bool:
+        margin = min(self._refresh_margin_seconds, token.lifetime_seconds / 2)
+        return self._monotonic() < token.obtained_at + token.lifetime_seconds - margin

@@ -1,0 +1,352 @@
+"""Verifications in Redis: one hash per verification, every move applied by one atomic Lua script.
+
+Why scripts: a check-then-write from Python would let parallel requests slip between the check and
+the write. Each script reads and writes the hash in one step, so 200 parallel guesses reserve at
+most ``max_attempts`` attempts and a code is approved once. "Now" is passed in from the service's
+clock, never read from Redis's, so one clock rules expiry everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from otpservice.domain.clock import from_millis, to_millis
+from otpservice.domain.verification import Delivery, DeliveryStatus, Verification, VerificationStatus
+
+KEY_PREFIX = "otp:v:"
+
+# Shared Lua: the rank of a delivery status; a report of lower or equal rank changes nothing.
+_RANK = """
+local function rank(s)
+  if s == 'queued' or s == false or s == nil or s == '' then return 0 end
+  if s == 'calling' then return 1 end
+  return 2
+end
+"""
+
+_RESERVE_ATTEMPT = """
+local v = redis.call('HMGET', KEYS[1], 'status', 'expires', 'attempts', 'max_attempts', 'code_length',
+                     'code_hash', 'gen')
+if not v[1] then return {'not_found'} end
+if v[1] ~= 'pending' then return {'not_pending', v[1]} end
+if tonumber(ARGV[1]) >= tonumber(v[2]) then return {'not_pending', 'expired'} end
+if tonumber(ARGV[2]) ~= tonumber(v[5]) then return {'bad_length', v[5]} end
+if tonumber(v[3]) >= tonumber(v[4]) then return {'no_attempts_left'} end
+local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'updated', ARGV[1])
+-- before its first call is placed a verification has no code yet: any guess is simply wrong
+return {'reserved', tostring(n), v[6] or '', v[7]}
+"""
+
+_RECORD_RESULT = """
+local v = redis.call('HMGET', KEYS[1], 'status', 'gen', 'max_attempts')
+if not v[1] then return {'not_found'} end
+if v[1] ~= 'pending' then return {'not_pending', v[1]} end
+if ARGV[3] == '1' and v[2] == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'status', 'approved', 'updated', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'code_hash')
+  return {'approved'}
+end
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+if failures >= tonumber(v[3]) then
+  redis.call('HSET', KEYS[1], 'status', 'max_attempts_reached', 'updated', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'code_hash')
+  return {'max_attempts_reached'}
+end
+return {'wrong'}
+"""
+
+_BEGIN_SEND = """
+local v = redis.call('HMGET', KEYS[1], 'status', 'expires', 'send_seq', 'resend_at')
+if not v[1] then return {'not_found'} end
+if v[1] ~= 'pending' then return {'not_pending', v[1]} end
+if tonumber(ARGV[1]) >= tonumber(v[2]) then return {'not_pending', 'expired'} end
+if tonumber(v[3]) >= tonumber(ARGV[3]) then return {'max_sends'} end
+if tonumber(ARGV[1]) < tonumber(v[4]) then return {'too_soon', v[4]} end
+local seq = redis.call('HINCRBY', KEYS[1], 'send_seq', 1)
+redis.call('HSET', KEYS[1], 'resend_at', tostring(tonumber(ARGV[1]) + tonumber(ARGV[2])))
+return {'begun', tostring(seq), v[4]}
+"""
+
+_ABORT_SEND = """
+local v = redis.call('HMGET', KEYS[1], 'resend_at')
+if v[1] == ARGV[1] then redis.call('HSET', KEYS[1], 'resend_at', ARGV[2]) end
+return {'ok'}
+"""
+
+_COMMIT_SEND = (
+    _RANK
+    + """
+local v = redis.call('HMGET', KEYS[1], 'status', 'd_send', 'd_status')
+if not v[1] then return {'not_found'} end
+if v[1] ~= 'pending' then return {'not_pending', v[1]} end
+if tonumber(ARGV[2]) < tonumber(v[2]) then return {'superseded'} end
+if tonumber(ARGV[2]) > tonumber(v[2]) then
+  redis.call('HSET', KEYS[1], 'd_send', ARGV[2], 'd_status', 'calling', 'd_provider_status', '',
+             'd_duration', '', 'd_reason', '', 'd_updated', ARGV[1])
+elseif rank(v[3]) < 1 then
+  redis.call('HSET', KEYS[1], 'd_status', 'calling', 'd_updated', ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'code_hash', ARGV[3], 'd_call_id', ARGV[4], 'expires', ARGV[5],
+           'updated', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('HINCRBY', KEYS[1], 'sends', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {'committed'}
+"""
+)
+
+_FAIL_SEND = """
+local v = redis.call('HMGET', KEYS[1], 'status')
+if not v[1] then return {'not_found'} end
+if ARGV[2] == '1' and v[1] == 'pending' then
+  redis.call('HSET', KEYS[1], 'status', 'failed')
+  redis.call('HDEL', KEYS[1], 'code_hash')
+end
+redis.call('HSET', KEYS[1], 'd_status', ARGV[3], 'd_reason', ARGV[4], 'd_updated', ARGV[1],
+           'updated', ARGV[1])
+return {'ok'}
+"""
+
+_CANCEL = """
+local v = redis.call('HMGET', KEYS[1], 'status', 'expires')
+if not v[1] then return {'not_found'} end
+if v[1] ~= 'pending' then return {'not_pending', v[1]} end
+if tonumber(ARGV[1]) >= tonumber(v[2]) then return {'not_pending', 'expired'} end
+redis.call('HSET', KEYS[1], 'status', 'canceled', 'updated', ARGV[1])
+redis.call('HDEL', KEYS[1], 'code_hash')
+return {'canceled'}
+"""
+
+_RECORD_DELIVERY = (
+    _RANK
+    + """
+local v = redis.call('HMGET', KEYS[1], 'd_send', 'd_status')
+if not v[1] then return {'not_found'} end
+if v[1] ~= ARGV[2] then return {'stale'} end
+if rank(ARGV[4]) <= rank(v[2]) then return {'ignored', v[2]} end
+redis.call('HSET', KEYS[1], 'd_status', ARGV[4], 'd_provider_status', ARGV[5], 'd_duration', ARGV[6],
+           'd_updated', ARGV[1])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'd_call_id', ARGV[3]) end
+return {'recorded'}
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptAnswer:
+    """What a script decided: a verdict word and its details."""
+
+    verdict: str
+    details: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NewVerification:
+    """What the service stores when it creates a verification, before its first call."""
+
+    id: str
+    phone: str
+    code_length: int
+    ttl_seconds: int
+    created_at: datetime
+    expires_at: datetime
+    resend_available_at: datetime
+    max_attempts: int
+    metadata: dict[str, Any]
+
+
+class VerificationStore:
+    """Verification records and their atomic state moves."""
+
+    def __init__(self, redis: Redis, retention_seconds: int):
+        self._redis = redis
+        self._retention_ms = retention_seconds * 1000
+        self._scripts = {
+            name: redis.register_script(source)
+            for name, source in {
+                "reserve_attempt": _RESERVE_ATTEMPT,
+                "record_result": _RECORD_RESULT,
+                "begin_send": _BEGIN_SEND,
+                "abort_send": _ABORT_SEND,
+                "commit_send": _COMMIT_SEND,
+                "fail_send": _FAIL_SEND,
+                "cancel": _CANCEL,
+                "record_delivery": _RECORD_DELIVERY,
+            }.items()
+        }
+
+    @staticmethod
+    def key(verification_id: str) -> str:
+        return KEY_PREFIX + verification_id
+
+    def key_ttl_ms(self, now: datetime, expires_at: datetime) -> int:
+        """Keep a record until its retention after expiry ends, so it can answer "expired"."""
+        return max(1, to_millis(expires_at) - to_millis(now) + self._retention_ms)
+
+    async def _run(self, script: str, verification_id: str, *args: object) -> ScriptAnswer:
+        raw = await self._scripts[script](keys=[self.key(verification_id)], args=[str(a) for a in args])
+        words = tuple(w.decode() if isinstance(w, bytes) else str(w) for w in raw)
+        return ScriptAnswer(words[0], words[1:])
+
+    async def create(self, new: NewVerification) -> None:
+        """Store a pending verification whose first call (send 1) is about to be placed.
+
+        Its code hash arrives with :meth:`commit_send`, once the provider has taken the call.
+        """
+        created = to_millis(new.created_at)
+        fields: dict[Any, str | int] = {
+            "status": VerificationStatus.PENDING.value,
+            "phone": new.phone,
+            "code_length": new.code_length,
+            "ttl": new.ttl_seconds,
+            "created": created,
+            "updated": created,
+            "expires": to_millis(new.expires_at),
+            "attempts": 0,
+            "failures": 0,
+            "max_attempts": new.max_attempts,
+            "sends": 0,
+            "send_seq": 1,
+            "resend_at": to_millis(new.resend_available_at),
+            "metadata": json.dumps(new.metadata, separators=(",", ":")),
+            "gen": 0,
+            "d_send": 0,
+            "d_status": DeliveryStatus.QUEUED.value,
+            "d_updated": created,
+        }
+        key = self.key(new.id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, self.key_ttl_ms(new.created_at, new.expires_at))
+            await pipe.execute()
+
+    async def get(self, verification_id: str) -> Verification | None:
+        raw = await self._redis.hgetall(self.key(verification_id))
+        if not raw:
+            return None
+        return _to_verification(verification_id, {_text(k): _text(v) for k, v in raw.items()})
+
+    async def reserve_attempt(self, verification_id: str, now: datetime, code_length: int) -> ScriptAnswer:
+        """Count one attempt before any hash is checked; answers ``reserved, n, hash, generation``."""
+        return await self._run("reserve_attempt", verification_id, to_millis(now), code_length)
+
+    async def record_result(
+        self, verification_id: str, now: datetime, generation: str, correct: bool
+    ) -> ScriptAnswer:
+        """Approve once (if the code's generation is still current) or count a failure."""
+        return await self._run("record_result", verification_id, to_millis(now), generation, int(correct))
+
+    async def begin_send(
+        self, verification_id: str, now: datetime, cooldown_seconds: int, max_sends: int
+    ) -> ScriptAnswer:
+        """Reserve the next call (cooldown and budget checked atomically); answers ``begun, seq, prev``."""
+        return await self._run(
+            "begin_send", verification_id, to_millis(now), cooldown_seconds * 1000, max_sends
+        )
+
+    async def abort_send(self, verification_id: str, reserved_until: datetime, previous: str) -> None:
+        """Give the cooldown back when the provider never took the call."""
+        await self._run("abort_send", verification_id, to_millis(reserved_until), previous)
+
+    async def commit_send(
+        self,
+        verification_id: str,
+        now: datetime,
+        send_seq: int,
+        code_hash: str,
+        call_id: str,
+        expires_at: datetime,
+    ) -> ScriptAnswer:
+        """Make the newly called code the only valid one and track its call."""
+        ttl = self.key_ttl_ms(now, expires_at)
+        return await self._run(
+            "commit_send",
+            verification_id,
+            to_millis(now),
+            send_seq,
+            code_hash,
+            call_id,
+            to_millis(expires_at),
+            ttl,
+        )
+
+    async def fail_send(
+        self,
+        verification_id: str,
+        now: datetime,
+        *,
+        fail_verification: bool,
+        delivery: DeliveryStatus,
+        reason: str,
+    ) -> None:
+        """Record a call that was never placed; on the first send the verification itself fails."""
+        await self._run(
+            "fail_send", verification_id, to_millis(now), int(fail_verification), delivery.value, reason
+        )
+
+    async def cancel(self, verification_id: str, now: datetime) -> ScriptAnswer:
+        return await self._run("cancel", verification_id, to_millis(now))
+
+    async def record_delivery(
+        self,
+        verification_id: str,
+        now: datetime,
+        send_seq: int,
+        call_id: str,
+        status: DeliveryStatus,
+        provider_status: str,
+        duration_seconds: int | None,
+    ) -> ScriptAnswer:
+        """Record a call outcome unless it is stale, a duplicate or would overwrite a final status."""
+        duration = "" if duration_seconds is None else str(duration_seconds)
+        return await self._run(
+            "record_delivery",
+            verification_id,
+            to_millis(now),
+            send_seq,
+            call_id,
+            status.value,
+            provider_status,
+            duration,
+        )
+
+
+def _to_verification(verification_id: str, fields: dict[str, str]) -> Verification:
+    def optional(name: str) -> str | None:
+        return fields.get(name) or None
+
+    duration = optional("d_duration")
+    delivery = Delivery(
+        status=DeliveryStatus(fields["d_status"]),
+        call_id=optional("d_call_id"),
+        provider_status=optional("d_provider_status"),
+        duration_seconds=int(duration) if duration is not None else None,
+        reason=optional("d_reason"),
+        updated_at=from_millis(int(fields["d_updated"])),
+    )
+    return Verification(
+        id=verification_id,
+        stored_status=VerificationStatus(fields["status"]),
+        phone=fields["phone"],
+        code_length=int(fields["code_length"]),
+        ttl_seconds=int(fields["ttl"]),
+        created_at=from_millis(int(fields["created"])),
+        updated_at=from_millis(int(fields["updated"])),
+        expires_at=from_millis(int(fields["expires"])),
+        attempts=int(fields["attempts"]),
+        max_attempts=int(fields["max_attempts"]),
+        sends=int(fields["sends"]),
+        resend_available_at=from_millis(int(fields["resend_at"])),
+        delivery=delivery,
+        metadata=json.loads(fields.get("metadata") or "{}"),
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

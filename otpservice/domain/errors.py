@@ -1,0 +1,102 @@
+"""Failures of the verification rules, each with the stable machine-readable code clients key on.
+
+The HTTP layer maps these to problem details in one table; nothing here knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from otpservice.domain.verification import VerificationStatus
+
+
+class VerificationError(Exception):
+    """Base of every rule violation; ``code`` is the stable identifier clients see."""
+
+    code: str = "error"
+
+    def __init__(self, detail: str):
+        super().__init__(detail)
+        self.detail = detail
+
+
+class VerificationNotFound(VerificationError):
+    code = "not_found"
+
+    def __init__(self, verification_id: str):
+        super().__init__("no verification with this id (never created, or past its retention)")
+        self.verification_id = verification_id
+
+
+class InvalidPhone(VerificationError):
+    code = "invalid_phone"
+
+
+class InvalidCodeFormat(VerificationError):
+    code = "invalid_code_format"
+
+
+class NotPending(VerificationError):
+    """The verification can no longer change; its status is the code."""
+
+    def __init__(self, status: VerificationStatus):
+        super().__init__(f"the verification is {status.value} and can no longer be used")
+        self.status = status
+        self.code = status.value
+
+
+class NoAttemptsLeft(VerificationError):
+    """Every attempt is used or being checked; nothing more is evaluated."""
+
+    code = "max_attempts_reached"
+
+
+class ResendTooSoon(VerificationError):
+    code = "resend_too_soon"
+
+    def __init__(self, available_at: datetime, retry_after_seconds: int):
+        super().__init__(f"a new call can be requested at {available_at.isoformat()}")
+        self.available_at = available_at
+        self.retry_after_seconds = retry_after_seconds
+
+
+class SendLimitReached(VerificationError):
+    """The verification's call budget is spent (toll-fraud protection)."""
+
+    code = "max_sends_reached"
+
+
+class ProviderRejected(VerificationError):
+    """The provider refused to call the number; the verification is recorded as failed."""
+
+    code = "provider_rejected"
+
+    def __init__(self, verification_id: str, reason: str):
+        super().__init__(f"the voice provider refused the number: {reason}")
+        self.verification_id = verification_id
+        self.reason = reason
+
+
+class ProviderUnavailable(VerificationError):
+    """The provider could not be reached or failed; nothing pending was left behind."""
+
+    code = "provider_unavailable"
+
+    def __init__(
+        self,
+        detail: str,
+        retry_after_seconds: int,
+        verification_id: str | None = None,
+        *,
+        call_may_have_rung: bool = False,
+    ):
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+        self.verification_id = verification_id
+        self.call_may_have_rung = call_may_have_rung
+
+
+class CallbackRejected(VerificationError):
+    """A provider callback failed authentication; nothing was recorded."""
+
+    code = "invalid_callback_credentials"

@@ -1,0 +1,155 @@
+"""The one exception table: every failure becomes ``application/problem+json`` with a stable ``code``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotAuthorizedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from redis.exceptions import RedisError
+
+from otpservice.domain import errors
+
+log = structlog.get_logger(__name__)
+
+# Domain error -> (HTTP status, title). The code comes from the error itself.
+_DOMAIN_STATUS: dict[type[errors.VerificationError], tuple[int, str]] = {
+    errors.VerificationNotFound: (404, "Verification not found"),
+    errors.InvalidPhone: (422, "Invalid phone number"),
+    errors.InvalidCodeFormat: (422, "Invalid code format"),
+    errors.NotPending: (409, "Verification is no longer pending"),
+    errors.NoAttemptsLeft: (409, "No attempts left"),
+    errors.ResendTooSoon: (429, "Too soon to call again"),
+    errors.SendLimitReached: (429, "Call budget spent"),
+    errors.ProviderRejected: (422, "The provider refused the number"),
+    errors.ProviderUnavailable: (503, "Voice provider unavailable"),
+    errors.CallbackRejected: (401, "Callback not authenticated"),
+}
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=status,
+        type_=f"/problems/{code}",
+        title=title,
+        detail=detail,
+        headers=headers,
+        extra={"code": code, **extra},
+    )
+
+
+def _from_domain(exc: errors.VerificationError) -> ProblemDetailsException:
+    status, title = next(v for t, v in _DOMAIN_STATUS.items() if isinstance(exc, t))
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if isinstance(exc, errors.ResendTooSoon):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
+        extra["resend_available_at"] = exc.available_at.isoformat().replace("+00:00", "Z")
+    if isinstance(exc, errors.ProviderUnavailable):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
+        if exc.verification_id:
+            extra["id"] = exc.verification_id
+    if isinstance(exc, errors.ProviderRejected):
+        extra["id"] = exc.verification_id
+        extra["reason"] = exc.reason
+    if isinstance(exc, errors.CallbackRejected):
+        headers["WWW-Authenticate"] = "Bearer"
+    return problem(status, exc.code, title, exc.detail, headers or None, **extra)
+
+
+def _from_validation(exc: ValidationException) -> ProblemDetailsException:
+    """Litestar answers 400; a body that parses but breaks the schema is 422 here, naming the fields."""
+    raw = exc.extra if isinstance(exc.extra, list) else []
+    fields = [_field_error(item) for item in raw if isinstance(item, dict)]
+    named = ", ".join(f["field"] for f in fields if f["field"]) or "body"
+    return problem(422, "validation_error", "Invalid request", f"invalid value for: {named}", errors=fields)
+
+
+def _field_error(item: dict[str, Any]) -> dict[str, str]:
+    """Name the body "body" (Litestar calls it "data") and say plainly when it is missing."""
+    field = str(item.get("key", ""))
+    message = str(item.get("message", ""))
+    if field == "data":
+        field = "body"
+        if message == "'data'":
+            message = "a JSON object body is required"
+    return {"field": field, "message": message}
+
+
+def _from_http(exc: HTTPException) -> ProblemDetailsException:
+    codes: dict[type[HTTPException], str] = {
+        NotAuthorizedException: "unauthorized",
+        NotFoundException: "not_found",
+        MethodNotAllowedException: "method_not_allowed",
+    }
+    code = codes.get(type(exc))
+    if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+        code = "request_too_large"
+    if code is None:
+        # Validation errors are mapped above, so a 400 from Litestar is a body it could not parse.
+        code = "malformed_body" if exc.status_code == 400 else "internal_error"
+        if 400 < exc.status_code < 500:
+            code = "bad_request"
+    detail = exc.detail if exc.status_code < 500 else "the server failed; nothing was changed"
+    headers = dict(exc.headers or {})
+    if isinstance(exc, NotAuthorizedException):
+        headers["WWW-Authenticate"] = "Bearer"
+    return problem(exc.status_code, code, _TITLES.get(code, "Error"), detail, headers or None)
+
+
+_TITLES = {
+    "unauthorized": "Missing or wrong API key",
+    "not_found": "Not found",
+    "method_not_allowed": "Method not allowed",
+    "request_too_large": "Request too large",
+    "bad_request": "Bad request",
+    "malformed_body": "Malformed body",
+    "internal_error": "Internal error",
+}
+
+
+def _from_redis(exc: RedisError) -> ProblemDetailsException:
+    log.error("storage.unavailable", error=type(exc).__name__)
+    return problem(
+        503,
+        "storage_unavailable",
+        "Storage unavailable",
+        "the verification store is unreachable; nothing was changed",
+        {"Retry-After": "2"},
+    )
+
+
+def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("request.failed", error=type(exc).__name__, path=request.scope.get("path_template", ""))
+    return problem(500, "internal_error", "Internal error", "the server failed; try again").to_response(
+        request
+    )
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    mapping: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
+        errors.VerificationError: _from_domain,
+        ValidationException: _from_validation,
+        HTTPException: _from_http,
+        RedisError: _from_redis,
+    }
+    return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))
+
+
+EXCEPTION_HANDLERS = {Exception: _internal}

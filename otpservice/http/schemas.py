@@ -1,0 +1,156 @@
+"""The published request and response bodies (they shape openapi.yaml)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import PathParameter
+from msgspec import Meta
+
+from otpservice.domain.verification import DeliveryStatus, Verification, VerificationStatus
+
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, Meta(max_length=512)] | int | float | bool | None
+_ID_PATTERN = r"^[A-Za-z0-9_\-]+$"
+VerificationId = Annotated[str, Meta(min_length=1, max_length=64, pattern=_ID_PATTERN)]
+VerificationIdInPath = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=_ID_PATTERN)]
+
+
+class CreateVerification(msgspec.Struct, forbid_unknown_fields=True):
+    """Start a verification: call ``phone`` and read it a fresh code."""
+
+    phone: Annotated[str, Meta(min_length=1, max_length=32, examples=["0987654321", "+84 987 654 321"])]
+    code_length: Annotated[int, Meta(ge=4, le=10)] | None = None
+    ttl_seconds: Annotated[int, Meta(ge=60, le=600)] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=20)] | None = None
+
+
+class VerifyCode(msgspec.Struct, forbid_unknown_fields=True):
+    """A code the user typed, for the verification ``id``."""
+
+    id: VerificationId
+    code: Annotated[str, Meta(min_length=1, max_length=32)]
+
+
+class DeliveryView(msgspec.Struct):
+    """The latest call placed for the verification."""
+
+    status: DeliveryStatus
+    call_id: str | None
+    provider_status: str | None
+    duration_seconds: int | None
+    reason: str | None
+    updated_at: datetime
+
+
+class VerificationView(msgspec.Struct):
+    """A verification as clients see it; the code never appears."""
+
+    id: str
+    status: VerificationStatus
+    phone: str
+    channel: str
+    code_length: int
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+    attempts: int
+    max_attempts: int
+    attempts_remaining: int
+    sends: int
+    resend_available_at: datetime
+    metadata: dict[str, MetadataValue]
+    delivery: DeliveryView
+
+    @classmethod
+    def of(cls, verification: Verification, status: VerificationStatus) -> VerificationView:
+        delivery = verification.delivery
+        return cls(
+            id=verification.id,
+            status=status,
+            phone=verification.phone,
+            channel=verification.channel,
+            code_length=verification.code_length,
+            created_at=verification.created_at,
+            updated_at=verification.updated_at,
+            expires_at=verification.expires_at,
+            attempts=verification.attempts,
+            max_attempts=verification.max_attempts,
+            attempts_remaining=verification.attempts_remaining,
+            sends=verification.sends,
+            resend_available_at=verification.resend_available_at,
+            metadata=verification.metadata,
+            delivery=DeliveryView(
+                status=delivery.status,
+                call_id=delivery.call_id,
+                provider_status=delivery.provider_status,
+                duration_seconds=delivery.duration_seconds,
+                reason=delivery.reason,
+                updated_at=delivery.updated_at,
+            ),
+        )
+
+
+class VerifyResult(VerificationView):
+    """The verification after a code was checked, and whether that code was right."""
+
+    valid: bool = False
+
+
+class CallbackAck(msgspec.Struct):
+    """What a provider callback did: ``recorded``, ``duplicate`` or ``stale``."""
+
+    outcome: str
+    verification_id: str
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class FieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """RFC 9457 problem details; ``code`` is the stable machine-readable identifier."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    id: str | None = None
+    reason: str | None = None
+    resend_available_at: str | None = None
+    errors: list[FieldError] | None = None
+
+
+_PROBLEM_DESCRIPTIONS = {
+    400: "malformed_body: the body is not JSON",
+    401: "unauthorized (API key) or invalid_callback_credentials (callback)",
+    404: "not_found: no such verification (never created, or past its retention)",
+    409: "the verification is no longer pending; code is its status "
+    "(approved, canceled, expired, max_attempts_reached, failed)",
+    422: "validation_error (naming the fields), invalid_phone, invalid_code_format, provider_rejected "
+    "(carries the verification id and the provider's reason) or invalid_callback",
+    429: "resend_too_soon (with Retry-After) or max_sends_reached",
+    503: "provider_unavailable or storage_unavailable (with Retry-After)",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem documents an endpoint can answer."""
+    return {
+        status: ResponseSpec(
+            Problem,
+            description=_PROBLEM_DESCRIPTIONS[status],
+            media_type="application/problem+json",
+            generate_examples=False,
+        )
+        for status in statuses
+    }

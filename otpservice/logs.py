@@ -1,0 +1,90 @@
+"""Structured logging for the service and every library it uses, with redaction as the last guard.
+
+Call sites already log only masked numbers and never codes or secrets; the redaction processor
+catches what slips through (a library logging a URL with a number in it, a careless new field).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from otpservice.domain.phone import mask_phone
+
+_SECRET_FIELDS = frozenset(
+    {
+        "code",
+        "otp",
+        "code_otp",
+        "pepper",
+        "token",
+        "access_token",
+        "secret",
+        "secret_key",
+        "api_key",
+        "apikey",
+        "callback_apikey",
+        "authorization",
+        "credential",
+        "password",
+    }
+)
+_PHONE_LIKE = re.compile(r"(?<!\d)\+?\d{9,15}(?!\d)")
+_CALLBACK_CREDENTIAL = re.compile(r"(/callbacks/autocall/[^/\s]+/\d+/)[0-9a-fA-F]+")
+# Libraries that log full URLs (which can carry numbers and callback credentials) at INFO.
+_QUIET_LIBRARIES = ("httpx", "httpcore", "uvicorn.access")
+
+
+def _scrub(text: str) -> str:
+    text = _CALLBACK_CREDENTIAL.sub(r"\1[redacted]", text)
+    return _PHONE_LIKE.sub(lambda m: mask_phone(m.group()), text)
+
+
+def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: drop secret fields and mask anything that looks like a phone number."""
+    for key, value in list(event_dict.items()):
+        if key.lower() in _SECRET_FIELDS:
+            event_dict[key] = "[redacted]"
+        elif isinstance(value, str):
+            event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
+    """Route structlog and stdlib logging through one redacting pipeline to ``stream`` (stderr)."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+    ]
+    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,105 @@
+"""Run the real service on a loopback port against a real Redis and the Autocall sandbox."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from otpservice.domain.codes import CodeHasher
+from otpservice.http.app import Seams, create_app
+from otpservice.logs import configure_logging
+from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
+from otpservice.settings import Argon2Settings, AutocallSettings, Settings
+from tests.support.servers import free_port, serve_in_thread
+
+API_KEY = "test-api-key-0123456789"
+PEPPER = b"test-pepper-that-is-long-enough-0123456789"
+
+
+class ManualClock:
+    """A clock that only moves when a test says so."""
+
+    def __init__(self, start: datetime | None = None):
+        self._now = start or datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+
+
+class CountingHasher(CodeHasher):
+    """The real hasher, counting how many codes it was asked to check."""
+
+    def __init__(self, pepper: bytes, params: Argon2Settings):
+        super().__init__(pepper, params)
+        self.checks = 0
+
+    def matches(self, verification_id: str, code: str, encoded_hash: str) -> bool:
+        self.checks += 1
+        return super().matches(verification_id, code, encoded_hash)
+
+
+def test_settings(redis_url: str, provider_url: str, public_url: str, **overrides: object) -> Settings:
+    settings = Settings(
+        mode="dev",
+        redis_url=redis_url,
+        api_keys=(API_KEY,),
+        pepper=PEPPER,
+        public_url=public_url,
+        autocall=AutocallSettings(
+            url=provider_url,
+            secret_key=EXAMPLE_SECRET_KEY,
+            caller="0123456789",
+            connect_timeout_seconds=1.0,
+            read_timeout_seconds=2.0,
+        ),
+        hash_workers=2,
+    )
+    return settings.with_overrides(**overrides)
+
+
+@dataclass
+class ServiceHandle:
+    """A running service and the seams a test may drive."""
+
+    url: str
+    settings: Settings
+    clock: ManualClock
+    hasher: CountingHasher
+    logs: io.StringIO = field(default_factory=io.StringIO)
+
+    def client(self, api_key: str | None = API_KEY) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def async_client(self, api_key: str | None = API_KEY) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(max_connections=300)
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=60, limits=limits)
+
+
+@contextmanager
+def running_service(
+    redis_url: str,
+    provider_url: str,
+    *,
+    provider_transport: httpx.AsyncBaseTransport | None = None,
+    **overrides: object,
+) -> Iterator[ServiceHandle]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = test_settings(redis_url, provider_url, url, **overrides)
+    clock = ManualClock()
+    hasher = CountingHasher(settings.pepper, settings.argon2)
+    logs = io.StringIO()
+    configure_logging("INFO", json=True, stream=logs)
+    app = create_app(settings, Seams(clock=clock, hasher=hasher, provider_transport=provider_transport))
+    with serve_in_thread(app, port=port):
+        yield ServiceHandle(url=url, settings=settings, clock=clock, hasher=hasher, logs=logs)

@@ -1,0 +1,50 @@
+"""Logs of a whole flow carry no code, secret or unmasked phone number."""
+
+from __future__ import annotations
+
+import json
+
+from otpservice.domain.callback_auth import CallbackSigner
+from otpservice.logs import redact
+from otpservice.sandbox.config import EXAMPLE_SECRET_KEY, EXAMPLE_TOKEN
+from tests.support.flows import create, heard_code, wrong_code
+from tests.support.sandbox import SandboxHandle
+from tests.support.service import API_KEY, PEPPER, ServiceHandle
+
+
+def test_full_flow_logs_hold_no_secrets(service: ServiceHandle, sandbox: SandboxHandle) -> None:
+    """Create, fail, resend, verify and callbacks log masked numbers only, and never a code or secret."""
+    with service.client() as client:
+        vid = create(client, "0987654321")["id"]
+        first = heard_code(sandbox, "0987654321")
+        client.post("/verify", json={"id": vid, "code": wrong_code(first)})
+        service.clock.advance(30)
+        client.post(f"/otp/{vid}/resend")
+        second = heard_code(sandbox, "0987654321")
+        client.post("/verify", json={"id": vid, "code": second})
+        client.post("/otp", json={"phone": "0900000008"})
+    text = service.logs.getvalue()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert any(line["event"] == "verification.created" for line in lines)
+    assert "+8498*****21" in text
+    signer = CallbackSigner(PEPPER)
+    forbidden = {
+        "first code": first,
+        "second code": second,
+        "number": "987654321",
+        "blacklisted number": "900000008",
+        "pepper": PEPPER.decode(),
+        "api key": API_KEY,
+        "provider secret": EXAMPLE_SECRET_KEY,
+        "provider token": EXAMPLE_TOKEN,
+        "callback credential": signer.credential(vid, 1),
+    }
+    for what, value in forbidden.items():
+        assert value not in text, f"the logs contain the {what}"
+
+
+def test_redaction_masks_what_slips_through() -> None:
+    """The last-line processor drops secret fields and masks numbers inside any string."""
+    event = redact(None, "info", {"event": "x", "code": "123456", "url": "/report/1_1_1_5_u_0987654321"})
+    assert event["code"] == "[redacted]"
+    assert "0987654321" not in event["url"]
