@@ -160,8 +160,10 @@ class VerificationService:
                 callback_apikey=credential,
             )
         except autocall.AutocallError as exc:
+            # Only an error that says so proves the call never left; unreadable answers may hide a call.
             may_have_rung = (
-                isinstance(exc, autocall.ProviderUnavailable) and exc.request_may_have_reached_provider
+                isinstance(exc, autocall.ProviderUnavailable | autocall.ProviderMalformedResponse)
+                and exc.request_may_have_reached_provider
             )
             bound.warning("call.placement_failed", error=type(exc).__name__, may_have_rung=may_have_rung)
             if first:
