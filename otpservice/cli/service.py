@@ -37,6 +37,8 @@ _DEV_DEFAULTS = {
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 def serve_command(host: str, port: int, workers: int) -> None:
     """Run the service in production mode (settings from the environment)."""
+    # Hash threads are bounded by cores per process: split the cores between the worker processes.
+    os.environ.setdefault("OTP_HASH_WORKERS", str(max(1, (os.cpu_count() or 1) // workers)))
     try:
         settings = Settings.from_env(mode="production")
     except SettingsError as exc:
