@@ -332,7 +332,7 @@ def _to_verification(verification_id: str, fields: dict[str, str]) -> Verificati
     )
     return Verification(
         id=verification_id,
-        stored_status=VerificationStatus(fields["status"]),
+        status=VerificationStatus(fields["status"]),
         phone=fields["phone"],
         code_length=int(fields["code_length"]),
         ttl_seconds=int(fields["ttl"]),

@@ -6,7 +6,7 @@ Pure rules: no I/O, no framework. The store applies these moves atomically; this
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -60,7 +60,7 @@ class Verification:
     """A one-time-code verification as stored; the code itself is never part of it."""
 
     id: str
-    stored_status: VerificationStatus
+    status: VerificationStatus
     phone: str
     code_length: int
     ttl_seconds: int
@@ -75,11 +75,14 @@ class Verification:
     metadata: dict[str, Any] = field(default_factory=dict)
     channel: str = "voice"
 
-    def status_at(self, now: datetime) -> VerificationStatus:
-        """The status as of ``now``: a pending verification past its expiry is expired."""
-        if self.stored_status is VerificationStatus.PENDING and now >= self.expires_at:
-            return VerificationStatus.EXPIRED
-        return self.stored_status
+    def as_of(self, now: datetime) -> Verification:
+        """The verification as seen at ``now``: a pending one past its expiry is expired.
+
+        Expiry is decided by the clock, not by a write, so nothing needs to run when a code expires.
+        """
+        if self.status is VerificationStatus.PENDING and now >= self.expires_at:
+            return replace(self, status=VerificationStatus.EXPIRED)
+        return self
 
     @property
     def attempts_remaining(self) -> int:

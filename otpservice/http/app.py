@@ -22,7 +22,7 @@ from otpservice.domain.callback_auth import CallbackSigner
 from otpservice.domain.clock import Clock, SystemClock
 from otpservice.domain.codes import CodeHasher, RandomBelow
 from otpservice.http.access_log import access_log_middleware
-from otpservice.http.controllers.callbacks import autocall_callback, autocall_callback_with_credential
+from otpservice.http.controllers.callbacks import autocall_callback
 from otpservice.http.controllers.health import healthz, readyz
 from otpservice.http.controllers.verifications import VerificationController, VerifyController
 from otpservice.http.dependencies import DEPENDENCIES
@@ -81,7 +81,6 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
         route_handlers=[
             VerificationController,
             VerifyController,
-            autocall_callback_with_credential,
             autocall_callback,
             healthz,
             readyz,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Self
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
@@ -66,32 +66,13 @@ class VerificationView(msgspec.Struct):
     delivery: DeliveryView
 
     @classmethod
-    def of(cls, verification: Verification, status: VerificationStatus) -> VerificationView:
-        delivery = verification.delivery
-        return cls(
-            id=verification.id,
-            status=status,
-            phone=verification.phone,
-            channel=verification.channel,
-            code_length=verification.code_length,
-            created_at=verification.created_at,
-            updated_at=verification.updated_at,
-            expires_at=verification.expires_at,
-            attempts=verification.attempts,
-            max_attempts=verification.max_attempts,
-            attempts_remaining=verification.attempts_remaining,
-            sends=verification.sends,
-            resend_available_at=verification.resend_available_at,
-            metadata=verification.metadata,
-            delivery=DeliveryView(
-                status=delivery.status,
-                call_id=delivery.call_id,
-                provider_status=delivery.provider_status,
-                duration_seconds=delivery.duration_seconds,
-                reason=delivery.reason,
-                updated_at=delivery.updated_at,
-            ),
+    def of(cls, verification: Verification, **extra: object) -> Self:
+        """The view of a domain verification (field names match, so the copy is by name)."""
+        delivery = DeliveryView(
+            **{name: getattr(verification.delivery, name) for name in DeliveryView.__struct_fields__}
         )
+        copied = {name: getattr(verification, name) for name in cls.__struct_fields__ if name not in extra}
+        return cls(**(copied | extra | {"delivery": delivery}))
 
 
 class VerifyResult(VerificationView):

@@ -229,10 +229,7 @@ class VerificationService:
         retention = timedelta(seconds=self._settings.retention_seconds)
         if verification is None or now >= verification.expires_at + retention:
             raise errors.VerificationNotFound(verification_id)
-        return verification
-
-    def status_of(self, verification: Verification) -> VerificationStatus:
-        return verification.status_at(self._clock.now())
+        return verification.as_of(now)
 
     def authenticate_callback(self, verification_id: str, send_seq: int, presented: Iterable[str]) -> None:
         """Accept the callback if any presented credential is this call's; check before any I/O."""

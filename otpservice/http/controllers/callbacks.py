@@ -25,13 +25,29 @@ def _presented_credentials(request: Request[Any, Any, Any], in_path: str | None,
     return [c for c in candidates if c]
 
 
-async def _handle(
+SendNumber = Annotated[int, PathParameter(ge=1, le=1000, description="Which call of the verification")]
+Credential = Annotated[str | None, PathParameter(min_length=1, max_length=128)]
+
+
+@post(
+    [
+        "/callbacks/autocall/{verification_id:str}/{send:int}/{credential:str}",
+        "/callbacks/autocall/{verification_id:str}/{send:int}",
+    ],
+    status_code=200,
+    tags=["provider callbacks"],
+    responses=problem_responses(400, 401, 404, 422),
+    summary="Autocall call-ended callback",
+    description="The credential travels in the URL we give the provider, or as callback_apikey anywhere.",
+)
+async def autocall_callback(
     request: Request[Any, Any, Any],
     verifications: Verifications,
-    verification_id: str,
-    send: int,
-    credential: str | None,
+    verification_id: VerificationIdInPath,
+    send: SendNumber,
+    credential: Credential = None,
 ) -> CallbackAck:
+    """Record a call's outcome reported by the provider; forged or unreadable ones change nothing."""
     raw = await request.body()
     try:
         body: object = msgspec.json.decode(raw) if raw else None
@@ -46,40 +62,3 @@ async def _handle(
         raise problem(422, "invalid_callback", "Unreadable callback", str(exc)) from exc
     result = await verifications.record_callback(verification_id, send, report)
     return CallbackAck(outcome=result.outcome, verification_id=result.verification_id)
-
-
-SendNumber = Annotated[int, PathParameter(ge=1, le=1000, description="Which call of the verification")]
-Credential = Annotated[str, PathParameter(min_length=1, max_length=128)]
-
-
-@post(
-    "/callbacks/autocall/{verification_id:str}/{send:int}/{credential:str}",
-    status_code=200,
-    tags=["provider callbacks"],
-    responses=problem_responses(400, 401, 404, 422),
-    summary="Autocall call-ended callback (credential in the URL)",
-)
-async def autocall_callback_with_credential(
-    request: Request[Any, Any, Any],
-    verifications: Verifications,
-    verification_id: VerificationIdInPath,
-    send: SendNumber,
-    credential: Credential,
-) -> CallbackAck:
-    return await _handle(request, verifications, verification_id, send, credential)
-
-
-@post(
-    "/callbacks/autocall/{verification_id:str}/{send:int}",
-    status_code=200,
-    tags=["provider callbacks"],
-    responses=problem_responses(400, 401, 404, 422),
-    summary="Autocall call-ended callback (credential as callback_apikey)",
-)
-async def autocall_callback(
-    request: Request[Any, Any, Any],
-    verifications: Verifications,
-    verification_id: VerificationIdInPath,
-    send: SendNumber,
-) -> CallbackAck:
-    return await _handle(request, verifications, verification_id, send, None)

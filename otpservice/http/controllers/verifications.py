@@ -37,14 +37,14 @@ class VerificationController(Controller):
         verification = await verifications.start(
             data.phone, code_length=data.code_length, ttl_seconds=data.ttl_seconds, metadata=data.metadata
         )
-        return VerificationView.of(verification, verifications.status_of(verification))
+        return VerificationView.of(verification)
 
     @get("/{verification_id:str}", summary="Read a verification", responses=problem_responses(400, 401, 404))
     async def read(
         self, verifications: Verifications, verification_id: VerificationIdInPath
     ) -> VerificationView:
         verification = await verifications.get(verification_id)
-        return VerificationView.of(verification, verifications.status_of(verification))
+        return VerificationView.of(verification)
 
     @post(
         "/{verification_id:str}/resend",
@@ -56,7 +56,7 @@ class VerificationController(Controller):
         self, verifications: Verifications, verification_id: VerificationIdInPath
     ) -> VerificationView:
         verification = await verifications.resend(verification_id)
-        return VerificationView.of(verification, verifications.status_of(verification))
+        return VerificationView.of(verification)
 
     @delete(
         "/{verification_id:str}",
@@ -68,7 +68,7 @@ class VerificationController(Controller):
         self, verifications: Verifications, verification_id: VerificationIdInPath
     ) -> VerificationView:
         verification = await verifications.cancel(verification_id)
-        return VerificationView.of(verification, verifications.status_of(verification))
+        return VerificationView.of(verification)
 
 
 class VerifyController(Controller):
@@ -85,5 +85,4 @@ class VerifyController(Controller):
     )
     async def verify(self, data: JSONBody[VerifyCode], verifications: Verifications) -> VerifyResult:
         result = await verifications.verify(data.id, data.code)
-        view = VerificationView.of(result.verification, verifications.status_of(result.verification))
-        return VerifyResult(**{f: getattr(view, f) for f in view.__struct_fields__}, valid=result.valid)
+        return VerifyResult.of(result.verification, valid=result.valid)
