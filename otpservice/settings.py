@@ -69,6 +69,9 @@ class Settings:
     resend_cooldown_seconds: int = 30
     max_sends: int = 5
     retention_seconds: int = 86400
+    reconcile_after_seconds: int = 90
+    reconcile_interval_seconds: float = 10.0
+    reconcile_give_up_seconds: int = 3600
     allowed_countries: tuple[str, ...] = ("VN",)
     hash_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     log_level: str = "INFO"
@@ -107,6 +110,9 @@ class Settings:
             resend_cooldown_seconds=reader.integer("OTP_RESEND_COOLDOWN_SECONDS", 30, 0, 3600),
             max_sends=reader.integer("OTP_MAX_SENDS", 5, 1, 20),
             retention_seconds=reader.integer("OTP_RETENTION_SECONDS", 86400, 60, 30 * 86400),
+            reconcile_after_seconds=reader.integer("OTP_RECONCILE_AFTER_SECONDS", 90, 0, 86400),
+            reconcile_interval_seconds=reader.number("OTP_RECONCILE_INTERVAL_SECONDS", 10.0, 0.05, 3600),
+            reconcile_give_up_seconds=reader.integer("OTP_RECONCILE_GIVE_UP_SECONDS", 3600, 60, 7 * 86400),
             allowed_countries=tuple(
                 c.strip().upper() for c in reader.text("OTP_ALLOWED_COUNTRIES", "VN").split(",") if c.strip()
             ),

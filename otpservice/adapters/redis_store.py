@@ -19,6 +19,8 @@ from otpservice.domain.clock import from_millis, to_millis
 from otpservice.domain.verification import Delivery, DeliveryStatus, Verification, VerificationStatus
 
 KEY_PREFIX = "otp:v:"
+# Calls placed whose outcome is not known yet, scored by when to ask the provider about them.
+OPEN_CALLS_KEY = "otp:open-calls"
 
 # Shared Lua: the rank of a delivery status; a report of lower or equal rank changes nothing.
 _RANK = """
@@ -97,6 +99,10 @@ redis.call('HSET', KEYS[1], 'code_hash', ARGV[3], 'd_call_id', ARGV[4], 'expires
 redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('HINCRBY', KEYS[1], 'sends', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if rank(redis.call('HGET', KEYS[1], 'd_status')) < 2 then
+  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8])
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
+end
 return {'committed'}
 """
 )
@@ -123,6 +129,13 @@ redis.call('HDEL', KEYS[1], 'code_hash')
 return {'canceled'}
 """
 
+# Lease the due open calls to this caller: pushing their score forward hides them from others.
+_CLAIM_DUE_CALLS = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[3], member) end
+return due
+"""
+
 _RECORD_DELIVERY = (
     _RANK
     + """
@@ -133,6 +146,7 @@ if rank(ARGV[4]) <= rank(v[2]) then return {'ignored', v[2]} end
 redis.call('HSET', KEYS[1], 'd_status', ARGV[4], 'd_provider_status', ARGV[5], 'd_duration', ARGV[6],
            'd_updated', ARGV[1])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'd_call_id', ARGV[3]) end
+if rank(ARGV[4]) == 2 then redis.call('ZREM', KEYS[2], ARGV[7]) end
 return {'recorded'}
 """
 )
@@ -178,6 +192,7 @@ class VerificationStore:
                 "fail_send": _FAIL_SEND,
                 "cancel": _CANCEL,
                 "record_delivery": _RECORD_DELIVERY,
+                "claim_due_calls": _CLAIM_DUE_CALLS,
             }.items()
         }
 
@@ -190,7 +205,8 @@ class VerificationStore:
         return max(1, to_millis(expires_at) - to_millis(now) + self._retention_ms)
 
     async def _run(self, script: str, verification_id: str, *args: object) -> ScriptAnswer:
-        raw = await self._scripts[script](keys=[self.key(verification_id)], args=[str(a) for a in args])
+        keys = [self.key(verification_id), OPEN_CALLS_KEY]
+        raw = await self._scripts[script](keys=keys, args=[str(a) for a in args])
         words = tuple(w.decode() if isinstance(w, bytes) else str(w) for w in raw)
         return ScriptAnswer(words[0], words[1:])
 
@@ -262,8 +278,9 @@ class VerificationStore:
         code_hash: str,
         call_id: str,
         expires_at: datetime,
+        check_outcome_at: datetime,
     ) -> ScriptAnswer:
-        """Make the newly called code the only valid one and track its call."""
+        """Make the newly called code the only valid one, and track its call until its outcome is known."""
         ttl = self.key_ttl_ms(now, expires_at)
         return await self._run(
             "commit_send",
@@ -274,6 +291,8 @@ class VerificationStore:
             call_id,
             to_millis(expires_at),
             ttl,
+            to_millis(check_outcome_at),
+            open_call(verification_id, send_seq),
         )
 
     async def fail_send(
@@ -314,7 +333,36 @@ class VerificationStore:
             status.value,
             provider_status,
             duration,
+            open_call(verification_id, send_seq),
         )
+
+    async def claim_due_calls(
+        self, now: datetime, limit: int, lease_until: datetime
+    ) -> list[tuple[str, int]]:
+        """Open calls due for a look at the provider's report, leased to the caller until ``lease_until``.
+
+        A lease rather than a removal: if this process dies mid-way, the calls come due again.
+        """
+        raw = await self._scripts["claim_due_calls"](
+            keys=[OPEN_CALLS_KEY], args=[to_millis(now), limit, to_millis(lease_until)]
+        )
+        return [_parse_open_call(_text(member)) for member in raw]
+
+    async def reschedule_call(self, verification_id: str, send_seq: int, at: datetime) -> None:
+        await self._redis.zadd(OPEN_CALLS_KEY, {open_call(verification_id, send_seq): to_millis(at)}, xx=True)
+
+    async def forget_call(self, verification_id: str, send_seq: int) -> None:
+        await self._redis.zrem(OPEN_CALLS_KEY, open_call(verification_id, send_seq))
+
+
+def open_call(verification_id: str, send_seq: int) -> str:
+    """The open-calls member naming one call of one verification."""
+    return f"{verification_id}|{send_seq}"
+
+
+def _parse_open_call(member: str) -> tuple[str, int]:
+    verification_id, _, send_seq = member.rpartition("|")
+    return verification_id, int(send_seq)
 
 
 def _to_verification(verification_id: str, fields: dict[str, str]) -> Verification:
@@ -323,6 +371,7 @@ def _to_verification(verification_id: str, fields: dict[str, str]) -> Verificati
 
     duration = optional("d_duration")
     delivery = Delivery(
+        send_seq=int(fields["d_send"]),
         status=DeliveryStatus(fields["d_status"]),
         call_id=optional("d_call_id"),
         provider_status=optional("d_provider_status"),

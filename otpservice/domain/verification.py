@@ -47,6 +47,7 @@ class DeliveryStatus(enum.StrEnum):
 class Delivery:
     """The latest call placed for a verification, as far as the provider has told us."""
 
+    send_seq: int  # which call of the verification this is (1 for the first)
     status: DeliveryStatus
     call_id: str | None
     provider_status: str | None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +30,7 @@ from otpservice.http.controllers.verifications import VerificationController, Ve
 from otpservice.http.dependencies import DEPENDENCIES
 from otpservice.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from otpservice.service.hashing import HashingPool
+from otpservice.service.reconciler import reconcile_forever
 from otpservice.service.verifications import VerificationService
 from otpservice.settings import Settings
 
@@ -70,9 +73,15 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             signer=CallbackSigner(settings.pepper),
             randbelow=seams.randbelow,
         )
+        reconciler = asyncio.create_task(
+            reconcile_forever(app.state.verifications, settings.reconcile_interval_seconds)
+        )
         try:
             yield
         finally:
+            reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reconciler
             hashing.close()
             await http.aclose()
             await redis.aclose()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -195,7 +195,13 @@ class VerificationService:
             raise errors.ProviderRejected(verification_id, reason)
         now = self._clock.now()
         answer = await self._store.commit_send(
-            verification_id, now, send_seq, code_hash, call_id, now + timedelta(seconds=ttl)
+            verification_id,
+            now,
+            send_seq,
+            code_hash,
+            call_id,
+            expires_at=now + timedelta(seconds=ttl),
+            check_outcome_at=now + timedelta(seconds=self._settings.reconcile_after_seconds),
         )
         bound.info("call.placed", outcome=answer.verdict)
 
@@ -260,6 +266,56 @@ class VerificationService:
             outcome=outcome,
         )
         return CallbackResult(outcome=outcome, verification_id=verification_id)
+
+    async def reconcile_due_calls(self, limit: int = 50) -> int:
+        """Ask the provider about calls whose callback is overdue; returns how many were looked at.
+
+        Callbacks can be lost; the call report is the provider's record of truth, so calls still
+        open ``reconcile_after_seconds`` after placement are read from it until they end.
+        """
+        now = self._clock.now()
+        lease = now + timedelta(seconds=max(60.0, 6 * self._settings.reconcile_interval_seconds))
+        due = await self._store.claim_due_calls(now, limit, lease)
+        for verification_id, send_seq in due:
+            await self._reconcile_call(verification_id, send_seq, now)
+        return len(due)
+
+    async def _reconcile_call(self, verification_id: str, send_seq: int, now: datetime) -> None:
+        verification = await self._store.get(verification_id)
+        delivery = verification.delivery if verification else None
+        if (
+            delivery is None
+            or delivery.send_seq != send_seq
+            or delivery.status.is_final
+            or not delivery.call_id
+        ):
+            await self._store.forget_call(verification_id, send_seq)
+            return
+        bound = log.bind(verification_id=verification_id, send=send_seq)
+        if (now - delivery.updated_at).total_seconds() > self._settings.reconcile_give_up_seconds:
+            bound.warning("call.outcome_unknown")
+            await self._store.forget_call(verification_id, send_seq)
+            return
+        retry_at = now + timedelta(seconds=self._settings.reconcile_interval_seconds)
+        try:
+            report = await self._caller.get_report(delivery.call_id)
+        except autocall.AutocallError as exc:
+            bound.info("call.report_unavailable", error=type(exc).__name__)
+            await self._store.reschedule_call(verification_id, send_seq, retry_at)
+            return
+        if report.status is None:
+            await self._store.reschedule_call(verification_id, send_seq, retry_at)
+            return
+        answer = await self._store.record_delivery(
+            verification_id,
+            now,
+            send_seq,
+            delivery.call_id,
+            DeliveryStatus(report.status.value),
+            report.provider_status or "",
+            report.duration_seconds,
+        )
+        bound.info("call.reconciled", status=report.status.value, outcome=answer.verdict)
 
     @staticmethod
     def _raise_unless(answer: ScriptAnswer, expected: str, verification_id: str) -> None:
