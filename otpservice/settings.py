@@ -68,6 +68,7 @@ class Settings:
     max_attempts: int = 5
     resend_cooldown_seconds: int = 30
     max_sends: int = 5
+    phone_calls_per_hour: int = 10
     retention_seconds: int = 86400
     reconcile_after_seconds: int = 90
     reconcile_interval_seconds: float = 10.0
@@ -109,6 +110,7 @@ class Settings:
             max_attempts=reader.integer("OTP_MAX_ATTEMPTS", 5, 1, 20),
             resend_cooldown_seconds=reader.integer("OTP_RESEND_COOLDOWN_SECONDS", 30, 0, 3600),
             max_sends=reader.integer("OTP_MAX_SENDS", 5, 1, 20),
+            phone_calls_per_hour=reader.integer("OTP_PHONE_CALLS_PER_HOUR", 10, 1, 10000),
             retention_seconds=reader.integer("OTP_RETENTION_SECONDS", 86400, 60, 30 * 86400),
             reconcile_after_seconds=reader.integer("OTP_RECONCILE_AFTER_SECONDS", 90, 0, 86400),
             reconcile_interval_seconds=reader.number("OTP_RECONCILE_INTERVAL_SECONDS", 10.0, 0.05, 3600),

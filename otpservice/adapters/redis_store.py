@@ -21,6 +21,8 @@ from otpservice.domain.verification import Delivery, DeliveryStatus, Verificatio
 KEY_PREFIX = "otp:v:"
 # Calls placed whose outcome is not known yet, scored by when to ask the provider about them.
 OPEN_CALLS_KEY = "otp:open-calls"
+# Calls per number per window, for the toll-fraud budget.
+PHONE_BUDGET_PREFIX = "otp:phone-calls:"
 
 # Shared Lua: the rank of a delivery status; a report of lower or equal rank changes nothing.
 _RANK = """
@@ -129,6 +131,17 @@ redis.call('HDEL', KEYS[1], 'code_hash')
 return {'canceled'}
 """
 
+# One call off a number's budget for the current window; a refused call takes nothing.
+_TAKE_PHONE_CALL = """
+local used = redis.call('INCR', KEYS[1])
+if used == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if used > tonumber(ARGV[1]) then
+  redis.call('DECR', KEYS[1])
+  return {'refused', tostring(redis.call('PTTL', KEYS[1]))}
+end
+return {'taken'}
+"""
+
 # Lease the due open calls to this caller: pushing their score forward hides them from others.
 _CLAIM_DUE_CALLS = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
@@ -193,6 +206,7 @@ class VerificationStore:
                 "cancel": _CANCEL,
                 "record_delivery": _RECORD_DELIVERY,
                 "claim_due_calls": _CLAIM_DUE_CALLS,
+                "take_phone_call": _TAKE_PHONE_CALL,
             }.items()
         }
 
@@ -347,6 +361,14 @@ class VerificationStore:
             keys=[OPEN_CALLS_KEY], args=[to_millis(now), limit, to_millis(lease_until)]
         )
         return [_parse_open_call(_text(member)) for member in raw]
+
+    async def take_phone_call(self, phone: str, now: datetime, limit: int, window_seconds: int) -> int | None:
+        """Count one call to ``phone`` in the current fixed window; None if allowed, else ms to wait."""
+        window = to_millis(now) // (window_seconds * 1000)
+        key = f"{PHONE_BUDGET_PREFIX}{phone}:{window}"
+        raw = await self._scripts["take_phone_call"](keys=[key], args=[limit, window_seconds * 1000])
+        words = [_text(w) for w in raw]
+        return None if words[0] == "taken" else max(1, int(words[1]))
 
     async def reschedule_call(self, verification_id: str, send_seq: int, at: datetime) -> None:
         await self._redis.zadd(OPEN_CALLS_KEY, {open_call(verification_id, send_seq): to_millis(at)}, xx=True)

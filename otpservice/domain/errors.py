@@ -66,6 +66,16 @@ class SendLimitReached(VerificationError):
     code = "max_sends_reached"
 
 
+class PhoneRateLimited(VerificationError):
+    """The number received as many calls as it may this hour (toll-fraud protection)."""
+
+    code = "phone_rate_limited"
+
+    def __init__(self, retry_after_seconds: int):
+        super().__init__("this number has received too many verification calls; try again later")
+        self.retry_after_seconds = retry_after_seconds
+
+
 class ProviderRejected(VerificationError):
     """The provider refused to call the number; the verification is recorded as failed."""
 

@@ -35,6 +35,7 @@ _DOMAIN_STATUS: dict[type[errors.VerificationError], tuple[int, str]] = {
     errors.NoAttemptsLeft: (409, "No attempts left"),
     errors.ResendTooSoon: (429, "Too soon to call again"),
     errors.SendLimitReached: (429, "Call budget spent"),
+    errors.PhoneRateLimited: (429, "Too many calls to this number"),
     errors.ProviderRejected: (422, "The provider refused the number"),
     errors.ProviderUnavailable: (503, "Voice provider unavailable"),
     errors.CallbackRejected: (401, "Callback not authenticated"),
@@ -61,6 +62,8 @@ def _from_domain(exc: errors.VerificationError) -> ProblemDetailsException:
     if isinstance(exc, errors.ResendTooSoon):
         headers["Retry-After"] = str(exc.retry_after_seconds)
         extra["resend_available_at"] = exc.available_at.isoformat().replace("+00:00", "Z")
+    if isinstance(exc, errors.PhoneRateLimited):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
     if isinstance(exc, errors.ProviderUnavailable):
         headers["Retry-After"] = str(exc.retry_after_seconds)
         if exc.verification_id:

@@ -119,7 +119,7 @@ _PROBLEM_DESCRIPTIONS = {
     "(approved, canceled, expired, max_attempts_reached, failed)",
     422: "validation_error (naming the fields), invalid_phone, invalid_code_format, provider_rejected "
     "(carries the verification id and the provider's reason) or invalid_callback",
-    429: "resend_too_soon (with Retry-After) or max_sends_reached",
+    429: "resend_too_soon, phone_rate_limited (with Retry-After) or max_sends_reached",
     503: "provider_unavailable or storage_unavailable (with Retry-After)",
 }
 

@@ -90,6 +90,7 @@ class VerificationService:
         ttl = ttl_seconds or self._settings.ttl_seconds
         verification_id = self._new_id()
         now = self._clock.now()
+        await self._take_phone_call(phone, now)
         await self._store.create(
             NewVerification(
                 id=verification_id,
@@ -127,6 +128,11 @@ class VerificationService:
         phone = stored_phone(verification.phone)
         reserved_until = now + timedelta(seconds=self._settings.resend_cooldown_seconds)
         try:
+            await self._take_phone_call(phone, now)
+        except errors.PhoneRateLimited:
+            await self._store.abort_send(verification_id, reserved_until, previous_resend_at)
+            raise
+        try:
             await self._send(
                 verification_id,
                 phone,
@@ -140,6 +146,15 @@ class VerificationService:
                 await self._store.abort_send(verification_id, reserved_until, previous_resend_at)
             raise
         return await self.get(verification_id)
+
+    async def _take_phone_call(self, phone: PhoneNumber, now: datetime) -> None:
+        """Spend one call of the number's hourly budget, or refuse before anything is stored or dialled."""
+        wait_ms = await self._store.take_phone_call(
+            phone.e164, now, self._settings.phone_calls_per_hour, 3600
+        )
+        if wait_ms is not None:
+            log.warning("call.phone_rate_limited", phone=mask_phone(phone.e164))
+            raise errors.PhoneRateLimited(retry_after_seconds=(wait_ms + 999) // 1000)
 
     async def _send(
         self, verification_id: str, phone: PhoneNumber, length: int, ttl: int, send_seq: int, *, first: bool

@@ -61,6 +61,7 @@ def test_settings(redis_url: str, provider_url: str, public_url: str, **override
             read_timeout_seconds=2.0,
         ),
         hash_workers=2,
+        phone_calls_per_hour=10000,  # many tests call the same number; the budget has its own test
     )
     return settings.with_overrides(**overrides)
 

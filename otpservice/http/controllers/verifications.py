@@ -29,7 +29,7 @@ class VerificationController(Controller):
         "/",
         status_code=201,
         summary="Start a verification and place its call",
-        responses=problem_responses(400, 401, 422, 503),
+        responses=problem_responses(400, 401, 422, 429, 503),
     )
     async def create(
         self, data: JSONBody[CreateVerification], verifications: Verifications
