@@ -15,6 +15,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from otpservice import __version__
@@ -35,6 +36,8 @@ from otpservice.service.verifications import VerificationService
 from otpservice.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
+# Paths are grouped by route template: raw callback paths carry credentials and would explode cardinality.
+_PROMETHEUS = PrometheusConfig(app_name="otpservice", prefix="otp_http", group_path=True)
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,14 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             autocall_callback,
             healthz,
             readyz,
+            PrometheusController,
         ],
         lifespan=[clients],
         dependencies=DEPENDENCIES,
         state=State({"settings": settings}),
         plugins=[problem_details_plugin()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[access_log_middleware],
+        middleware=[access_log_middleware, _PROMETHEUS.middleware],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
             title="otpservice",

@@ -22,6 +22,7 @@ from otpservice.domain.clock import Clock, from_millis
 from otpservice.domain.codes import RandomBelow, generate_code
 from otpservice.domain.phone import PhoneNumber, mask_phone, parse_phone, stored_phone
 from otpservice.domain.verification import DeliveryStatus, Verification, VerificationStatus
+from otpservice.service import metrics
 from otpservice.service.hashing import HashingPool
 from otpservice.service.ports import VoiceCaller
 from otpservice.settings import Settings
@@ -105,6 +106,7 @@ class VerificationService:
             )
         )
         log.info("verification.created", verification_id=verification_id, phone=mask_phone(phone.e164))
+        metrics.VERIFICATIONS_STARTED.inc()
         await self._send(verification_id, phone, length, ttl, send_seq=1, first=True)
         return await self.get(verification_id)
 
@@ -154,6 +156,7 @@ class VerificationService:
         )
         if wait_ms is not None:
             log.warning("call.phone_rate_limited", phone=mask_phone(phone.e164))
+            metrics.CALLS.labels("rate_limited").inc()
             raise errors.PhoneRateLimited(retry_after_seconds=(wait_ms + 999) // 1000)
 
     async def _send(
@@ -181,6 +184,7 @@ class VerificationService:
                 and exc.request_may_have_reached_provider
             )
             bound.warning("call.placement_failed", error=type(exc).__name__, may_have_rung=may_have_rung)
+            metrics.CALLS.labels("unavailable").inc()
             if first:
                 await self._store.fail_send(
                     verification_id,
@@ -200,6 +204,7 @@ class VerificationService:
         if rejection is not None or call_id is None:
             reason = rejection.reason if rejection is not None else "no call id returned for the number"
             bound.warning("call.rejected", reason=reason)
+            metrics.CALLS.labels("rejected").inc()
             await self._store.fail_send(
                 verification_id,
                 self._clock.now(),
@@ -219,6 +224,7 @@ class VerificationService:
             check_outcome_at=now + timedelta(seconds=self._settings.reconcile_after_seconds),
         )
         bound.info("call.placed", outcome=answer.verdict)
+        metrics.CALLS.labels("placed").inc()
 
     async def cancel(self, verification_id: str) -> Verification:
         answer = await self._store.cancel(verification_id, self._clock.now())
@@ -242,6 +248,7 @@ class VerificationService:
         if result.verdict not in ("approved", "wrong", "max_attempts_reached"):
             self._raise_unless(result, "approved", verification_id)
         log.info("verification.checked", verification_id=verification_id, outcome=result.verdict)
+        metrics.CODE_CHECKS.labels(result.verdict).inc()
         return VerifyResult(valid=result.verdict == "approved", verification=await self.get(verification_id))
 
     async def get(self, verification_id: str) -> Verification:
@@ -255,6 +262,7 @@ class VerificationService:
     def authenticate_callback(self, verification_id: str, send_seq: int, presented: Iterable[str]) -> None:
         """Accept the callback if any presented credential is this call's; check before any I/O."""
         if not any(self._signer.is_valid(verification_id, send_seq, p) for p in presented if p):
+            metrics.CALLBACKS.labels("forged").inc()
             raise errors.CallbackRejected("the callback credential is missing or wrong")
 
     async def record_callback(
@@ -273,6 +281,9 @@ class VerificationService:
         if answer.verdict == "not_found":
             raise errors.VerificationNotFound(verification_id)
         outcome = {"recorded": "recorded", "ignored": "duplicate", "stale": "stale"}[answer.verdict]
+        metrics.CALLBACKS.labels(outcome).inc()
+        if outcome == "recorded" and report.status is not None:
+            metrics.CALL_OUTCOMES.labels(report.status.value, "callback").inc()
         log.info(
             "call.callback",
             verification_id=verification_id,
@@ -331,6 +342,8 @@ class VerificationService:
             report.duration_seconds,
         )
         bound.info("call.reconciled", status=report.status.value, outcome=answer.verdict)
+        if answer.verdict == "recorded":
+            metrics.CALL_OUTCOMES.labels(report.status.value, "report").inc()
 
     @staticmethod
     def _raise_unless(answer: ScriptAnswer, expected: str, verification_id: str) -> None:

@@ -1,0 +1,24 @@
+"""/metrics exposes request and business counters, with no codes, numbers or credentials."""
+
+from __future__ import annotations
+
+from tests.support.flows import create, heard_code
+from tests.support.sandbox import SandboxHandle
+from tests.support.service import ServiceHandle
+
+
+def test_metrics_count_the_flow(service: ServiceHandle, sandbox: SandboxHandle) -> None:
+    """After a flow, /metrics shows verifications, calls and code checks, grouped by route."""
+    with service.client() as client:
+        vid = create(client)["id"]
+        code = heard_code(sandbox, "0987654321")
+        client.post("/verify", json={"id": vid, "code": code})
+    with service.client(api_key=None) as anonymous:
+        text = anonymous.get("/metrics").text
+    assert "otp_verifications_started_total" in text
+    assert 'otp_calls_total{outcome="placed"}' in text
+    assert 'otp_code_checks_total{outcome="approved"}' in text
+    assert "otp_http_requests_total" in text
+    assert code not in text.replace("e+0", "")
+    assert "0987654321" not in text
+    assert "/callbacks/autocall/vf_" not in text
