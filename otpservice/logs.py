@@ -34,7 +34,8 @@ _SECRET_FIELDS = frozenset(
         "password",
     }
 )
-_PHONE_LIKE = re.compile(r"(?<!\d)\+?\d{9,15}(?!\d)")
+# Digit runs between letters (inside ids, hashes) are not numbers; after "_" (call ids) they are.
+_PHONE_LIKE = re.compile(r"(?<![0-9A-Za-z])\+?\d{9,15}(?![0-9A-Za-z])")
 _CALLBACK_CREDENTIAL = re.compile(r"(/callbacks/autocall/[^/\s]+/\d+/)[0-9a-fA-F]+")
 # Libraries that log full URLs (which can carry numbers and callback credentials) at INFO.
 _QUIET_LIBRARIES = ("httpx", "httpcore", "uvicorn.access")

@@ -122,7 +122,15 @@ class Settings:
             log_level=reader.text("OTP_LOG_LEVEL", "INFO").upper(),
             log_json=reader.flag("OTP_LOG_JSON", True),
         )
-        problems = reader.problems + (settings.production_problems() if mode == "production" else [])
+        problems = reader.problems
+        if mode == "production":
+            problems += settings.production_problems()
+            # Their defaults point at the local sandbox, which production must never talk to.
+            problems += [
+                f"{name} is required"
+                for name in ("OTP_AUTOCALL_URL", "OTP_AUTOCALL_CAMPAIGN_ID")
+                if not reader.text(name, "")
+            ]
         if problems:
             raise SettingsError(problems)
         return settings
@@ -133,6 +141,9 @@ class Settings:
         for name, value in (("OTP_REDIS_URL", self.redis_url), ("OTP_PUBLIC_URL", self.public_url)):
             if not value:
                 problems.append(f"{name} is required")
+        if self.public_url and not self.public_url.startswith("https://"):
+            problems.append("OTP_PUBLIC_URL must be https:// (callback URLs carry per-call credentials)")
+
         if not self.api_keys:
             problems.append("OTP_API_KEYS is required (comma-separated)")
         for key in self.api_keys:

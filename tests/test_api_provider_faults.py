@@ -85,3 +85,31 @@ def test_resend_refused_connection_gives_cooldown_back(redis_url: str, sandbox: 
             down.clock.advance(30)
             assert_problem(other.post(f"/otp/{vid}/resend"), 503, "provider_unavailable")
         assert client.get(f"/otp/{vid}").json()["resend_available_at"] == before
+
+
+def _provider_answering(placement: dict[str, object]) -> httpx.MockTransport:
+    def provider(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("generate_access_token"):
+            return httpx.Response(200, json={"data": {"access_token": "t", "expire_at": 3600}})
+        return httpx.Response(200, json={"data": {"campaign_id": "1", "results": placement}})
+
+    return httpx.MockTransport(provider)
+
+
+def test_opaque_call_id_is_still_tracked(redis_url: str) -> None:
+    """A call id that does not end in the national number is still taken as the call's id."""
+    transport = _provider_answering({"fail": [], "success": ["1_1_1_5_abc_84987654321"]})
+    with (
+        running_service(redis_url, "http://provider.invalid", provider_transport=transport) as service,
+        service.client() as client,
+    ):
+        created = create(client)
+    assert created["delivery"]["call_id"] == "1_1_1_5_abc_84987654321"
+    assert created["status"] == "pending"
+
+
+def test_placement_naming_no_call_is_503(redis_url: str) -> None:
+    """An answer that neither accepts nor refuses the number is treated like a lost answer: 503, failed."""
+    transport = _provider_answering({"fail": [], "success": []})
+    with running_service(redis_url, "http://provider.invalid", provider_transport=transport) as service:
+        _unavailable_then_failed(service)

@@ -96,3 +96,12 @@ def test_callbacks_never_fail_unexpectedly(service: ServiceHandle, body: bytes, 
     with service.client(api_key=None) as client:
         response = client.post(f"/callbacks/autocall/vf_x/{send}/abc", content=body)
     _assert_sane(response.status_code, response.headers.get("content-type", ""), response.json())
+
+
+def test_deeply_nested_bodies_are_malformed_not_500(service: ServiceHandle) -> None:
+    """A body nested deeper than the JSON decoder's stack is 400 malformed_body (or 401), never a 500."""
+    deep = b"[" * 5000 + b"]" * 5000
+    with service.client() as client:
+        for path in ("/otp", "/verify", "/callbacks/autocall/vf_x/1/abc"):
+            response = client.post(path, content=deep, headers={"content-type": "application/json"})
+            _assert_sane(response.status_code, response.headers.get("content-type", ""), response.json())

@@ -48,3 +48,9 @@ def test_redaction_masks_what_slips_through() -> None:
     event = redact(None, "info", {"event": "x", "code": "123456", "url": "/report/1_1_1_5_u_0987654321"})
     assert event["code"] == "[redacted]"
     assert "0987654321" not in event["url"]
+
+
+def test_redaction_leaves_ids_readable() -> None:
+    """Digit runs inside verification ids are not mistaken for phone numbers."""
+    vid = "vf_94cb877ddac98a03798e9452782304dd"
+    assert redact(None, "info", {"event": "x", "verification_id": vid})["verification_id"] == vid

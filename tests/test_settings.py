@@ -57,3 +57,22 @@ def test_out_of_range_policy_is_reported() -> None:
     """A policy value out of range is refused with its name and bounds."""
     with pytest.raises(SettingsError, match="OTP_CODE_LENGTH must be between 4 and 10"):
         Settings.from_env({**GOOD_ENV, "OTP_CODE_LENGTH": "3"})
+
+
+@pytest.mark.parametrize("name", ["OTP_AUTOCALL_URL", "OTP_AUTOCALL_CAMPAIGN_ID"])
+def test_production_needs_the_provider_named(name: str) -> None:
+    """Production does not fall back to the local sandbox's URL or campaign."""
+    env = {k: v for k, v in GOOD_ENV.items() if k != name}
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
+
+
+def test_production_public_url_must_be_https() -> None:
+    """Callback URLs carry credentials, so production refuses a plain-http public URL."""
+    with pytest.raises(SettingsError, match="OTP_PUBLIC_URL must be https"):
+        Settings.from_env({**GOOD_ENV, "OTP_PUBLIC_URL": "http://otp.example.vn"})
+
+
+def test_dev_mode_accepts_defaults() -> None:
+    """Dev mode starts without production secrets (it fills in its own)."""
+    assert Settings.from_env({}, mode="dev").autocall.url == "http://127.0.0.1:8090"

@@ -48,9 +48,11 @@ return {'reserved', tostring(n), v[6] or '', v[7]}
 """
 
 _RECORD_RESULT = """
-local v = redis.call('HMGET', KEYS[1], 'status', 'gen', 'max_attempts')
+local v = redis.call('HMGET', KEYS[1], 'status', 'gen', 'max_attempts', 'expires')
 if not v[1] then return {'not_found'} end
 if v[1] ~= 'pending' then return {'not_pending', v[1]} end
+-- the hash check takes time: a code that was right only after expiry is not accepted
+if tonumber(ARGV[1]) >= tonumber(v[4]) then return {'not_pending', 'expired'} end
 if ARGV[3] == '1' and v[2] == ARGV[2] then
   redis.call('HSET', KEYS[1], 'status', 'approved', 'updated', ARGV[1])
   redis.call('HDEL', KEYS[1], 'code_hash')
@@ -77,25 +79,29 @@ redis.call('HSET', KEYS[1], 'resend_at', tostring(tonumber(ARGV[1]) + tonumber(A
 return {'begun', tostring(seq), v[4]}
 """
 
+# Undo begin_send for a call that surely never left: the cooldown and the call budget come back.
 _ABORT_SEND = """
-local v = redis.call('HMGET', KEYS[1], 'resend_at')
+local v = redis.call('HMGET', KEYS[1], 'resend_at', 'send_seq')
+if not v[1] then return {'not_found'} end
 if v[1] == ARGV[1] then redis.call('HSET', KEYS[1], 'resend_at', ARGV[2]) end
+if v[2] == ARGV[3] then redis.call('HINCRBY', KEYS[1], 'send_seq', -1) end
 return {'ok'}
 """
 
 _COMMIT_SEND = (
     _RANK
     + """
-local v = redis.call('HMGET', KEYS[1], 'status', 'd_send', 'd_status')
+local v = redis.call('HMGET', KEYS[1], 'status', 'd_send', 'd_status', 'expires')
 if not v[1] then return {'not_found'} end
 if v[1] ~= 'pending' then return {'not_pending', v[1]} end
-if tonumber(ARGV[2]) < tonumber(v[2]) then return {'superseded'} end
-if tonumber(ARGV[2]) > tonumber(v[2]) then
+if tonumber(ARGV[1]) >= tonumber(v[4]) then return {'not_pending', 'expired'} end
+local seq = tonumber(ARGV[2])
+if seq < tonumber(v[2]) then return {'superseded'} end
+if seq > tonumber(v[2]) then
   redis.call('HSET', KEYS[1], 'd_send', ARGV[2], 'd_status', 'calling', 'd_provider_status', '',
              'd_duration', '', 'd_reason', '', 'd_updated', ARGV[1])
-elseif rank(v[3]) < 1 then
-  redis.call('HSET', KEYS[1], 'd_status', 'calling', 'd_updated', ARGV[1])
 end
+-- (same send: its callback came before this write, and the status it brought stays)
 redis.call('HSET', KEYS[1], 'code_hash', ARGV[3], 'd_call_id', ARGV[4], 'expires', ARGV[5],
            'updated', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'gen', 1)
@@ -109,15 +115,20 @@ return {'committed'}
 """
 )
 
+# A call the provider never took. Delivery now describes this attempt; the first send's failure
+# fails the verification (nothing pending is left that could never receive a call).
 _FAIL_SEND = """
-local v = redis.call('HMGET', KEYS[1], 'status')
+local v = redis.call('HMGET', KEYS[1], 'status', 'd_send')
 if not v[1] then return {'not_found'} end
 if ARGV[2] == '1' and v[1] == 'pending' then
   redis.call('HSET', KEYS[1], 'status', 'failed')
   redis.call('HDEL', KEYS[1], 'code_hash')
 end
-redis.call('HSET', KEYS[1], 'd_status', ARGV[3], 'd_reason', ARGV[4], 'd_updated', ARGV[1],
-           'updated', ARGV[1])
+if tonumber(ARGV[5]) >= tonumber(v[2]) then
+  redis.call('HSET', KEYS[1], 'd_send', ARGV[5], 'd_status', ARGV[3], 'd_reason', ARGV[4], 'd_call_id', '',
+             'd_provider_status', '', 'd_duration', '', 'd_updated', ARGV[1])
+end
+redis.call('HSET', KEYS[1], 'updated', ARGV[1])
 return {'ok'}
 """
 
@@ -137,7 +148,7 @@ local used = redis.call('INCR', KEYS[1])
 if used == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 if used > tonumber(ARGV[1]) then
   redis.call('DECR', KEYS[1])
-  return {'refused', tostring(redis.call('PTTL', KEYS[1]))}
+  return {'refused'}
 end
 return {'taken'}
 """
@@ -152,17 +163,30 @@ return due
 _RECORD_DELIVERY = (
     _RANK
     + """
-local v = redis.call('HMGET', KEYS[1], 'd_send', 'd_status')
+local v = redis.call('HMGET', KEYS[1], 'd_send', 'd_status', 'send_seq', 'd_call_id')
 if not v[1] then return {'not_found'} end
-if v[1] ~= ARGV[2] then return {'stale'} end
-if rank(ARGV[4]) <= rank(v[2]) then return {'ignored', v[2]} end
-redis.call('HSET', KEYS[1], 'd_status', ARGV[4], 'd_provider_status', ARGV[5], 'd_duration', ARGV[6],
-           'd_updated', ARGV[1])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'd_call_id', ARGV[3]) end
+local seq = tonumber(ARGV[2])
+if seq == tonumber(v[1]) then
+  if rank(ARGV[4]) <= rank(v[2]) then return {'ignored', v[2]} end
+  redis.call('HSET', KEYS[1], 'd_status', ARGV[4], 'd_provider_status', ARGV[5], 'd_duration', ARGV[6],
+             'd_updated', ARGV[1])
+  -- the id the provider gave us when placing the call wins over whatever a callback body says
+  if (not v[4] or v[4] == '') and ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'd_call_id', ARGV[3]) end
+elseif seq == tonumber(v[3]) and seq > tonumber(v[1]) then
+  -- the call being placed right now, reported before its placement was stored
+  redis.call('HSET', KEYS[1], 'd_send', ARGV[2], 'd_status', ARGV[4], 'd_provider_status', ARGV[5],
+             'd_duration', ARGV[6], 'd_reason', '', 'd_call_id', ARGV[3], 'd_updated', ARGV[1])
+else
+  return {'stale'}
+end
 if rank(ARGV[4]) == 2 then redis.call('ZREM', KEYS[2], ARGV[7]) end
 return {'recorded'}
 """
 )
+
+
+# The scripts that also touch the open-calls set (given as KEYS[2]).
+_TRACKING_SCRIPTS = frozenset({"commit_send", "record_delivery"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +243,9 @@ class VerificationStore:
         return max(1, to_millis(expires_at) - to_millis(now) + self._retention_ms)
 
     async def _run(self, script: str, verification_id: str, *args: object) -> ScriptAnswer:
-        keys = [self.key(verification_id), OPEN_CALLS_KEY]
+        keys = [self.key(verification_id)]
+        if script in _TRACKING_SCRIPTS:
+            keys.append(OPEN_CALLS_KEY)
         raw = await self._scripts[script](keys=keys, args=[str(a) for a in args])
         words = tuple(w.decode() if isinstance(w, bytes) else str(w) for w in raw)
         return ScriptAnswer(words[0], words[1:])
@@ -280,9 +306,11 @@ class VerificationStore:
             "begin_send", verification_id, to_millis(now), cooldown_seconds * 1000, max_sends
         )
 
-    async def abort_send(self, verification_id: str, reserved_until: datetime, previous: str) -> None:
-        """Give the cooldown back when the provider never took the call."""
-        await self._run("abort_send", verification_id, to_millis(reserved_until), previous)
+    async def abort_send(
+        self, verification_id: str, reserved_until: datetime, previous: str, send_seq: int
+    ) -> None:
+        """Give the cooldown and the call back when the provider surely never took the call."""
+        await self._run("abort_send", verification_id, to_millis(reserved_until), previous, send_seq)
 
     async def commit_send(
         self,
@@ -317,10 +345,17 @@ class VerificationStore:
         fail_verification: bool,
         delivery: DeliveryStatus,
         reason: str,
+        send_seq: int,
     ) -> None:
         """Record a call that was never placed; on the first send the verification itself fails."""
         await self._run(
-            "fail_send", verification_id, to_millis(now), int(fail_verification), delivery.value, reason
+            "fail_send",
+            verification_id,
+            to_millis(now),
+            int(fail_verification),
+            delivery.value,
+            reason,
+            send_seq,
         )
 
     async def cancel(self, verification_id: str, now: datetime) -> ScriptAnswer:
@@ -364,11 +399,13 @@ class VerificationStore:
 
     async def take_phone_call(self, phone: str, now: datetime, limit: int, window_seconds: int) -> int | None:
         """Count one call to ``phone`` in the current fixed window; None if allowed, else ms to wait."""
-        window = to_millis(now) // (window_seconds * 1000)
+        window_ms = window_seconds * 1000
+        window = to_millis(now) // window_ms
         key = f"{PHONE_BUDGET_PREFIX}{phone}:{window}"
-        raw = await self._scripts["take_phone_call"](keys=[key], args=[limit, window_seconds * 1000])
-        words = [_text(w) for w in raw]
-        return None if words[0] == "taken" else max(1, int(words[1]))
+        raw = await self._scripts["take_phone_call"](keys=[key], args=[limit, window_ms])
+        if _text(raw[0]) == "taken":
+            return None
+        return max(1, (window + 1) * window_ms - to_millis(now))
 
     async def reschedule_call(self, verification_id: str, send_seq: int, at: datetime) -> None:
         await self._redis.zadd(OPEN_CALLS_KEY, {open_call(verification_id, send_seq): to_millis(at)}, xx=True)

@@ -26,11 +26,6 @@ def generate_code(length: int, randbelow: RandomBelow = secrets.randbelow) -> st
     return "".join(str(randbelow(10)) for _ in range(length))
 
 
-def is_well_formed(code: str, length: int) -> bool:
-    """Digits only, of the verification's length: anything else is refused before counting."""
-    return len(code) == length and code.isascii() and code.isdigit()
-
-
 class CodeHasher:
     """Hashes and checks codes; CPU-bound and GIL-releasing, so callers run it in a thread pool."""
 

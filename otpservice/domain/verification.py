@@ -88,10 +88,3 @@ class Verification:
     @property
     def attempts_remaining(self) -> int:
         return max(0, self.max_attempts - self.attempts)
-
-
-class VerifyOutcome(enum.StrEnum):
-    """The answer to one submitted code."""
-
-    APPROVED = "approved"
-    WRONG = "wrong"

@@ -50,6 +50,12 @@ class Seams:
     provider_transport: httpx.AsyncBaseTransport | None = None
 
 
+class MetricsController(PrometheusController):
+    """Prometheus exposition at /metrics: for the scraper, not part of the published API."""
+
+    include_in_schema = False
+
+
 def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
     seams = seams or Seams()
 
@@ -96,7 +102,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             autocall_callback,
             healthz,
             readyz,
-            PrometheusController,
+            MetricsController,
         ],
         lifespan=[clients],
         dependencies=DEPENDENCIES,

@@ -138,6 +138,11 @@ def _from_redis(exc: RedisError) -> ProblemDetailsException:
     )
 
 
+def _from_recursion(_: RecursionError) -> ProblemDetailsException:
+    """A body nested deeper than the decoder's stack: not a server failure, a malformed body."""
+    return problem(400, "malformed_body", "Malformed body", "the body is nested too deeply")
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("request.failed", error=type(exc).__name__, path=request.scope.get("path_template", ""))
     return problem(500, "internal_error", "Internal error", "the server failed; try again").to_response(
@@ -151,6 +156,7 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
         ValidationException: _from_validation,
         HTTPException: _from_http,
         RedisError: _from_redis,
+        RecursionError: _from_recursion,
     }
     return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))
 

@@ -132,7 +132,7 @@ class VerificationService:
         try:
             await self._take_phone_call(phone, now)
         except errors.PhoneRateLimited:
-            await self._store.abort_send(verification_id, reserved_until, previous_resend_at)
+            await self._store.abort_send(verification_id, reserved_until, previous_resend_at, send_seq)
             raise
         try:
             await self._send(
@@ -145,7 +145,7 @@ class VerificationService:
             )
         except errors.ProviderUnavailable as exc:
             if not exc.call_may_have_rung:
-                await self._store.abort_send(verification_id, reserved_until, previous_resend_at)
+                await self._store.abort_send(verification_id, reserved_until, previous_resend_at, send_seq)
             raise
         return await self.get(verification_id)
 
@@ -183,36 +183,28 @@ class VerificationService:
                 isinstance(exc, autocall.ProviderUnavailable | autocall.ProviderMalformedResponse)
                 and exc.request_may_have_reached_provider
             )
-            bound.warning("call.placement_failed", error=type(exc).__name__, may_have_rung=may_have_rung)
-            metrics.CALLS.labels("unavailable").inc()
-            if first:
-                await self._store.fail_send(
-                    verification_id,
-                    self._clock.now(),
-                    fail_verification=True,
-                    delivery=DeliveryStatus.FAILED,
-                    reason=f"provider unavailable: {type(exc).__name__}",
-                )
-            raise errors.ProviderUnavailable(
-                "the voice provider could not place the call; try again shortly",
-                PROVIDER_RETRY_AFTER_SECONDS,
-                verification_id,
-                call_may_have_rung=may_have_rung,
+            raise await self._unplaced(
+                verification_id, send_seq, first, type(exc).__name__, may_have_rung
             ) from exc
         rejection = placement.rejection_for(phone.national)
-        call_id = placement.call_id_for(phone.national)
-        if rejection is not None or call_id is None:
-            reason = rejection.reason if rejection is not None else "no call id returned for the number"
-            bound.warning("call.rejected", reason=reason)
+        if rejection is not None:
+            bound.warning("call.rejected", reason=rejection.reason)
             metrics.CALLS.labels("rejected").inc()
             await self._store.fail_send(
                 verification_id,
                 self._clock.now(),
                 fail_verification=first,
                 delivery=DeliveryStatus.REJECTED,
-                reason=reason,
+                reason=rejection.reason,
+                send_seq=send_seq,
             )
-            raise errors.ProviderRejected(verification_id, reason)
+            raise errors.ProviderRejected(verification_id, rejection.reason)
+        # Call ids are opaque: when the one callee's id does not end in its number, take the only id.
+        call_id = placement.call_id_for(phone.national) or (
+            placement.accepted[0] if len(placement.accepted) == 1 else None
+        )
+        if call_id is None:
+            raise await self._unplaced(verification_id, send_seq, first, "no call id in the answer", True)
         now = self._clock.now()
         answer = await self._store.commit_send(
             verification_id,
@@ -225,6 +217,34 @@ class VerificationService:
         )
         bound.info("call.placed", outcome=answer.verdict)
         metrics.CALLS.labels("placed").inc()
+
+    async def _unplaced(
+        self, verification_id: str, send_seq: int, first: bool, why: str, may_have_rung: bool
+    ) -> errors.ProviderUnavailable:
+        """Record a placement that failed or cannot be tracked, and say so as provider_unavailable."""
+        log.warning(
+            "call.placement_failed",
+            verification_id=verification_id,
+            send=send_seq,
+            error=why,
+            may_have_rung=may_have_rung,
+        )
+        metrics.CALLS.labels("unavailable").inc()
+        if first:
+            await self._store.fail_send(
+                verification_id,
+                self._clock.now(),
+                fail_verification=True,
+                delivery=DeliveryStatus.FAILED,
+                reason=f"provider unavailable: {why}",
+                send_seq=send_seq,
+            )
+        return errors.ProviderUnavailable(
+            "the voice provider could not place the call; try again shortly",
+            PROVIDER_RETRY_AFTER_SECONDS,
+            verification_id,
+            call_may_have_rung=may_have_rung,
+        )
 
     async def cancel(self, verification_id: str) -> Verification:
         answer = await self._store.cancel(verification_id, self._clock.now())
@@ -245,8 +265,7 @@ class VerificationService:
         _attempt, code_hash, generation = answer.details
         correct = bool(code_hash) and await self._hashing.matches(verification_id, code, code_hash)
         result = await self._store.record_result(verification_id, self._clock.now(), generation, correct)
-        if result.verdict not in ("approved", "wrong", "max_attempts_reached"):
-            self._raise_unless(result, "approved", verification_id)
+        self._raise_unless(result, ("approved", "wrong", "max_attempts_reached"), verification_id)
         log.info("verification.checked", verification_id=verification_id, outcome=result.verdict)
         metrics.CODE_CHECKS.labels(result.verdict).inc()
         return VerifyResult(valid=result.verdict == "approved", verification=await self.get(verification_id))
@@ -346,8 +365,9 @@ class VerificationService:
             metrics.CALL_OUTCOMES.labels(report.status.value, "report").inc()
 
     @staticmethod
-    def _raise_unless(answer: ScriptAnswer, expected: str, verification_id: str) -> None:
-        if answer.verdict == expected:
+    def _raise_unless(answer: ScriptAnswer, expected: str | tuple[str, ...], verification_id: str) -> None:
+        """Turn a script's refusal into the domain error it means."""
+        if answer.verdict in ((expected,) if isinstance(expected, str) else expected):
             return
         if answer.verdict == "not_found":
             raise errors.VerificationNotFound(verification_id)

@@ -40,9 +40,10 @@ def body_api_key(body: object) -> str | None:
 
 def parse_callback(body: object) -> CallbackReport:
     """Extract call id, status and duration from any known callback shape."""
-    record = _records(body)[-1] if _records(body) else None
-    if record is None:
+    records = _records(body)
+    if not records:
         raise MalformedCallback("the callback body is not a JSON object")
+    record = records[-1]
     call_id = record.get("id", record.get("call_id"))
     if not isinstance(call_id, str) or not call_id.strip() or len(call_id) > 256:
         raise MalformedCallback("the callback carries no call id")
