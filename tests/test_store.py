@@ -8,9 +8,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from otpservice.adapters.redis_store import OPEN_CALLS_KEY, NewVerification, VerificationStore, open_call
+from otpservice.adapters.redis_store import (
+    OPEN_CALLS_KEY,
+    NewVerification,
+    VerificationStore,
+    open_call,
+    pack_hash,
+    unpack_hash,
+)
+from otpservice.domain.codes import CodeHasher
 from otpservice.domain.verification import DeliveryStatus, VerificationStatus
 from otpservice.service.verifications import new_verification_id
+from otpservice.settings import Argon2Settings
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -142,5 +151,35 @@ async def test_every_key_has_a_ttl(store: VerificationStore, redis_url: str) -> 
     try:
         async for key in redis.scan_iter("otp:*"):
             assert await redis.pttl(key) > 0, key
+    finally:
+        await redis.aclose()
+
+
+def test_packed_hash_round_trips() -> None:
+    """An argon2 hash survives packing into Redis's compact form, and still checks the code."""
+    hasher = CodeHasher(b"p" * 40, Argon2Settings())
+    encoded = hasher.hash("vf_1", "123456")
+    params, packed = pack_hash(encoded)
+    assert len(packed) <= 64
+    assert unpack_hash(params, packed) == encoded
+    assert hasher.matches("vf_1", "123456", unpack_hash(params, packed))
+
+
+async def test_pending_verification_stays_compact(store: VerificationStore, redis_url: str) -> None:
+    """A pending verification is stored as a listpack (every value at most 64 bytes)."""
+    vid = await new_pending(store)
+    hasher = CodeHasher(b"p" * 40, Argon2Settings())
+    await store.commit_send(
+        vid,
+        NOW,
+        1,
+        hasher.hash(vid, "123456"),
+        "1_1_1_5_418b619d-8ff0-4c4c-b25c-b10a7c93ab84_0987654321",
+        expires_at=NOW + timedelta(seconds=300),
+        check_outcome_at=NOW,
+    )
+    redis = Redis.from_url(redis_url)
+    try:
+        assert await redis.object("encoding", store.key(vid)) == b"listpack"
     finally:
         await redis.aclose()

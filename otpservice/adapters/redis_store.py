@@ -8,6 +8,7 @@ clock, never read from Redis's, so one clock rules expiry everywhere.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from otpservice.domain.clock import from_millis, to_millis
+from otpservice.domain.codes import SALT_BYTES
 from otpservice.domain.verification import Delivery, DeliveryStatus, Verification, VerificationStatus
 
 KEY_PREFIX = "otp:v:"
@@ -35,7 +37,7 @@ end
 
 _RESERVE_ATTEMPT = """
 local v = redis.call('HMGET', KEYS[1], 'status', 'expires', 'attempts', 'max_attempts', 'code_length',
-                     'code_hash', 'gen')
+                     'code_hash', 'gen', 'hash_params')
 if not v[1] then return {'not_found'} end
 if v[1] ~= 'pending' then return {'not_pending', v[1]} end
 if tonumber(ARGV[1]) >= tonumber(v[2]) then return {'not_pending', 'expired'} end
@@ -44,7 +46,7 @@ if tonumber(v[3]) >= tonumber(v[4]) then return {'no_attempts_left'} end
 local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'updated', ARGV[1])
 -- before its first call is placed a verification has no code yet: any guess is simply wrong
-return {'reserved', tostring(n), v[6] or '', v[7]}
+return {'reserved', tostring(n), v[6] or '', v[7], v[8] or ''}
 """
 
 _RECORD_RESULT = """
@@ -55,13 +57,13 @@ if v[1] ~= 'pending' then return {'not_pending', v[1]} end
 if tonumber(ARGV[1]) >= tonumber(v[4]) then return {'not_pending', 'expired'} end
 if ARGV[3] == '1' and v[2] == ARGV[2] then
   redis.call('HSET', KEYS[1], 'status', 'approved', 'updated', ARGV[1])
-  redis.call('HDEL', KEYS[1], 'code_hash')
+  redis.call('HDEL', KEYS[1], 'code_hash', 'hash_params')
   return {'approved'}
 end
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 if failures >= tonumber(v[3]) then
   redis.call('HSET', KEYS[1], 'status', 'max_attempts_reached', 'updated', ARGV[1])
-  redis.call('HDEL', KEYS[1], 'code_hash')
+  redis.call('HDEL', KEYS[1], 'code_hash', 'hash_params')
   return {'max_attempts_reached'}
 end
 return {'wrong'}
@@ -102,8 +104,8 @@ if seq > tonumber(v[2]) then
              'd_duration', '', 'd_reason', '', 'd_updated', ARGV[1])
 end
 -- (same send: its callback came before this write, and the status it brought stays)
-redis.call('HSET', KEYS[1], 'code_hash', ARGV[3], 'd_call_id', ARGV[4], 'expires', ARGV[5],
-           'updated', ARGV[1])
+redis.call('HSET', KEYS[1], 'code_hash', ARGV[3], 'hash_params', ARGV[9], 'd_call_id', ARGV[4],
+           'expires', ARGV[5], 'updated', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('HINCRBY', KEYS[1], 'sends', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -122,7 +124,7 @@ local v = redis.call('HMGET', KEYS[1], 'status', 'd_send')
 if not v[1] then return {'not_found'} end
 if ARGV[2] == '1' and v[1] == 'pending' then
   redis.call('HSET', KEYS[1], 'status', 'failed')
-  redis.call('HDEL', KEYS[1], 'code_hash')
+  redis.call('HDEL', KEYS[1], 'code_hash', 'hash_params')
 end
 if tonumber(ARGV[5]) >= tonumber(v[2]) then
   redis.call('HSET', KEYS[1], 'd_send', ARGV[5], 'd_status', ARGV[3], 'd_reason', ARGV[4], 'd_call_id', '',
@@ -138,7 +140,7 @@ if not v[1] then return {'not_found'} end
 if v[1] ~= 'pending' then return {'not_pending', v[1]} end
 if tonumber(ARGV[1]) >= tonumber(v[2]) then return {'not_pending', 'expired'} end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'updated', ARGV[1])
-redis.call('HDEL', KEYS[1], 'code_hash')
+redis.call('HDEL', KEYS[1], 'code_hash', 'hash_params')
 return {'canceled'}
 """
 
@@ -290,7 +292,13 @@ class VerificationStore:
 
     async def reserve_attempt(self, verification_id: str, now: datetime, code_length: int) -> ScriptAnswer:
         """Count one attempt before any hash is checked; answers ``reserved, n, hash, generation``."""
-        return await self._run("reserve_attempt", verification_id, to_millis(now), code_length)
+        answer = await self._run("reserve_attempt", verification_id, to_millis(now), code_length)
+        if answer.verdict != "reserved":
+            return answer
+        attempt, packed, generation, params = answer.details
+        return ScriptAnswer(
+            answer.verdict, (attempt, unpack_hash(params, packed) if packed else "", generation)
+        )
 
     async def record_result(
         self, verification_id: str, now: datetime, generation: str, correct: bool
@@ -324,17 +332,19 @@ class VerificationStore:
     ) -> ScriptAnswer:
         """Make the newly called code the only valid one, and track its call until its outcome is known."""
         ttl = self.key_ttl_ms(now, expires_at)
+        params, packed = pack_hash(code_hash)
         return await self._run(
             "commit_send",
             verification_id,
             to_millis(now),
             send_seq,
-            code_hash,
+            packed,
             call_id,
             to_millis(expires_at),
             ttl,
             to_millis(check_outcome_at),
             open_call(verification_id, send_seq),
+            params,
         )
 
     async def fail_send(
@@ -412,6 +422,32 @@ class VerificationStore:
 
     async def forget_call(self, verification_id: str, send_seq: int) -> None:
         await self._redis.zrem(OPEN_CALLS_KEY, open_call(verification_id, send_seq))
+
+
+def pack_hash(encoded: str) -> tuple[str, str]:
+    """Split an argon2 hash into its parameters and one base64 of salt and digest.
+
+    Why: Redis keeps a small hash as a compact listpack only while every value is at most 64 bytes;
+    the encoded argon2 string (~97 bytes) alone doubles a verification's memory. Salt (16 bytes) and
+    digest (32 bytes) pack into exactly 64 base64 characters.
+    """
+    params, salt, digest = encoded.rsplit("$", 2)
+    return params, base64.b64encode(_unb64(salt) + _unb64(digest)).decode()
+
+
+def unpack_hash(params: str, packed: str) -> str:
+    """The encoded argon2 hash that :func:`pack_hash` split."""
+    raw = base64.b64decode(packed)
+    salt, digest = raw[:SALT_BYTES], raw[SALT_BYTES:]
+    return f"{params}${_b64(salt)}${_b64(digest)}"
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode().rstrip("=")
 
 
 def open_call(verification_id: str, send_seq: int) -> str:

@@ -19,6 +19,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from otpservice.settings import Argon2Settings
 
 RandomBelow = Callable[[int], int]
+SALT_BYTES = 16
+DIGEST_BYTES = 32
 
 
 def generate_code(length: int, randbelow: RandomBelow = secrets.randbelow) -> str:
@@ -37,8 +39,8 @@ class CodeHasher:
             time_cost=params.time_cost,
             memory_cost=params.memory_cost_kib,
             parallelism=params.parallelism,
-            hash_len=32,
-            salt_len=16,
+            hash_len=DIGEST_BYTES,
+            salt_len=SALT_BYTES,
             type=Type.ID,
         )
 
