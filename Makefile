@@ -32,9 +32,10 @@ typecheck: install
 test: install lint typecheck  ## the one test command: lint, types, then the whole suite
 	$(RUN) pytest
 
-bench: install  ## argon2 cost per hash, Redis memory per pending verification
+bench: install  ## argon2 cost, Redis memory per verification, HTTP throughput and latency
 	$(RUN) python -m bench.argon2_cost
 	$(RUN) python -m bench.redis_memory
+	$(RUN) python -m bench.load
 
 openapi: install  ## regenerate the published contract from the app
 	$(RUN) otpservice openapi > openapi.yaml
