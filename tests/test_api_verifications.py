@@ -132,6 +132,16 @@ def test_provider_rejection_is_recorded(service: ServiceHandle) -> None:
     assert verification["delivery"]["reason"] == "Blacklist"
 
 
+def test_failed_verification_answers_409_failed(service: ServiceHandle) -> None:
+    """A verification whose call was refused answers 409 failed to verify, resend and cancel."""
+    with service.client() as client:
+        vid = client.post("/otp", json={"phone": "0900000008"}).json()["id"]
+        service.clock.advance(30)
+        assert_problem(client.post("/verify", json={"id": vid, "code": "123456"}), 409, "failed")
+        assert_problem(client.post(f"/otp/{vid}/resend"), 409, "failed")
+        assert_problem(client.delete(f"/otp/{vid}"), 409, "failed")
+
+
 def test_health_endpoints_need_no_key(service: ServiceHandle) -> None:
     """/healthz and /readyz answer without an API key when Redis is up."""
     with service.client(api_key=None) as client:

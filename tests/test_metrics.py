@@ -1,4 +1,4 @@
-"""/metrics exposes request and business counters, with no codes, numbers or credentials."""
+"""/metrics exposes request and business counters to key holders, with no codes, numbers or credentials."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ def test_metrics_count_the_flow(service: ServiceHandle, sandbox: SandboxHandle) 
         code = heard_code(sandbox, "0987654321")
         client.post("/verify", json={"id": vid, "code": code})
     with service.client(api_key=None) as anonymous:
-        text = anonymous.get("/metrics").text
+        assert anonymous.get("/metrics").status_code == 401
+    with service.client() as client:
+        text = client.get("/metrics").text
     assert "otp_verifications_started_total" in text
     assert 'otp_calls_total{outcome="placed"}' in text
     assert 'otp_code_checks_total{outcome="approved"}' in text

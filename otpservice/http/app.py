@@ -25,6 +25,7 @@ from otpservice.domain.callback_auth import CallbackSigner
 from otpservice.domain.clock import Clock, SystemClock
 from otpservice.domain.codes import CodeHasher, RandomBelow
 from otpservice.http.access_log import access_log_middleware
+from otpservice.http.auth import require_api_key
 from otpservice.http.controllers.callbacks import autocall_callback
 from otpservice.http.controllers.health import healthz, readyz
 from otpservice.http.controllers.verifications import VerificationController, VerifyController
@@ -51,9 +52,10 @@ class Seams:
 
 
 class MetricsController(PrometheusController):
-    """Prometheus exposition at /metrics: for the scraper, not part of the published API."""
+    """Prometheus exposition at /metrics: for the scraper (with an API key), not in the published API."""
 
     include_in_schema = False
+    guards = [require_api_key]
 
 
 def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
