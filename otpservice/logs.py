@@ -56,6 +56,12 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+def _drop_terminal_colours(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """uvicorn attaches an ANSI-coloured copy of its messages; it is noise in structured logs."""
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging through one redacting pipeline to ``stream`` (stderr)."""
     shared: list[Any] = [
@@ -79,6 +85,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO 
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                _drop_terminal_colours,
                 redact,
                 renderer,
             ],

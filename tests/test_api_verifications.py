@@ -153,4 +153,5 @@ def test_unknown_route_and_method_are_problems(service: ServiceHandle) -> None:
     """Unknown routes and methods answer problem documents too."""
     with service.client() as client:
         assert_problem(client.get("/nope"), 404, "not_found")
+        assert_problem(client.get("/_sandbox/calls"), 404, "not_found")  # the sandbox is never mounted here
         assert_problem(client.put("/verify", json={}), 405, "method_not_allowed")

@@ -44,19 +44,16 @@ def serve_command(host: str, port: int, workers: int) -> None:
     except SettingsError as exc:
         raise click.ClickException(f"refusing to start: {exc}") from exc
     configure_logging(settings.log_level, json=settings.log_json)
-    if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
-    else:
-        # Each worker process imports the factory and reads the same environment again.
-        uvicorn.run(
-            "otpservice.cli.service:production_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,
-            log_config=None,
-        )
+    # Each worker process builds the app from the same environment through the factory.
+    uvicorn.run(
+        "otpservice.cli.service:production_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_config=None,
+    )
 
 
 def production_app() -> Any:
