@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -178,4 +179,16 @@ def openapi_yaml() -> str:
     schema = create_app(settings).openapi_schema.to_schema()
     # Litestar keeps a handler's paths in a set: sort them so the document is the same every run.
     schema["paths"] = dict(sorted(schema["paths"].items()))
-    return yaml.safe_dump(schema, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(schema, Dumper=_ContractDumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+class _ContractDumper(yaml.SafeDumper):
+    """Quotes number-like strings (phone examples): YAML 1.2 readers would take 0987654321 as an int."""
+
+
+def _represent_text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = '"' if re.fullmatch(r"[+-]?[0-9][0-9 ._]*", value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ContractDumper.add_representer(str, _represent_text)
