@@ -22,6 +22,14 @@ _PLACEHOLDER = re.compile(
 )
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity, as containers and taskset set it), at least 1."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # platforms without sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
 class SettingsError(ValueError):
     """The environment does not describe a runnable service; the message names every problem."""
 
@@ -74,7 +82,7 @@ class Settings:
     reconcile_interval_seconds: float = 10.0
     reconcile_give_up_seconds: int = 3600
     allowed_countries: tuple[str, ...] = ("VN",)
-    hash_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    hash_workers: int = field(default_factory=usable_cores)
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -118,7 +126,7 @@ class Settings:
             allowed_countries=tuple(
                 c.strip().upper() for c in reader.text("OTP_ALLOWED_COUNTRIES", "VN").split(",") if c.strip()
             ),
-            hash_workers=reader.integer("OTP_HASH_WORKERS", os.cpu_count() or 1, 1, 256),
+            hash_workers=reader.integer("OTP_HASH_WORKERS", usable_cores(), 1, 256),
             log_level=reader.text("OTP_LOG_LEVEL", "INFO").upper(),
             log_json=reader.flag("OTP_LOG_JSON", True),
         )

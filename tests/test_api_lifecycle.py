@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.support.flows import assert_problem, create, heard_code, wrong_code
+from tests.support.flows import assert_problem, create, heard_code
 from tests.support.sandbox import SandboxHandle
-from tests.support.service import ServiceHandle
+from tests.support.service import ScriptedCodes, ServiceHandle, running_service
 
 
 def test_expired_verification_answers_expired_then_404(
@@ -35,24 +35,22 @@ def test_resend_too_soon_is_429_with_retry_after(service: ServiceHandle) -> None
     assert body["resend_available_at"]
 
 
-def test_resend_places_a_new_code_and_retires_the_old(service: ServiceHandle, sandbox: SandboxHandle) -> None:
+def test_resend_places_a_new_code_and_retires_the_old(redis_url: str, sandbox: SandboxHandle) -> None:
     """After the cooldown a resend calls with a new code; the old one stops working; attempts stay used."""
-    with service.client() as client:
-        verification = create(client)
-        vid = verification["id"]
-        old = heard_code(sandbox, "0987654321")
-        client.post("/verify", json={"id": vid, "code": wrong_code(old)})
+    codes = ScriptedCodes("111111", "222222")
+    with running_service(redis_url, sandbox.url, randbelow=codes) as service, service.client() as client:
+        vid = create(client)["id"]
+        assert heard_code(sandbox, "0987654321") == "111111"
+        client.post("/verify", json={"id": vid, "code": "999999"})
         service.clock.advance(30)
         resent = client.post(f"/otp/{vid}/resend")
         assert resent.status_code == 200, resent.text
-        new = heard_code(sandbox, "0987654321")
+        assert heard_code(sandbox, "0987654321") == "222222"
         assert len(sandbox.calls("0987654321")) == 2
-        assert resent.json()["sends"] == 2
-        assert resent.json()["attempts"] == 1
-        if new != old:
-            stale = client.post("/verify", json={"id": vid, "code": old}).json()
-            assert stale["valid"] is False
-        approved = client.post("/verify", json={"id": vid, "code": new}).json()
+        assert (resent.json()["sends"], resent.json()["attempts"]) == (2, 1)
+        stale = client.post("/verify", json={"id": vid, "code": "111111"}).json()
+        assert (stale["valid"], stale["attempts"]) == (False, 2)
+        approved = client.post("/verify", json={"id": vid, "code": "222222"}).json()
     assert approved["valid"] is True
     assert approved["status"] == "approved"
 

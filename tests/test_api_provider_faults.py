@@ -70,7 +70,9 @@ def test_resend_during_outage_keeps_old_code(service: ServiceHandle, sandbox: Sa
         old = heard_code(sandbox, "0987654321")
         service.clock.advance(30)
         sandbox.config.provider_faults.error_rate = 1.0
-        assert_problem(client.post(f"/otp/{vid}/resend"), 503, "provider_unavailable")
+        refused = client.post(f"/otp/{vid}/resend")
+        assert_problem(refused, 503, "provider_unavailable")
+        assert int(refused.headers["retry-after"]) > 0
         assert client.get(f"/otp/{vid}").json()["sends"] == 1
         assert client.post("/verify", json={"id": vid, "code": old}).json()["valid"] is True
 

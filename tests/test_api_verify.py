@@ -93,6 +93,20 @@ async def test_parallel_wrong_guesses_never_exceed_the_limit(
     assert final["status"] == "max_attempts_reached"
 
 
+async def test_hashing_runs_in_the_bounded_pool(service: ServiceHandle, sandbox: SandboxHandle) -> None:
+    """Hashes and checks run off the event loop, in at most OTP_HASH_WORKERS threads of the pool."""
+    async with service.async_client() as client:
+        created = await asyncio.gather(
+            *(client.post("/otp", json={"phone": f"09123456{n:02d}"}) for n in range(12))
+        )
+        await asyncio.gather(
+            *(client.post("/verify", json={"id": c.json()["id"], "code": "000000"}) for c in created)
+        )
+    assert service.hasher.threads
+    assert all(name.startswith("argon2") for name in service.hasher.threads)
+    assert len(service.hasher.threads) <= service.settings.hash_workers
+
+
 async def test_parallel_right_codes_approve_exactly_once(
     service: ServiceHandle, sandbox: SandboxHandle
 ) -> None:

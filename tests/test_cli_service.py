@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from otpservice.cli import main
@@ -34,7 +36,7 @@ def test_openapi_command_prints_the_contract() -> None:
 
 
 def test_dev_mode_goes_from_nothing_to_an_approved_verification(tmp_path: Path) -> None:
-    """`otpservice dev` starts its own Redis and sandbox, prints a key, and the printed flow approves."""
+    """`otpservice dev` starts Redis and the sandbox, its printed flow approves, and SIGTERM stops it all."""
     port, sandbox_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
     stderr_path = tmp_path / "dev.err"
@@ -80,7 +82,12 @@ def test_dev_mode_goes_from_nothing_to_an_approved_verification(tmp_path: Path) 
         assert verified.json()["status"] == "approved"
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        exit_code = process.wait(timeout=20)
+    assert exit_code == 0, stderr_path.read_text()[-2000:]
+    redis_port = re.search(r"redis\s+redis://127\.0\.0\.1:(\d+)", stderr_path.read_text())
+    assert redis_port
+    with pytest.raises(ConnectionRefusedError):  # the embedded Redis went down with dev mode
+        socket.create_connection(("127.0.0.1", int(redis_port.group(1))), timeout=2).close()
     log_lines = [line for line in stderr_path.read_text().splitlines() if re.match(r"\d{4}-\d\d-\d\dT", line)]
     assert any("+8498*****21" in line for line in log_lines)
     assert not any("0987654321" in line or "84987654321" in line for line in log_lines)

@@ -98,6 +98,27 @@ def test_callbacks_never_fail_unexpectedly(service: ServiceHandle, body: bytes, 
     _assert_sane(response.status_code, response.headers.get("content-type", ""), response.json())
 
 
+@FUZZ
+@given(
+    body=st.binary(max_size=300), path=st.sampled_from(["/otp", "/verify", "/callbacks/autocall/vf_x/1/abc"])
+)
+def test_raw_bytes_never_fail_unexpectedly(service: ServiceHandle, body: bytes, path: str) -> None:
+    """Any bytes at all (invalid UTF-8 included) posted as JSON answer a problem document, never a 500."""
+    with service.client() as client:
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+    _assert_sane(response.status_code, response.headers.get("content-type", ""), response.json())
+
+
+def test_invalid_utf8_is_malformed_body(service: ServiceHandle) -> None:
+    """A JSON body that is not UTF-8 is 400 malformed_body."""
+    with service.client() as client:
+        response = client.post(
+            "/otp", content=b'{"phone":"\xff"}', headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 400
+    assert response.json()["code"] == "malformed_body"
+
+
 def test_deeply_nested_bodies_are_malformed_not_500(service: ServiceHandle) -> None:
     """A body nested deeper than the JSON decoder's stack is 400 malformed_body (or 401), never a 500."""
     deep = b"[" * 5000 + b"]" * 5000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from otpservice.domain.callback_auth import CallbackSigner
 from otpservice.logs import redact
@@ -23,7 +24,12 @@ def test_full_flow_logs_hold_no_secrets(service: ServiceHandle, sandbox: Sandbox
         second = heard_code(sandbox, "0987654321")
         client.post("/verify", json={"id": vid, "code": second})
         client.post("/otp", json={"phone": "0900000008"})
+        deadline = time.monotonic() + 5  # let the callbacks land, so their handling is in the logs too
+        while client.get(f"/otp/{vid}").json()["delivery"]["status"] != "answered":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
     text = service.logs.getvalue()
+    assert "call.callback" in text
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert any(line["event"] == "verification.created" for line in lines)
     assert "+8498*****21" in text

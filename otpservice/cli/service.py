@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +23,7 @@ import yaml
 
 from otpservice.http.app import create_app
 from otpservice.logs import configure_logging
-from otpservice.settings import Settings, SettingsError
+from otpservice.settings import Settings, SettingsError, usable_cores
 
 _DEV_DEFAULTS = {
     "OTP_AUTOCALL_URL": "http://127.0.0.1:{sandbox_port}",
@@ -39,7 +41,7 @@ _DEV_DEFAULTS = {
 def serve_command(host: str, port: int, workers: int) -> None:
     """Run the service in production mode (settings from the environment)."""
     # Hash threads are bounded by cores per process: split the cores between the worker processes.
-    os.environ.setdefault("OTP_HASH_WORKERS", str(max(1, (os.cpu_count() or 1) // workers)))
+    os.environ.setdefault("OTP_HASH_WORKERS", str(max(1, usable_cores() // workers)))
     try:
         settings = Settings.from_env(mode="production")
     except SettingsError as exc:
@@ -122,8 +124,8 @@ def dev_command(host: str, port: int, sandbox_port: int) -> None:
             raise click.ClickException(str(exc)) from exc
         configure_logging(settings.log_level, json=settings.log_json)
         sandbox_config = SandboxConfig(ring_seconds=2.0, talk_seconds=4.0, log_spoken_text=True)
-        servers = [
-            uvicorn.Server(
+        servers: list[uvicorn.Server] = [
+            _SharedProcessServer(
                 uvicorn.Config(
                     create_sandbox_app(sandbox_config),
                     host="127.0.0.1",
@@ -132,7 +134,7 @@ def dev_command(host: str, port: int, sandbox_port: int) -> None:
                     log_config=None,
                 )
             ),
-            uvicorn.Server(
+            _SharedProcessServer(
                 uvicorn.Config(create_app(settings), host=host, port=port, access_log=False, log_config=None)
             ),
         ]
@@ -145,7 +147,28 @@ def _given(url: str) -> Iterator[str]:
     yield url
 
 
+class _SharedProcessServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to its owner.
+
+    uvicorn's own handling re-raises the signal once a server stops; with two servers in one process
+    that kills the process before the embedded Redis is shut down, leaving it orphaned.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def _serve_all(servers: list[uvicorn.Server]) -> None:
+    """Serve until SIGINT or SIGTERM, then stop every server and return (so cleanup runs)."""
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
     await asyncio.gather(*(server.serve() for server in servers))
 
 

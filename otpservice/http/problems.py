@@ -138,9 +138,10 @@ def _from_redis(exc: RedisError) -> ProblemDetailsException:
     )
 
 
-def _from_recursion(_: RecursionError) -> ProblemDetailsException:
-    """A body nested deeper than the decoder's stack: not a server failure, a malformed body."""
-    return problem(400, "malformed_body", "Malformed body", "the body is nested too deeply")
+def _malformed_body(exc: RecursionError | UnicodeDecodeError) -> ProblemDetailsException:
+    """JSON the decoder gives up on without a DecodeError (too deep, not UTF-8) is a malformed body."""
+    detail = "the body is nested too deeply" if isinstance(exc, RecursionError) else "the body is not UTF-8"
+    return problem(400, "malformed_body", "Malformed body", detail)
 
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -156,7 +157,8 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
         ValidationException: _from_validation,
         HTTPException: _from_http,
         RedisError: _from_redis,
-        RecursionError: _from_recursion,
+        RecursionError: _malformed_body,
+        UnicodeDecodeError: _malformed_body,
     }
     return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -10,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from otpservice.domain.codes import CodeHasher
+from otpservice.domain.codes import CodeHasher, RandomBelow
 from otpservice.http.app import Seams, create_app
 from otpservice.logs import configure_logging
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
@@ -35,15 +37,31 @@ class ManualClock:
 
 
 class CountingHasher(CodeHasher):
-    """The real hasher, counting how many codes it was asked to check."""
+    """The real hasher, counting the codes it checks and noting which threads did the work."""
 
     def __init__(self, pepper: bytes, params: Argon2Settings):
         super().__init__(pepper, params)
         self.checks = 0
+        self.threads: set[str] = set()
+
+    def hash(self, verification_id: str, code: str) -> str:
+        self.threads.add(threading.current_thread().name)
+        return super().hash(verification_id, code)
 
     def matches(self, verification_id: str, code: str, encoded_hash: str) -> bool:
         self.checks += 1
+        self.threads.add(threading.current_thread().name)
         return super().matches(verification_id, code, encoded_hash)
+
+
+class ScriptedCodes:
+    """The randomness seam, yielding the digits of the given codes in turn: tests that need known codes."""
+
+    def __init__(self, *codes: str):
+        self._digits = iter("".join(codes))
+
+    def __call__(self, _bound: int) -> int:
+        return int(next(self._digits))
 
 
 def test_settings(redis_url: str, provider_url: str, public_url: str, **overrides: object) -> Settings:
@@ -92,6 +110,7 @@ def running_service(
     provider_url: str,
     *,
     provider_transport: httpx.AsyncBaseTransport | None = None,
+    randbelow: RandomBelow = secrets.randbelow,
     **overrides: object,
 ) -> Iterator[ServiceHandle]:
     port = free_port()
@@ -101,6 +120,7 @@ def running_service(
     hasher = CountingHasher(settings.pepper, settings.argon2)
     logs = io.StringIO()
     configure_logging("INFO", json=True, stream=logs)
-    app = create_app(settings, Seams(clock=clock, hasher=hasher, provider_transport=provider_transport))
+    seams = Seams(clock=clock, hasher=hasher, provider_transport=provider_transport, randbelow=randbelow)
+    app = create_app(settings, seams)
     with serve_in_thread(app, port=port):
         yield ServiceHandle(url=url, settings=settings, clock=clock, hasher=hasher, logs=logs)

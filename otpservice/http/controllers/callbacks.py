@@ -51,7 +51,7 @@ async def autocall_callback(
     raw = await request.body()
     try:
         body: object = msgspec.json.decode(raw) if raw else None
-    except (msgspec.DecodeError, RecursionError):  # deep nesting exhausts the decoder's stack
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # too deep or not UTF-8: unreadable
         body = None
     verifications.authenticate_callback(
         verification_id, send, _presented_credentials(request, credential, body)
