@@ -249,7 +249,7 @@ class VerificationStore:
         if script in _TRACKING_SCRIPTS:
             keys.append(OPEN_CALLS_KEY)
         raw = await self._scripts[script](keys=keys, args=[str(a) for a in args])
-        words = tuple(w.decode() if isinstance(w, bytes) else str(w) for w in raw)
+        words = tuple(_text(w) for w in raw)
         return ScriptAnswer(words[0], words[1:])
 
     async def create(self, new: NewVerification) -> None:
@@ -492,5 +492,6 @@ def _to_verification(verification_id: str, fields: dict[str, str]) -> Verificati
     )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: object) -> str:
+    """A Redis reply word as text (replies come as bytes; Lua numbers as ints)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

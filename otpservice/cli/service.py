@@ -112,11 +112,8 @@ def dev_command(host: str, port: int, sandbox_port: int) -> None:
     environ.setdefault("OTP_AUTOCALL_SECRET_KEY", EXAMPLE_SECRET_KEY)
     api_key = environ.setdefault("OTP_API_KEYS", "dev_" + secrets.token_urlsafe(18)).split(",")[0]
     environ.setdefault("OTP_PEPPER", secrets.token_urlsafe(32))
-    with (
-        embedded_redis()
-        if not environ.get("OTP_REDIS_URL")
-        else _given(environ["OTP_REDIS_URL"]) as redis_url
-    ):
+    given_redis = environ.get("OTP_REDIS_URL")
+    with contextlib.nullcontext(given_redis) if given_redis else embedded_redis() as redis_url:
         environ["OTP_REDIS_URL"] = redis_url
         try:
             settings = Settings.from_env(environ, mode="dev")
@@ -140,11 +137,6 @@ def dev_command(host: str, port: int, sandbox_port: int) -> None:
         ]
         click.echo(_welcome(f"http://{host}:{port}", api_key, redis_url, sandbox_port), err=True)
         asyncio.run(_serve_all(servers))
-
-
-@contextmanager
-def _given(url: str) -> Iterator[str]:
-    yield url
 
 
 class _SharedProcessServer(uvicorn.Server):
