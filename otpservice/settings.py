@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from otpservice.redis_url import parse_redis_url
+
 Mode = Literal["production", "dev"]
 
 _PLACEHOLDER = re.compile(
@@ -66,6 +68,7 @@ class Settings:
 
     mode: Mode = "production"
     redis_url: str = ""
+    redis_timeout_seconds: float = 1.0
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     pepper: bytes = field(default=b"", repr=False)
     public_url: str = ""
@@ -108,6 +111,7 @@ class Settings:
         settings = cls(
             mode=mode,
             redis_url=reader.text("OTP_REDIS_URL", ""),
+            redis_timeout_seconds=reader.number("OTP_REDIS_TIMEOUT_SECONDS", 1.0, 0.05, 30),
             api_keys=tuple(k.strip() for k in reader.secret("OTP_API_KEYS").split(",") if k.strip()),
             pepper=reader.secret("OTP_PEPPER").encode(),
             public_url=reader.text("OTP_PUBLIC_URL", "").rstrip("/"),
@@ -131,6 +135,11 @@ class Settings:
             log_json=reader.flag("OTP_LOG_JSON", True),
         )
         problems = reader.problems
+        if settings.redis_url:
+            try:
+                parse_redis_url(settings.redis_url)
+            except ValueError as exc:
+                problems.append(str(exc))
         if mode == "production":
             problems += settings.production_problems()
             # Their defaults point at the local sandbox, which production must never talk to.
@@ -142,6 +151,11 @@ class Settings:
         if problems:
             raise SettingsError(problems)
         return settings
+
+    @property
+    def storage_bound_seconds(self) -> float:
+        """The longest one storage operation may take: three tries of the timeout, plus backoff."""
+        return self.redis_timeout_seconds * 3 + 1.0
 
     def production_problems(self) -> list[str]:
         """What stops this configuration from serving real users (missing or placeholder values)."""

@@ -1,13 +1,19 @@
-"""When the provider fails: 503 provider_unavailable, and nothing pending is left behind."""
+"""When the provider fails: 503 provider_unavailable, saying whether the call may have rung.
+
+A call that surely never left fails the verification (first call) and costs nothing; one that may
+have rung leaves the verification pending with its code accepted, delivery "unknown".
+"""
 
 from __future__ import annotations
+
+import time
 
 import httpx
 
 from tests.support.flows import assert_problem, create, heard_code
 from tests.support.sandbox import SandboxHandle
 from tests.support.servers import free_port
-from tests.support.service import ServiceHandle, running_service
+from tests.support.service import ScriptedCodes, ServiceHandle, running_service
 
 
 def _unavailable_then_failed(service: ServiceHandle) -> None:
@@ -15,9 +21,24 @@ def _unavailable_then_failed(service: ServiceHandle) -> None:
         response = client.post("/otp", json={"phone": "0987654321"})
         body = assert_problem(response, 503, "provider_unavailable")
         assert int(response.headers["retry-after"]) > 0
+        assert body["call_may_have_rung"] is False
         verification = client.get(f"/otp/{body['id']}").json()
     assert verification["status"] == "failed"
     assert verification["delivery"]["status"] == "failed"
+
+
+def _unavailable_and_unconfirmed(service: ServiceHandle, phone: str = "0987654321") -> dict[str, object]:
+    """503 provider_unavailable saying the call may have rung; the verification waits, delivery unknown."""
+    with service.client() as client:
+        response = client.post("/otp", json={"phone": phone})
+        body = assert_problem(response, 503, "provider_unavailable")
+        assert int(response.headers["retry-after"]) > 0
+        assert body["call_may_have_rung"] is True
+        verification: dict[str, object] = client.get(f"/otp/{body['id']}").json()
+    assert verification["status"] == "pending"
+    assert verification["delivery"]["status"] == "unknown"  # type: ignore[index]
+    assert verification["delivery"]["reason"]  # type: ignore[index]
+    return verification
 
 
 def test_provider_errors_are_503_and_leave_nothing_pending(
@@ -35,12 +56,27 @@ def test_provider_500_is_503(service: ServiceHandle, sandbox: SandboxHandle) -> 
     _unavailable_then_failed(service)
 
 
-def test_provider_timeout_is_503(service: ServiceHandle, sandbox: SandboxHandle) -> None:
-    """A provider that never answers times out (read timeout) into 503 provider_unavailable."""
+def test_provider_timeout_is_503_and_may_have_rung(service: ServiceHandle, sandbox: SandboxHandle) -> None:
+    """A call request that times out after it was sent is 503, and the verification waits (it may ring)."""
     with service.client() as client:
         create(client, "0912345678")  # the token is fetched lazily: fetch it now, so only the call hangs
     sandbox.config.provider_faults.hang = True
-    _unavailable_then_failed(service)
+    _unavailable_and_unconfirmed(service)
+
+
+def test_lost_answer_leaves_the_spoken_code_verifiable(redis_url: str, sandbox: SandboxHandle) -> None:
+    """The provider placed the call but its answer was lost: the code the phone heard still approves."""
+    sandbox.config.callback_faults.drop = True
+    with running_service(redis_url, sandbox.url) as service:
+        with service.client() as client:
+            create(client, "0912345678")
+        sandbox.config.provider_faults.lose_answer = True
+        verification = _unavailable_and_unconfirmed(service, "0912345679")
+        sandbox.config.provider_faults.lose_answer = False
+        with service.client() as client:
+            code = heard_code(sandbox, "0912345679")
+            approved = client.post("/verify", json={"id": verification["id"], "code": code}).json()
+    assert (approved["valid"], approved["status"]) == (True, "approved")
 
 
 def test_unreachable_provider_is_503(redis_url: str) -> None:
@@ -50,7 +86,7 @@ def test_unreachable_provider_is_503(redis_url: str) -> None:
 
 
 def test_proxy_html_page_is_503(redis_url: str) -> None:
-    """An HTML error page from a proxy in front of the provider is 503, never a 500."""
+    """An HTML error page from a proxy in front of the provider is 503 (the call may have rung), not 500."""
 
     def provider(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("generate_access_token"):
@@ -60,7 +96,7 @@ def test_proxy_html_page_is_503(redis_url: str) -> None:
     with running_service(
         redis_url, "http://provider.invalid", provider_transport=httpx.MockTransport(provider)
     ) as s:
-        _unavailable_then_failed(s)
+        _unavailable_and_unconfirmed(s)
 
 
 def test_resend_during_outage_keeps_old_code(service: ServiceHandle, sandbox: SandboxHandle) -> None:
@@ -111,7 +147,63 @@ def test_opaque_call_id_is_still_tracked(redis_url: str) -> None:
 
 
 def test_placement_naming_no_call_is_503(redis_url: str) -> None:
-    """An answer that neither accepts nor refuses the number is treated like a lost answer: 503, failed."""
+    """An answer that neither accepts nor refuses the number is treated like a lost answer: it may ring."""
     transport = _provider_answering({"fail": [], "success": []})
     with running_service(redis_url, "http://provider.invalid", provider_transport=transport) as service:
-        _unavailable_then_failed(service)
+        _unavailable_and_unconfirmed(service)
+
+
+def test_unconfirmed_resend_accepts_old_and_new_code(redis_url: str, sandbox: SandboxHandle) -> None:
+    """A resend whose answer was lost keeps both codes verifiable until the placement is settled."""
+    sandbox.config.callback_faults.drop = True
+    for approving in ("111111", "222222"):
+        codes = ScriptedCodes("111111", "222222")
+        with running_service(redis_url, sandbox.url, randbelow=codes) as service, service.client() as client:
+            vid = create(client)["id"]
+            service.clock.advance(30)
+            sandbox.config.provider_faults.lose_answer = True
+            lost = client.post(f"/otp/{vid}/resend")
+            sandbox.config.provider_faults.lose_answer = False
+            assert assert_problem(lost, 503, "provider_unavailable")["call_may_have_rung"] is True
+            assert heard_code(sandbox, "0987654321") == "222222"
+            approved = client.post("/verify", json={"id": vid, "code": approving}).json()
+        assert (approved["valid"], approved["delivery"]["status"]) == (True, "unknown"), approving
+
+
+def test_callback_settles_an_unconfirmed_resend(redis_url: str, sandbox: SandboxHandle) -> None:
+    """Once the provider reports the lost call, only its code is accepted."""
+    codes = ScriptedCodes("111111", "222222")
+    sandbox.config.callback_faults.reorder = True  # hold callbacks until flushed
+    with running_service(redis_url, sandbox.url, randbelow=codes) as service, service.client() as client:
+        vid = create(client)["id"]
+        service.clock.advance(30)
+        sandbox.config.provider_faults.lose_answer = True
+        assert_problem(client.post(f"/otp/{vid}/resend"), 503, "provider_unavailable")
+        sandbox.config.provider_faults.lose_answer = False
+        httpx.post(f"{sandbox.url}/_sandbox/callbacks/flush").raise_for_status()
+        deadline = time.monotonic() + 5
+        while client.get(f"/otp/{vid}").json()["sends"] != 2:
+            assert time.monotonic() < deadline, "the callback of the lost call never settled it"
+            time.sleep(0.02)
+        old = client.post("/verify", json={"id": vid, "code": "111111"}).json()
+        new = client.post("/verify", json={"id": vid, "code": "222222"}).json()
+    assert (old["valid"], new["valid"]) == (False, True)
+
+
+def test_calls_that_never_left_cost_no_budget(redis_url: str, sandbox: SandboxHandle) -> None:
+    """Refused connections and refused numbers give their slot of the number's budget back."""
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    with running_service(redis_url, unreachable, phone_calls_per_hour=1) as down, down.client() as client:
+        for _ in range(3):
+            body = assert_problem(
+                client.post("/otp", json={"phone": "0912000333"}), 503, "provider_unavailable"
+            )
+            assert body["call_may_have_rung"] is False
+    with (
+        running_service(redis_url, sandbox.url, phone_calls_per_hour=1) as service,
+        service.client() as client,
+    ):
+        for _ in range(3):
+            assert_problem(client.post("/otp", json={"phone": "0900000008"}), 422, "provider_rejected")
+        create(client, "0912000333")
+        assert_problem(client.post("/otp", json={"phone": "0912000333"}), 429, "phone_rate_limited")

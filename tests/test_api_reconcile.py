@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from otpservice.adapters.redis_store import OPEN_CALLS_KEY, open_call
+from otpservice.adapters.storage.keys import schedule_key_for, scheduled_call
 from tests.support.flows import create
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import ServiceHandle, running_service
@@ -57,7 +57,7 @@ def test_calls_with_a_callback_are_not_tracked_any_more(redis_url: str, service:
         wait_for_delivery(service, client, vid, "answered")
     redis = Redis.from_url(redis_url)
     try:
-        assert redis.zscore(OPEN_CALLS_KEY, open_call(vid, 1)) is None
+        assert redis.zscore(schedule_key_for(vid), scheduled_call(vid, 1)) is None
     finally:
         redis.close()
 
@@ -71,9 +71,9 @@ def test_reconciliation_gives_up_on_calls_that_never_end(redis_url: str, sandbox
         vid = create(client)["id"]
         redis = Redis.from_url(redis_url)
         try:
-            assert redis.zscore(OPEN_CALLS_KEY, open_call(vid, 1)) is not None
+            assert redis.zscore(schedule_key_for(vid), scheduled_call(vid, 1)) is not None
             deadline = time.monotonic() + 10
-            while redis.zscore(OPEN_CALLS_KEY, open_call(vid, 1)) is not None:
+            while redis.zscore(schedule_key_for(vid), scheduled_call(vid, 1)) is not None:
                 assert time.monotonic() < deadline
                 service.clock.advance(10)
                 time.sleep(0.05)

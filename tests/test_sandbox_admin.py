@@ -76,6 +76,7 @@ def test_config_shows_live_settings_without_secrets(client: httpx.Client) -> Non
         "error_rate": 0.0,
         "error_status": 503,
         "hang": False,
+        "lose_answer": False,
     }
     assert config["callback_faults"] == {
         "drop": False,
@@ -208,7 +209,8 @@ def test_cli_help_lists_the_timing_and_fault_flags() -> None:
     assert result.exit_code == 0
     for flag in (
         "--host", "--port", "--ring-seconds", "--talk-seconds", "--token-lifetime", "--callback-shape",
-        "--callback-apikey-in", "--latency", "--error-rate", "--error-status", "--hang", "--drop-callbacks",
+        "--callback-apikey-in", "--latency", "--error-rate", "--error-status", "--hang", "--lose-answer",
+        "--drop-callbacks",
         "--duplicate-callbacks", "--callback-delay", "--reorder-callbacks",
     ):  # fmt: skip
         assert flag in result.output

@@ -133,3 +133,18 @@ def test_token_lifetime_can_be_shortened_at_run_time(client: httpx.Client) -> No
         assert client.get(REPORT, headers={"Authorization": data["access_token"]}).status_code == 401
     finally:
         client.patch("/_sandbox/config", json={"token_lifetime_seconds": 15552000}).raise_for_status()
+
+
+def test_lose_answer_places_the_call_then_holds_its_answer(
+    sandbox: SandboxHandle, client: httpx.Client
+) -> None:
+    """With lose_answer on, an OTP call rings (it is listed) but its caller times out without its id."""
+    sandbox.config.provider_faults.lose_answer = True
+    body = {
+        "caller": "0123456789",
+        "callees": ["0987654321"],
+        "params": {"template_name": "template_otp_1", "code_otp": "123456"},
+    }
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/api/v2/campaigns/1/otp", json=body, headers=AUTH, timeout=0.3)
+    assert [call["phone"] for call in sandbox.calls()] == ["0987654321"]

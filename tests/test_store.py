@@ -1,4 +1,4 @@
-"""The Redis store's atomic moves, on a real server: races the HTTP tests cannot time."""
+"""The Redis store's atomic moves, on a real server: races, retries and orders the HTTP tests cannot time."""
 
 from __future__ import annotations
 
@@ -8,178 +8,337 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from otpservice.adapters.redis_store import (
-    OPEN_CALLS_KEY,
-    NewVerification,
-    VerificationStore,
-    open_call,
-    pack_hash,
-    unpack_hash,
-)
+from otpservice.adapters.storage import keys
+from otpservice.adapters.storage.budget import PhoneBudget
+from otpservice.adapters.storage.records import pack_hash, unpack_hash
+from otpservice.adapters.storage.scripts import Storage
+from otpservice.adapters.storage.store import NewVerification, VerificationStore
+from otpservice.domain import errors
 from otpservice.domain.codes import CodeHasher
 from otpservice.domain.verification import DeliveryStatus, VerificationStatus
 from otpservice.service.verifications import new_verification_id
 from otpservice.settings import Argon2Settings
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+LEASE = NOW + timedelta(seconds=15)
+HASHER = CodeHasher(b"p" * 40, Argon2Settings(time_cost=1, memory_cost_kib=8))
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[VerificationStore]:
-    redis = Redis.from_url(redis_url)
-    yield VerificationStore(redis, retention_seconds=86400)
-    await redis.aclose()
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
-async def new_pending(store: VerificationStore) -> str:
-    vid = new_verification_id()
-    await store.create(
-        NewVerification(
-            id=vid,
-            phone="+84987654321",
-            code_length=6,
-            ttl_seconds=300,
-            created_at=NOW,
-            expires_at=NOW + timedelta(seconds=300),
-            resend_available_at=NOW + timedelta(seconds=30),
-            max_attempts=5,
-            metadata={},
-        )
+@pytest.fixture
+def store(redis: Redis) -> VerificationStore:
+    return VerificationStore(Storage(redis, operation_timeout_seconds=5), retention_seconds=86400)
+
+
+def new(vid: str) -> NewVerification:
+    return NewVerification(
+        id=vid,
+        phone="+84987654321",
+        code_length=6,
+        ttl_seconds=300,
+        created_at=NOW,
+        expires_at=NOW + timedelta(seconds=300),
+        resend_available_at=NOW + timedelta(seconds=30),
+        max_attempts=5,
+        metadata={},
     )
+
+
+async def new_pending(store: VerificationStore, code: str = "123456") -> str:
+    vid = new_verification_id()
+    await store.create(new(vid), HASHER.hash(vid, code), NOW + timedelta(seconds=20))
     return vid
 
 
-async def commit(store: VerificationStore, vid: str, seq: int, call_id: str) -> str:
-    answer = await store.commit_send(
-        vid,
-        NOW,
-        seq,
-        "$argon2id$fake",
-        call_id,
-        expires_at=NOW + timedelta(seconds=300),
-        check_outcome_at=NOW,
-    )
-    return answer.verdict
+async def placed(store: VerificationStore, vid: str, seq: int, call_id: str) -> str:
+    result = await store.placed(vid, NOW, seq, call_id, ttl_seconds=300, check_outcome_at=NOW)
+    return result.outcome
 
 
-async def test_callback_before_commit_is_kept(store: VerificationStore, redis_url: str) -> None:
-    """A callback that overtakes our own record of the placement is recorded, and the commit keeps it."""
+async def scheduled(redis: Redis, vid: str, seq: int) -> float | None:
+    score: float | None = await redis.zscore(keys.schedule_key_for(vid), keys.scheduled_call(vid, seq))
+    return score
+
+
+async def test_callback_before_placement_is_kept(store: VerificationStore, redis: Redis) -> None:
+    """A callback that overtakes our record of the placement is recorded, and the placement keeps it."""
     vid = await new_pending(store)
     early = await store.record_delivery(vid, NOW, 1, "c1_0987654321", DeliveryStatus.BUSY, "BUSY", 0)
-    assert early.verdict == "recorded"
-    assert await commit(store, vid, 1, "c1_0987654321") == "committed"
+    assert early.outcome == "recorded"
+    assert early.verification.sends == 1  # the callback proves the call was placed
+    assert await placed(store, vid, 1, "c1_0987654321") == "placed"
     verification = await store.get(vid)
     assert verification is not None
-    assert verification.delivery.status is DeliveryStatus.BUSY
-    assert verification.delivery.call_id == "c1_0987654321"
-    redis = Redis.from_url(redis_url)
-    try:
-        assert await redis.zscore(OPEN_CALLS_KEY, open_call(vid, 1)) is None
-    finally:
-        await redis.aclose()
+    assert (verification.delivery.status, verification.delivery.call_id) == (
+        DeliveryStatus.BUSY,
+        "c1_0987654321",
+    )
+    assert verification.sends == 1
+    assert await scheduled(redis, vid, 1) is None
 
 
-async def test_callback_cannot_replace_the_placed_call_id(store: VerificationStore) -> None:
-    """The call id the provider gave at placement wins over the one a callback body carries."""
+async def test_callback_naming_another_call_changes_nothing(store: VerificationStore) -> None:
+    """A callback whose body names another call than the one placed for that send is foreign."""
     vid = await new_pending(store)
-    await commit(store, vid, 1, "c1_0987654321")
-    await store.record_delivery(vid, NOW, 1, "forged-id", DeliveryStatus.ANSWERED, "ANSWERED", 3)
+    await placed(store, vid, 1, "c1_0987654321")
+    update = await store.record_delivery(vid, NOW, 1, "forged-id", DeliveryStatus.ANSWERED, "ANSWERED", 3)
+    assert update.outcome == "foreign"
+    assert update.verification.delivery.status is DeliveryStatus.CALLING
+    assert update.verification.delivery.call_id == "c1_0987654321"
+
+
+async def test_early_callback_about_another_call_is_dropped_by_the_placement(
+    store: VerificationStore,
+) -> None:
+    """If an early callback named another call id, the placement's own id wins and the status resets."""
+    vid = await new_pending(store)
+    await store.record_delivery(vid, NOW, 1, "other-call", DeliveryStatus.BUSY, "BUSY", 0)
+    await placed(store, vid, 1, "c1_0987654321")
     verification = await store.get(vid)
     assert verification is not None
-    assert verification.delivery.call_id == "c1_0987654321"
+    assert (verification.delivery.status, verification.delivery.call_id) == (
+        DeliveryStatus.CALLING,
+        "c1_0987654321",
+    )
 
 
 async def test_callback_for_an_unknown_send_is_stale(store: VerificationStore) -> None:
     """A callback naming a send that was never begun changes nothing."""
     vid = await new_pending(store)
-    await commit(store, vid, 1, "c1")
-    answer = await store.record_delivery(vid, NOW, 7, "c7", DeliveryStatus.ANSWERED, "ANSWERED", 3)
-    assert answer.verdict == "stale"
+    await placed(store, vid, 1, "c1")
+    update = await store.record_delivery(vid, NOW, 7, "c7", DeliveryStatus.ANSWERED, "ANSWERED", 3)
+    assert update.outcome == "stale"
+
+
+async def begin(store: VerificationStore, vid: str, code: str, at: datetime) -> int:
+    return await store.begin_send(
+        vid,
+        at,
+        cooldown_seconds=30,
+        max_sends=5,
+        code_hash=HASHER.hash(vid, code),
+        ttl_seconds=300,
+        placement_deadline=at + timedelta(seconds=20),
+    )
 
 
 async def test_rejected_resend_describes_the_rejected_attempt(store: VerificationStore) -> None:
-    """A resend the provider refuses leaves a delivery about that attempt, not a mix with the last call."""
+    """A resend the provider refuses leaves a delivery about that attempt, and the old code current."""
     vid = await new_pending(store)
-    await commit(store, vid, 1, "c1")
+    await placed(store, vid, 1, "c1")
     await store.record_delivery(vid, NOW, 1, "c1", DeliveryStatus.ANSWERED, "ANSWERED", 9)
-    begun = await store.begin_send(vid, NOW + timedelta(seconds=30), 30, 5)
-    seq = int(begun.details[0])
-    await store.fail_send(
-        vid, NOW, fail_verification=False, delivery=DeliveryStatus.REJECTED, reason="Blacklist", send_seq=seq
+    seq = await begin(store, vid, "222222", NOW + timedelta(seconds=30))
+    await store.unplaced(
+        vid,
+        NOW,
+        seq,
+        delivery=DeliveryStatus.REJECTED,
+        reason="Blacklist",
+        give_back_cooldown=False,
+        describe=True,
     )
     verification = await store.get(vid)
     assert verification is not None
     assert verification.status is VerificationStatus.PENDING
     delivery = verification.delivery
-    assert (delivery.status, delivery.reason, delivery.call_id, delivery.provider_status) == (
+    assert (
+        delivery.status,
+        delivery.reason,
+        delivery.call_id,
+        delivery.provider_status,
+        delivery.send_seq,
+    ) == (
         DeliveryStatus.REJECTED,
         "Blacklist",
         None,
         None,
+        seq,
     )
-    assert delivery.send_seq == seq
+    reservation = await store.reserve(vid, "t1", NOW, 6, LEASE)
+    assert [code.send_seq for code in reservation.codes] == [1]
 
 
-async def test_abort_gives_back_cooldown_and_call(store: VerificationStore) -> None:
-    """Aborting a resend that surely never left restores the cooldown and the call budget."""
+async def test_unplaced_resend_gives_back_cooldown_send_and_expiry(store: VerificationStore) -> None:
+    """A resend that surely never left restores the cooldown, the send number and the old expiry."""
     vid = await new_pending(store)
-    await commit(store, vid, 1, "c1")
+    await placed(store, vid, 1, "c1")
+    before = await store.get(vid)
     later = NOW + timedelta(seconds=30)
-    begun = await store.begin_send(vid, later, 30, 2)
-    await store.abort_send(vid, later + timedelta(seconds=30), begun.details[1], int(begun.details[0]))
-    again = await store.begin_send(vid, later, 30, 2)
-    assert again.verdict == "begun"
-    assert again.details[0] == begun.details[0]
+    seq = await begin(store, vid, "222222", later)
+    await store.unplaced(
+        vid,
+        later,
+        seq,
+        delivery=DeliveryStatus.FAILED,
+        reason="down",
+        give_back_cooldown=True,
+        describe=False,
+    )
+    after = await store.get(vid)
+    assert before is not None
+    assert after is not None
+    assert (after.resend_available_at, after.expires_at, after.delivery) == (
+        before.resend_available_at,
+        before.expires_at,
+        before.delivery,
+    )
+    assert await begin(store, vid, "333333", later) == seq
 
 
-async def test_right_code_checked_after_expiry_is_refused(store: VerificationStore) -> None:
+async def test_a_resend_waits_while_a_placement_is_in_flight(store: VerificationStore) -> None:
+    """One call is placed at a time; once its outcome is unknown a resend may go, and both codes count."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    seq = await begin(store, vid, "222222", NOW + timedelta(seconds=30))
+    with pytest.raises(errors.ResendTooSoon):
+        await begin(store, vid, "333333", NOW + timedelta(seconds=90))
+    await store.placement_unknown(vid, NOW + timedelta(seconds=31), seq, "timeout")
+    third = await begin(store, vid, "333333", NOW + timedelta(seconds=90))
+    reservation = await store.reserve(
+        vid, "t1", NOW + timedelta(seconds=90), 6, LEASE + timedelta(seconds=90)
+    )
+    assert [code.send_seq for code in reservation.codes] == [seq, third]
+
+
+async def test_right_code_judged_after_expiry_is_refused(store: VerificationStore) -> None:
     """An attempt reserved before expiry but judged after it is not approved."""
     vid = await new_pending(store)
-    await commit(store, vid, 1, "c1")
-    reserved = await store.reserve_attempt(vid, NOW + timedelta(seconds=299), 6)
-    assert reserved.verdict == "reserved"
-    result = await store.record_result(vid, NOW + timedelta(seconds=301), reserved.details[2], True)
-    assert (result.verdict, result.details) == ("not_pending", ("expired",))
+    await placed(store, vid, 1, "c1")
+    await store.reserve(vid, "t1", NOW + timedelta(seconds=299), 6, LEASE + timedelta(seconds=299))
+    with pytest.raises(errors.NotPending) as refused:
+        await store.judge(vid, "t1", NOW + timedelta(seconds=301), 1)
+    assert refused.value.status is VerificationStatus.EXPIRED
 
 
-async def test_every_key_has_a_ttl(store: VerificationStore, redis_url: str) -> None:
-    """Verification records, the open-calls set and the number budget all expire."""
+async def test_retried_reserve_and_judge_count_once(store: VerificationStore) -> None:
+    """The same request retried (its reply was lost) reserves and judges one attempt, with one verdict."""
     vid = await new_pending(store)
-    await commit(store, vid, 1, "c1")
-    await store.take_phone_call("+84987654321", NOW, 10, 3600)
-    redis = Redis.from_url(redis_url)
-    try:
-        async for key in redis.scan_iter("otp:*"):
-            assert await redis.pttl(key) > 0, key
-    finally:
-        await redis.aclose()
+    await placed(store, vid, 1, "c1")
+    first = await store.reserve(vid, "t1", NOW, 6, LEASE)
+    assert await store.reserve(vid, "t1", NOW, 6, LEASE) == first
+    wrong = await store.judge(vid, "t1", NOW, None)
+    again = await store.judge(vid, "t1", NOW, None)
+    assert (wrong.verdict, again.verdict) == ("wrong", "wrong")
+    assert again.verification.attempts == 1
+
+
+async def test_a_retried_approval_answers_approved_again(store: VerificationStore) -> None:
+    """The request whose approval reply was lost gets "approved" again on retry; another gets 409."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    await store.reserve(vid, "t1", NOW, 6, LEASE)
+    await store.judge(vid, "t1", NOW, 1)
+    assert (await store.judge(vid, "t1", NOW, 1)).verdict == "approved"
+    with pytest.raises(errors.NotPending):
+        await store.reserve(vid, "t2", NOW, 6, LEASE)
+
+
+async def test_reserved_attempts_block_further_ones_until_judged_or_leased_out(
+    store: VerificationStore,
+) -> None:
+    """With every attempt in flight the next is refused until a lease ends; then it comes back."""
+    vid = await new_pending(store)
+    for n in range(5):
+        await store.reserve(vid, f"t{n}", NOW, 6, LEASE)
+    with pytest.raises(errors.AttemptsInFlight) as busy:
+        await store.reserve(vid, "t5", NOW, 6, LEASE)
+    assert busy.value.retry_after_seconds == 15
+    later = LEASE + timedelta(seconds=1)
+    await store.reserve(vid, "t6", later, 6, later + timedelta(seconds=15))
+    with pytest.raises(errors.CheckNotRecorded):
+        await store.judge(vid, "t0", later, None)  # its lease ended and another took its place
+    verification = await store.get(vid)
+    assert verification is not None
+    assert verification.attempts == 0
+
+
+async def test_a_released_token_voids_a_reservation_landing_later(store: VerificationStore) -> None:
+    """Release before the reservation lands (a stalled server applying queued writes): it changes nothing."""
+    vid = await new_pending(store)
+    await store.release(vid, "late", NOW)
+    with pytest.raises(errors.CheckNotRecorded):
+        await store.reserve(vid, "late", NOW, 6, LEASE)
+    await store.reserve(vid, "early", NOW, 6, LEASE)
+    await store.release(vid, "early", NOW)
+    with pytest.raises(errors.CheckNotRecorded):
+        await store.judge(vid, "early", NOW, 1)
+    for n in range(5):
+        await store.reserve(vid, f"t{n}", NOW, 6, LEASE)  # both attempts came back
+
+
+async def test_a_retried_cancel_answers_canceled(store: VerificationStore) -> None:
+    """The cancel whose reply was lost is answered "canceled" on retry; another cancel gets 409."""
+    vid = await new_pending(store)
+    await store.cancel(vid, "c1", NOW)
+    assert (await store.cancel(vid, "c1", NOW)).status is VerificationStatus.CANCELED
+    with pytest.raises(errors.NotPending):
+        await store.cancel(vid, "c2", NOW)
+
+
+async def test_a_retried_create_creates_once(store: VerificationStore) -> None:
+    """Creating again with the same id (a retry) answers the same pending verification."""
+    vid = new_verification_id()
+    first = await store.create(new(vid), HASHER.hash(vid, "123456"), NOW)
+    again = await store.create(new(vid), HASHER.hash(vid, "654321"), NOW)
+    assert first == again
+
+
+async def test_void_wins_over_a_create_in_either_order(store: VerificationStore) -> None:
+    """A create known not to have led to a call ends failed whether it lands before or after its void."""
+    late = new_verification_id()
+    await store.void_create(new(late), "not placed")
+    with pytest.raises(errors.NotPending):
+        await store.create(new(late), HASHER.hash(late, "123456"), NOW)
+    early = await new_pending(store)
+    await store.void_create(new(early), "not placed")
+    for vid in (late, early):
+        verification = await store.get(vid)
+        assert verification is not None
+        assert (verification.status, verification.delivery.status) == (
+            VerificationStatus.FAILED,
+            DeliveryStatus.FAILED,
+        )
+        with pytest.raises(errors.NotPending):
+            await store.reserve(vid, "t", NOW, 6, LEASE)
+
+
+async def test_placement_reports_what_the_verification_became(store: VerificationStore) -> None:
+    """A call placed after the verification was canceled is recorded, and its outcome says canceled."""
+    vid = await new_pending(store)
+    await store.cancel(vid, "c", NOW)
+    result = await store.placed(vid, NOW, 1, "c1", ttl_seconds=300, check_outcome_at=NOW)
+    assert result.outcome == "canceled"
+    assert result.verification.delivery.call_id == "c1"
+
+
+async def test_every_key_has_a_ttl(store: VerificationStore, redis: Redis) -> None:
+    """Verification records, call schedules and the number budget all expire."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    await PhoneBudget(Storage(redis, operation_timeout_seconds=5)).take("+84987654321", "x:1", NOW, 10, 3600)
+    async for key in redis.scan_iter("otp:*"):
+        assert await redis.pttl(key) > 0, key
 
 
 def test_packed_hash_round_trips() -> None:
     """An argon2 hash survives packing into Redis's compact form, and still checks the code."""
-    hasher = CodeHasher(b"p" * 40, Argon2Settings())
-    encoded = hasher.hash("vf_1", "123456")
+    encoded = HASHER.hash("vf_1", "123456")
     params, packed = pack_hash(encoded)
     assert len(packed) <= 64
     assert unpack_hash(params, packed) == encoded
-    assert hasher.matches("vf_1", "123456", unpack_hash(params, packed))
+    assert HASHER.matches("vf_1", "123456", unpack_hash(params, packed))
 
 
-async def test_pending_verification_stays_compact(store: VerificationStore, redis_url: str) -> None:
-    """A pending verification is stored as a listpack (every value at most 64 bytes)."""
-    vid = await new_pending(store)
+async def test_pending_verification_stays_compact(store: VerificationStore, redis: Redis) -> None:
+    """A pending verification with a placed call is stored as a listpack (every value at most 64 bytes)."""
     hasher = CodeHasher(b"p" * 40, Argon2Settings())
-    await store.commit_send(
-        vid,
-        NOW,
-        1,
-        hasher.hash(vid, "123456"),
-        "1_1_1_5_418b619d-8ff0-4c4c-b25c-b10a7c93ab84_0987654321",
-        expires_at=NOW + timedelta(seconds=300),
-        check_outcome_at=NOW,
-    )
-    redis = Redis.from_url(redis_url)
-    try:
-        assert await redis.object("encoding", store.key(vid)) == b"listpack"
-    finally:
-        await redis.aclose()
+    vid = new_verification_id()
+    await store.create(new(vid), hasher.hash(vid, "123456"), NOW)
+    await placed(store, vid, 1, "1_1_1_5_418b619d-8ff0-4c4c-b25c-b10a7c93ab84_0987654321")
+    assert await redis.object("encoding", keys.verification_key(vid)) == b"listpack"

@@ -35,6 +35,9 @@ from otpservice.sandbox.config import (
 @click.option("--error-rate", default=0.0, show_default=True, help="Fraction of API requests that fail.")
 @click.option("--error-status", default=503, show_default=True, help="Status of injected API errors.")
 @click.option("--hang", is_flag=True, help="Never answer API requests (until the client gives up).")
+@click.option(
+    "--lose-answer", is_flag=True, help="Place OTP calls, then never answer (until the client gives up)."
+)
 @click.option("--drop-callbacks", is_flag=True, help="Never post callbacks.")
 @click.option("--duplicate-callbacks", default=0, show_default=True, help="Extra copies of each callback.")
 @click.option("--callback-delay", default=0.0, show_default=True, help="Seconds before each callback.")
@@ -54,6 +57,7 @@ def sandbox_command(
     error_rate: float,
     error_status: int,
     hang: bool,
+    lose_answer: bool,
     drop_callbacks: bool,
     duplicate_callbacks: int,
     callback_delay: float,
@@ -71,7 +75,7 @@ def sandbox_command(
         talk_seconds=talk_seconds,
         callback_shape=callback_shape,  # type: ignore[arg-type]  # click.Choice checked it
         callback_apikey_in=callback_apikey_in,  # type: ignore[arg-type]
-        provider_faults=ProviderFaults(latency, error_rate, error_status, hang),
+        provider_faults=ProviderFaults(latency, error_rate, error_status, hang, lose_answer),
         callback_faults=CallbackFaults(
             drop_callbacks, duplicate_callbacks, callback_delay, reorder_callbacks
         ),

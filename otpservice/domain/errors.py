@@ -46,9 +46,30 @@ class NotPending(VerificationError):
 
 
 class NoAttemptsLeft(VerificationError):
-    """Every attempt is used or being checked; nothing more is evaluated."""
+    """Every attempt is used; nothing more is evaluated."""
 
     code = "max_attempts_reached"
+
+
+class AttemptsInFlight(VerificationError):
+    """Every attempt left is being checked right now; one may come free when those checks end."""
+
+    code = "attempts_in_flight"
+
+    def __init__(self, retry_after_seconds: int):
+        super().__init__("every remaining attempt is being checked right now; try again shortly")
+        self.retry_after_seconds = retry_after_seconds
+
+
+class CheckNotRecorded(VerificationError):
+    """The code was checked after its attempt had been released, so nothing was judged or spent."""
+
+    code = "check_not_recorded"
+
+    def __init__(self, verification_id: str):
+        super().__init__("the code could not be judged in time; no attempt was spent; submit it again")
+        self.verification_id = verification_id
+        self.retry_after_seconds = 1
 
 
 class ResendTooSoon(VerificationError):
@@ -88,7 +109,10 @@ class ProviderRejected(VerificationError):
 
 
 class ProviderUnavailable(VerificationError):
-    """The provider could not be reached or failed; nothing pending was left behind."""
+    """The provider could not place the call, or did not say whether it did (``call_may_have_rung``).
+
+    When the call may have rung the verification stays pending and its code is accepted.
+    """
 
     code = "provider_unavailable"
 
@@ -110,3 +134,26 @@ class CallbackRejected(VerificationError):
     """A provider callback failed authentication; nothing was recorded."""
 
     code = "invalid_callback_credentials"
+
+
+class StorageUnavailable(VerificationError):
+    """The verification store did not answer in time; says what is known of the request's effects.
+
+    ``call_placed`` is True when a call was placed before storage failed, False when none was, and
+    None where no call is involved. A write may still land once storage is back (a stalled server
+    applies what it had queued); the verification id is given whenever one exists.
+    """
+
+    code = "storage_unavailable"
+    retry_after_seconds = 2
+
+    def __init__(
+        self,
+        detail: str = "the verification store did not answer; nothing was done",
+        *,
+        verification_id: str | None = None,
+        call_placed: bool | None = None,
+    ):
+        super().__init__(detail)
+        self.verification_id = verification_id
+        self.call_placed = call_placed

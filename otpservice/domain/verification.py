@@ -27,6 +27,9 @@ class DeliveryStatus(enum.StrEnum):
 
     QUEUED = "queued"
     CALLING = "calling"
+    # The provider never told us whether it placed the call (a timeout, an unreadable answer, a crash
+    # between placing and recording). Its code is accepted; a callback can still settle it.
+    UNKNOWN = "unknown"
     ANSWERED = "answered"
     NO_ANSWER = "no_answer"
     BUSY = "busy"
@@ -40,7 +43,7 @@ class DeliveryStatus(enum.StrEnum):
     @property
     def is_final(self) -> bool:
         """A final delivery status is never overwritten by a later (or late) report."""
-        return self not in (DeliveryStatus.QUEUED, DeliveryStatus.CALLING)
+        return self not in (DeliveryStatus.QUEUED, DeliveryStatus.CALLING, DeliveryStatus.UNKNOWN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,17 +10,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
+import structlog
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from otpservice import __version__
 from otpservice.adapters.autocall.client import AutocallClient, create_http_client
-from otpservice.adapters.redis_store import VerificationStore
+from otpservice.adapters.storage.budget import PhoneBudget
+from otpservice.adapters.storage.connection import connect
+from otpservice.adapters.storage.health import warn_about_eviction
+from otpservice.adapters.storage.schedule import CallSchedule
+from otpservice.adapters.storage.scripts import Storage
+from otpservice.adapters.storage.store import VerificationStore
 from otpservice.domain.callback_auth import CallbackSigner
 from otpservice.domain.clock import Clock, SystemClock
 from otpservice.domain.codes import CodeHasher, RandomBelow
@@ -31,10 +36,16 @@ from otpservice.http.controllers.health import healthz, readyz
 from otpservice.http.controllers.verifications import VerificationController, VerifyController
 from otpservice.http.dependencies import DEPENDENCIES
 from otpservice.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
+from otpservice.redis_url import parse_redis_url
+from otpservice.service.delivery import DeliveryTracker
 from otpservice.service.hashing import HashingPool
+from otpservice.service.placement import CallPlacer
 from otpservice.service.reconciler import reconcile_forever
+from otpservice.service.repairs import RepairQueue
 from otpservice.service.verifications import VerificationService
 from otpservice.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 # Paths are grouped by route template: raw callback paths carry credentials and would explode cardinality.
@@ -51,6 +62,14 @@ class Seams:
     provider_transport: httpx.AsyncBaseTransport | None = None
 
 
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class MetricsController(PrometheusController):
     """Prometheus exposition at /metrics: for the scraper (with an API key), not in the published API."""
 
@@ -63,39 +82,64 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
 
     @asynccontextmanager
     async def clients(app: Litestar) -> AsyncIterator[None]:
-        # A blocking pool queues requests beyond its size instead of failing them under bursts.
-        redis = Redis.from_pool(
-            BlockingConnectionPool.from_url(settings.redis_url, max_connections=64, timeout=5)
-        )
-        if seams.provider_transport is None:
-            http = create_http_client(settings.autocall)
-        else:
-            http = httpx.AsyncClient(transport=seams.provider_transport)
-        hashing = HashingPool(
-            seams.hasher or CodeHasher(settings.pepper, settings.argon2), settings.hash_workers
-        )
-        app.state.redis = redis
-        app.state.verifications = VerificationService(
-            settings=settings,
-            store=VerificationStore(redis, settings.retention_seconds),
-            caller=AutocallClient.from_settings(settings.autocall, http),
-            hashing=hashing,
-            clock=seams.clock,
-            signer=CallbackSigner(settings.pepper),
-            randbelow=seams.randbelow,
-        )
-        reconciler = asyncio.create_task(
-            reconcile_forever(app.state.verifications, settings.reconcile_interval_seconds)
-        )
-        try:
+        # Everything opened here is closed in reverse order, also when a later step fails.
+        async with contextlib.AsyncExitStack() as opened:
+            target = parse_redis_url(settings.redis_url)
+            redis = connect(target, timeout_seconds=settings.redis_timeout_seconds)
+            opened.push_async_callback(redis.aclose)
+            storage = Storage(redis, operation_timeout_seconds=settings.storage_bound_seconds)
+            if seams.provider_transport is None:
+                http = create_http_client(settings.autocall)
+            else:
+                http = httpx.AsyncClient(transport=seams.provider_transport)
+            opened.push_async_callback(http.aclose)
+            hashing = HashingPool(
+                seams.hasher or CodeHasher(settings.pepper, settings.argon2), settings.hash_workers
+            )
+            opened.callback(hashing.close)
+            repairs = RepairQueue()
+            opened.push_async_callback(repairs.close)
+            caller = AutocallClient.from_settings(settings.autocall, http)
+            signer = CallbackSigner(settings.pepper)
+            store = VerificationStore(storage, settings.retention_seconds)
+            budget = PhoneBudget(storage)
+            placer = CallPlacer(
+                settings=settings,
+                store=store,
+                budget=budget,
+                caller=caller,
+                clock=seams.clock,
+                signer=signer,
+                repairs=repairs,
+            )
+            app.state.storage = storage
+            app.state.verifications = VerificationService(
+                settings=settings,
+                store=store,
+                budget=budget,
+                placer=placer,
+                hashing=hashing,
+                clock=seams.clock,
+                repairs=repairs,
+                randbelow=seams.randbelow,
+            )
+            app.state.deliveries = DeliveryTracker(
+                settings=settings,
+                store=store,
+                schedule=CallSchedule(storage),
+                caller=caller,
+                clock=seams.clock,
+                signer=signer,
+            )
+            background = [
+                asyncio.create_task(
+                    reconcile_forever(app.state.deliveries, settings.reconcile_interval_seconds)
+                ),
+                asyncio.create_task(warn_about_eviction(storage)),
+            ]
+            opened.push_async_callback(_stop, background)
+            log.info("storage.target", redis=target.describe())
             yield
-        finally:
-            reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reconciler
-            hashing.close()
-            await http.aclose()
-            await redis.aclose()
 
     return Litestar(
         route_handlers=[

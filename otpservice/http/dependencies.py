@@ -6,12 +6,14 @@ from typing import TypeAlias
 
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from redis.asyncio import Redis
 
+from otpservice.adapters.storage.scripts import Storage
+from otpservice.service.delivery import DeliveryTracker
 from otpservice.service.verifications import VerificationService
 
 Verifications: TypeAlias = NamedDependency[VerificationService]
-RedisClient: TypeAlias = NamedDependency[Redis]
+Deliveries: TypeAlias = NamedDependency[DeliveryTracker]
+StorageDependency: TypeAlias = NamedDependency[Storage]
 
 
 def _verifications(state: State) -> VerificationService:
@@ -19,12 +21,18 @@ def _verifications(state: State) -> VerificationService:
     return service
 
 
-def _redis(state: State) -> Redis:
-    client: Redis = state.redis
-    return client
+def _deliveries(state: State) -> DeliveryTracker:
+    tracker: DeliveryTracker = state.deliveries
+    return tracker
+
+
+def _storage(state: State) -> Storage:
+    storage: Storage = state.storage
+    return storage
 
 
 DEPENDENCIES = {
     "verifications": Provide(_verifications, sync_to_thread=False),
-    "redis": Provide(_redis, sync_to_thread=False),
+    "deliveries": Provide(_deliveries, sync_to_thread=False),
+    "storage": Provide(_storage, sync_to_thread=False),
 }

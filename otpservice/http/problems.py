@@ -33,6 +33,9 @@ _DOMAIN_STATUS: dict[type[errors.VerificationError], tuple[int, str]] = {
     errors.InvalidCodeFormat: (422, "Invalid code format"),
     errors.NotPending: (409, "Verification is no longer pending"),
     errors.NoAttemptsLeft: (409, "No attempts left"),
+    errors.AttemptsInFlight: (409, "Every attempt left is being checked"),
+    errors.CheckNotRecorded: (503, "Code not judged"),
+    errors.StorageUnavailable: (503, "Storage unavailable"),
     errors.ResendTooSoon: (429, "Too soon to call again"),
     errors.SendLimitReached: (429, "Call budget spent"),
     errors.PhoneRateLimited: (429, "Too many calls to this number"),
@@ -64,8 +67,18 @@ def _from_domain(exc: errors.VerificationError) -> ProblemDetailsException:
         extra["resend_available_at"] = exc.available_at.isoformat().replace("+00:00", "Z")
     if isinstance(exc, errors.PhoneRateLimited):
         headers["Retry-After"] = str(exc.retry_after_seconds)
+    if isinstance(exc, errors.AttemptsInFlight | errors.CheckNotRecorded | errors.StorageUnavailable):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
+    if isinstance(exc, errors.CheckNotRecorded):
+        extra["id"] = exc.verification_id
+    if isinstance(exc, errors.StorageUnavailable):
+        if exc.verification_id:
+            extra["id"] = exc.verification_id
+        if exc.call_placed is not None:
+            extra["call_placed"] = exc.call_placed
     if isinstance(exc, errors.ProviderUnavailable):
         headers["Retry-After"] = str(exc.retry_after_seconds)
+        extra["call_may_have_rung"] = exc.call_may_have_rung
         if exc.verification_id:
             extra["id"] = exc.verification_id
     if isinstance(exc, errors.ProviderRejected):
@@ -128,12 +141,13 @@ _TITLES = {
 
 
 def _from_redis(exc: RedisError) -> ProblemDetailsException:
+    """A Redis failure that reached the edge unannounced (the store translates its own)."""
     log.error("storage.unavailable", error=type(exc).__name__)
     return problem(
         503,
         "storage_unavailable",
         "Storage unavailable",
-        "the verification store is unreachable; nothing was changed",
+        "the verification store did not answer; the request may or may not have been applied",
         {"Retry-After": "2"},
     )
 

@@ -82,7 +82,7 @@ class VerifyResult(VerificationView):
 
 
 class CallbackAck(msgspec.Struct):
-    """What a provider callback did: ``recorded``, ``duplicate`` or ``stale``."""
+    """What a provider callback did: ``recorded``, ``duplicate`` or ``stale`` (older or another call)."""
 
     outcome: str
     verification_id: str
@@ -106,6 +106,8 @@ class Problem(msgspec.Struct, omit_defaults=True):
     detail: str
     code: str
     id: str | None = None
+    call_placed: bool | None = None
+    call_may_have_rung: bool | None = None
     reason: str | None = None
     resend_available_at: str | None = None
     errors: list[FieldError] | None = None
@@ -116,11 +118,14 @@ _PROBLEM_DESCRIPTIONS = {
     401: "unauthorized (API key) or invalid_callback_credentials (callback)",
     404: "not_found: no such verification (never created, or past its retention)",
     409: "the verification is no longer pending; code is its status "
-    "(approved, canceled, expired, max_attempts_reached, failed)",
+    "(approved, canceled, expired, max_attempts_reached, failed); or attempts_in_flight (with Retry-After): "
+    "every attempt left is being checked by other requests",
     422: "validation_error (naming the fields), invalid_phone, invalid_code_format, provider_rejected "
     "(carries the verification id and the provider's reason) or invalid_callback",
     429: "resend_too_soon, phone_rate_limited (with Retry-After) or max_sends_reached",
-    503: "provider_unavailable or storage_unavailable (with Retry-After)",
+    503: "provider_unavailable (with the id and call_may_have_rung when a verification exists), "
+    "storage_unavailable (with the id when one exists, and call_placed when a call is involved) or "
+    "check_not_recorded (the code was not judged; no attempt spent), all with Retry-After",
 }
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -83,7 +83,7 @@ async def _provider_gate(request: AnyRequest) -> Response[Any] | None:
     if faults.latency_seconds > 0:
         await asyncio.sleep(faults.latency_seconds)
     if faults.hang:
-        await _hold_until_released(request, config)
+        await _hold_until_released(request, config, lambda c: c.provider_faults.hang)
         return Response(content=error_envelope(503, "request held by hang fault"), status_code=503)
     if faults.error_rate > 0 and _random.random() < faults.error_rate:
         status = faults.error_status
@@ -93,8 +93,10 @@ async def _provider_gate(request: AnyRequest) -> Response[Any] | None:
     return None
 
 
-async def _hold_until_released(request: AnyRequest, config: SandboxConfig) -> None:
-    """Keep the request open until its client disconnects or the hang fault is turned off."""
+async def _hold_until_released(
+    request: AnyRequest, config: SandboxConfig, holding: Callable[[SandboxConfig], bool]
+) -> None:
+    """Keep the request open until its client disconnects or the fault holding it is turned off."""
 
     async def client_disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
@@ -104,7 +106,7 @@ async def _hold_until_released(request: AnyRequest, config: SandboxConfig) -> No
     deadline = time.monotonic() + HANG_LIMIT_SECONDS
     try:
         # Polling the flag lets an in-process test (or the admin endpoint) release held requests.
-        while config.provider_faults.hang and not watcher.done() and time.monotonic() < deadline:
+        while holding(config) and not watcher.done() and time.monotonic() < deadline:
             await asyncio.wait({watcher}, timeout=0.05)
     finally:
         watcher.cancel()
@@ -151,7 +153,11 @@ async def run_otp(request: AnyRequest, campaign_id: FromPath[str]) -> Response[A
     """Place OTP calls."""
     sandbox = _sandbox(request)
     body = await _json_body(request)
-    return _ok(place_calls(sandbox.state, sandbox.simulator, campaign_id, "OTP", body))
+    placed = place_calls(sandbox.state, sandbox.simulator, campaign_id, "OTP", body)
+    if sandbox.config.provider_faults.lose_answer:
+        await _hold_until_released(request, sandbox.config, lambda c: c.provider_faults.lose_answer)
+        return Response(content=error_envelope(503, "answer held by lose_answer fault"), status_code=503)
+    return _ok(placed)
 
 
 @post("/api/v2/campaigns/{campaign_id:str}/voice")

@@ -30,6 +30,8 @@ class ProviderFaults:
     error_rate: float = 0.0  # fraction of API requests answered with error_status
     error_status: int = 503
     hang: bool = False  # hold API requests open until the client gives up
+    # place the call, then hold its answer until the client gives up: the call rings, its id is lost
+    lose_answer: bool = False
 
 
 @dataclass(slots=True)

@@ -6,17 +6,17 @@ import asyncio
 
 import structlog
 
-from otpservice.service.verifications import VerificationService
+from otpservice.service.delivery import DeliveryTracker
 
 log = structlog.get_logger(__name__)
 
 
-async def reconcile_forever(service: VerificationService, interval_seconds: float) -> None:
-    """Every ``interval_seconds``, read the provider's reports of overdue calls; never dies of an error."""
+async def reconcile_forever(tracker: DeliveryTracker, interval_seconds: float) -> None:
+    """Round after round, read the provider's reports of overdue calls; never dies of an error."""
     while True:
         try:
-            while await service.reconcile_due_calls() > 0:
-                pass  # a full batch may mean more are due: keep going before sleeping
-        except Exception as exc:  # a failed round must not stop reconciliation for good
+            pause = await tracker.reconcile_round()
+        except Exception as exc:  # a failed round (storage down, a bug) must not stop reconciliation
             log.error("reconcile.failed", error=type(exc).__name__)
-        await asyncio.sleep(interval_seconds)
+            pause = interval_seconds
+        await asyncio.sleep(pause)

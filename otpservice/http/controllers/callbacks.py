@@ -10,7 +10,7 @@ from litestar.params import PathParameter
 
 from otpservice.adapters.autocall.callback import MalformedCallback, body_api_key, parse_callback
 from otpservice.http.auth import bearer_token
-from otpservice.http.dependencies import Verifications
+from otpservice.http.dependencies import Deliveries
 from otpservice.http.problems import problem
 from otpservice.http.schemas import CallbackAck, VerificationIdInPath, problem_responses
 
@@ -36,13 +36,13 @@ Credential = Annotated[str | None, PathParameter(min_length=1, max_length=128)]
     ],
     status_code=200,
     tags=["provider callbacks"],
-    responses=problem_responses(400, 401, 404, 422),
+    responses=problem_responses(400, 401, 404, 422, 503),
     summary="Autocall call-ended callback",
     description="The credential travels in the URL we give the provider, or as callback_apikey anywhere.",
 )
 async def autocall_callback(
     request: Request[Any, Any, Any],
-    verifications: Verifications,
+    deliveries: Deliveries,
     verification_id: VerificationIdInPath,
     send: SendNumber,
     credential: Credential = None,
@@ -53,12 +53,10 @@ async def autocall_callback(
         body: object = msgspec.json.decode(raw) if raw else None
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # too deep or not UTF-8: unreadable
         body = None
-    verifications.authenticate_callback(
-        verification_id, send, _presented_credentials(request, credential, body)
-    )
+    deliveries.authenticate_callback(verification_id, send, _presented_credentials(request, credential, body))
     try:
         report = parse_callback(body)
     except MalformedCallback as exc:
         raise problem(422, "invalid_callback", "Unreadable callback", str(exc)) from exc
-    result = await verifications.record_callback(verification_id, send, report)
+    result = await deliveries.record_callback(verification_id, send, report)
     return CallbackAck(outcome=result.outcome, verification_id=result.verification_id)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from litestar import get
-from redis.exceptions import RedisError
 
-from otpservice.http.dependencies import RedisClient
+from otpservice.adapters.storage.health import ping
+from otpservice.domain.errors import StorageUnavailable
+from otpservice.http.dependencies import StorageDependency
 from otpservice.http.problems import problem
 from otpservice.http.schemas import Health, problem_responses
 
@@ -16,9 +17,9 @@ async def healthz() -> Health:
 
 
 @get("/readyz", tags=["health"], summary="Redis is reachable", responses=problem_responses(503))
-async def readyz(redis: RedisClient) -> Health:
+async def readyz(storage: StorageDependency) -> Health:
     try:
-        await redis.ping()
-    except (RedisError, OSError) as exc:
-        raise problem(503, "not_ready", "Not ready", "Redis is unreachable") from exc
+        await ping(storage)
+    except StorageUnavailable as exc:
+        raise problem(503, "not_ready", "Not ready", "Redis is unreachable", {"Retry-After": "2"}) from exc
     return Health(status="ready")

@@ -39,7 +39,11 @@ class VerificationController(Controller):
         )
         return VerificationView.of(verification)
 
-    @get("/{verification_id:str}", summary="Read a verification", responses=problem_responses(400, 401, 404))
+    @get(
+        "/{verification_id:str}",
+        summary="Read a verification",
+        responses=problem_responses(400, 401, 404, 503),
+    )
     async def read(
         self, verifications: Verifications, verification_id: VerificationIdInPath
     ) -> VerificationView:
@@ -62,7 +66,7 @@ class VerificationController(Controller):
         "/{verification_id:str}",
         status_code=200,
         summary="Cancel a pending verification",
-        responses=problem_responses(400, 401, 404, 409),
+        responses=problem_responses(400, 401, 404, 409, 503),
     )
     async def cancel(
         self, verifications: Verifications, verification_id: VerificationIdInPath
@@ -81,7 +85,7 @@ class VerifyController(Controller):
         "/",
         status_code=200,
         summary="Check a code the user typed",
-        responses=problem_responses(400, 401, 404, 409, 422),
+        responses=problem_responses(400, 401, 404, 409, 422, 503),
     )
     async def verify(self, data: JSONBody[VerifyCode], verifications: Verifications) -> VerifyResult:
         result = await verifications.verify(data.id, data.code)

@@ -1,0 +1,1 @@
+"""Redis storage: connection (one server, Sentinel, Cluster), key layout, scripts and stores."""

@@ -1,0 +1,65 @@
+"""Connecting to Redis as one server, through Sentinel, or as a Cluster, with connections that heal.
+
+Every command has ``timeout`` seconds to connect and answer, and is retried twice with a short
+jittered backoff after a connection error or a timeout, on a fresh connection: that is how a pooled
+connection left dead by a restart or a failover is replaced instead of failing a request. Retrying is
+safe because every write the service makes is idempotent (see ``scripts``). Idle connections are
+pinged before use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+
+from otpservice.redis_url import RedisTarget
+
+RedisClient: TypeAlias = Redis | RedisCluster
+# Two retries: Settings.storage_bound_seconds (three tries of the timeout) is derived from this.
+RETRIES = 2
+_POOL_SIZE = 64
+_HEALTH_CHECK_SECONDS = 15
+
+
+def connect(target: RedisTarget, *, timeout_seconds: float) -> RedisClient:
+    """A client for the target whose commands retry on fresh connections within a known bound."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_seconds,
+        "socket_connect_timeout": timeout_seconds,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), RETRIES),
+        "health_check_interval": _HEALTH_CHECK_SECONDS,
+    }
+    if target.kind == "single":
+        # A blocking pool queues a burst beyond its size for a while instead of failing it at once.
+        pool = BlockingConnectionPool.from_url(
+            target.url, max_connections=_POOL_SIZE, timeout=timeout_seconds * (RETRIES + 1), **options
+        )
+        return Redis.from_pool(pool)
+    credentials: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.tls:
+        credentials["ssl"] = True
+    if target.kind == "sentinel":
+        sentinels = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.nodes),
+            sentinel_kwargs={
+                "socket_timeout": timeout_seconds,
+                "socket_connect_timeout": timeout_seconds,
+                **({"ssl": True} if target.tls else {}),
+            },
+            **options,
+            **credentials,
+        )
+        master: Redis = sentinels.master_for(target.master_name, db=target.db)
+        return master
+    options.pop("health_check_interval")  # the cluster client checks its nodes its own way
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        max_connections=_POOL_SIZE,
+        **options,
+        **credentials,
+    )

@@ -1,0 +1,87 @@
+-- Prepended to every verification script. KEYS[1] is the verification's hash; ARGV[1] is "now" in
+-- epoch milliseconds from the service's clock (never Redis's), so one clock rules expiry everywhere.
+--
+-- Record fields: st status, ph phone, cl code length, tt code lifetime (s), ca/ua created/updated,
+-- ex expires, fl wrong codes judged, ma max attempts, sq sends begun, sn sends known placed,
+-- ra resend available at, md metadata; the current code hc/hp/hs (packed hash, argon2 parameters,
+-- the send that carried it); the code of a send whose placement is unresolved nc/np/ns, with px/pr
+-- the expiry and resend time to restore if it surely never left; the delivery ds (send), dst
+-- (status), dci (call id), dps (provider's word), ddu (duration), drs (reason), dua (updated).
+-- Per-request marks: r:<token> = lease end of a reserved, unjudged attempt; j:<token> = the verdict
+-- of a judged one (so a retried request gets the same answer); x:<token> = when a token was
+-- released (a reservation landing later with it changes nothing).
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local TOMBSTONE_MS = 600000
+
+-- Whole numbers as digits: Lua would write large ones as 1.7e+12.
+local function int(n) return string.format('%.0f', n) end
+
+-- The record as a table of its fields, or nil when there is none.
+local function load()
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local v = {}
+  for i = 1, #flat, 2 do v[flat[i]] = flat[i + 1] end
+  return v
+end
+
+-- A reply: a verdict, one detail, then the record's fields as they are now (the caller's view).
+local function answer(verdict, detail)
+  local reply = redis.call('HGETALL', key)
+  table.insert(reply, 1, detail or '')
+  table.insert(reply, 1, verdict)
+  return reply
+end
+
+-- The status at `now`: a pending verification past its expiry is expired.
+local function status(v)
+  if v.st == 'pending' and now >= tonumber(v.ex) then return 'expired' end
+  return v.st
+end
+
+-- A verification that stops being pending accepts no code any more.
+local function drop_codes()
+  redis.call('HDEL', key, 'hc', 'hp', 'hs', 'nc', 'np', 'ns', 'px', 'pr')
+end
+
+-- The code of a send now known to be placed becomes the one current code.
+local function promote(v)
+  redis.call('HSET', key, 'hc', v.nc, 'hp', v.np, 'hs', v.ns)
+  redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr')
+end
+
+-- Rank of a delivery status: a report of lower or equal rank never replaces the one recorded.
+local function rank(s)
+  if s == nil or s == '' or s == 'queued' then return 0 end
+  if s == 'calling' or s == 'unknown' then return 1 end
+  return 2
+end
+
+-- Attempts reserved and not judged yet; reservations whose lease ended are released on the way.
+local function live_reservations(v)
+  local live, soonest = 0, nil
+  for field, value in pairs(v) do
+    local kind = string.sub(field, 1, 2)
+    if kind == 'r:' then
+      local lease = tonumber(value)
+      if lease > now then
+        live = live + 1
+        if soonest == nil or lease < soonest then soonest = lease end
+      else
+        redis.call('HDEL', key, field)  -- its request never came back: the attempt returns
+      end
+    elseif kind == 'x:' and tonumber(value) + TOMBSTONE_MS < now then
+      redis.call('HDEL', key, field)
+    end
+  end
+  return live, soonest
+end
+
+-- Put a call on the shard's schedule; the schedule lives at least as long as the record.
+local function schedule(schedule_key, at, member)
+  redis.call('ZADD', schedule_key, at, member)
+  local ttl = redis.call('PTTL', key)
+  if ttl > 0 and redis.call('PTTL', schedule_key) < ttl then redis.call('PEXPIRE', schedule_key, ttl) end
+end
+

@@ -1,0 +1,14 @@
+-- Nobody can say whether the provider placed the call (it did not answer in time, answered
+-- something unreadable, or the process died before recording it). Its code stays accepted; the
+-- delivery says "unknown"; a callback about the call can still settle it.
+-- KEYS: record, the shard's call schedule.
+-- ARGV: now, send, reason, member.
+local v = load()
+if not v then return {'not_found'} end
+if v.ns ~= ARGV[2] then return answer('ignored') end  -- resolved meanwhile
+if tonumber(v.ds) < tonumber(ARGV[2]) then
+  redis.call('HSET', key, 'ds', ARGV[2], 'dst', 'unknown', 'drs', ARGV[3], 'dua', ARGV[1], 'ua', ARGV[1])
+  redis.call('HDEL', key, 'dci', 'dps', 'ddu')
+end
+redis.call('ZREM', KEYS[2], ARGV[4])
+return answer('unknown')

@@ -1,0 +1,87 @@
+"""Running the Lua scripts beside this module, and turning storage failures into one domain error.
+
+Each script lives in its own ``lua/*.lua`` file (reviewable, with its keys and arguments documented
+at the top); the verification scripts share ``_prelude.lua``. Every script is retry-safe: repeating
+it with the same arguments changes nothing more, which is what lets the client retry a command
+whose reply was lost (a dead pooled connection, a restart, a failover) without spending anything
+twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+
+import structlog
+from redis import exceptions as redis_errors
+
+from otpservice.adapters.storage.connection import RedisClient
+from otpservice.domain.errors import StorageUnavailable
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+# Scripts that work on something other than a verification record, so go without the prelude.
+_STANDALONE = frozenset({"claim_due_calls", "take_phone_call"})
+# Server answers that mean "not now" rather than "wrong": a failover, a full memory, a busy script.
+_TRANSIENT_REPLIES = ("BUSY", "NOREPLICAS", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "OOM")
+_UNAVAILABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,
+    redis_errors.RedisClusterException,
+    redis_errors.ReadOnlyError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.TryAgainError,
+    TimeoutError,
+)
+
+
+def _source(name: str) -> str:
+    return resources.files("otpservice.adapters.storage").joinpath("lua", f"{name}.lua").read_text()
+
+
+def script_source(name: str) -> str:
+    """The full text Redis runs for a script: the shared prelude, then the script's own file."""
+    own = _source(name)
+    return own if name in _STANDALONE else _source("_prelude") + own
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a failure means storage could not be reached in time (as opposed to a bug)."""
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
+
+
+class Storage:
+    """One Redis client, its scripts, and the time bound of every operation on it."""
+
+    def __init__(self, client: RedisClient, *, operation_timeout_seconds: float):
+        self.client = client
+        self._timeout = operation_timeout_seconds
+        self._scripts: dict[str, Any] = {}
+
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Any:
+        """Run one script atomically on the slot of ``keys`` (all share one hash tag)."""
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.client.register_script(script_source(name))
+        return await self.call(lambda: script(keys=list(keys), args=[str(a) for a in args]))
+
+    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """Await one storage operation within the bound; a failure to reach storage is one error.
+
+        The client itself retries a lost connection (see ``connection``); this bound covers those
+        retries too, so no request waits on storage longer than ``operation_timeout_seconds``.
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await operation()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("storage.unavailable", error=type(exc).__name__)
+            raise StorageUnavailable() from exc

@@ -1,0 +1,404 @@
+"""Verifications in Redis: one hash per verification, every change one atomic, retry-safe script.
+
+Why scripts: a check-then-write from Python would let parallel requests slip between the check and
+the write. Each script reads and writes the record in one step, so 200 parallel guesses reserve at
+most ``max_attempts`` attempts and a code is approved once. Every operation answers a typed result
+or raises the domain error its refusal means; nothing else reads the scripts' replies.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+
+from otpservice.adapters.storage import keys
+from otpservice.adapters.storage.records import fields_of, pack_hash, text, to_verification, unpack_hash
+from otpservice.adapters.storage.scripts import Storage
+from otpservice.domain import errors
+from otpservice.domain.clock import from_millis, to_millis
+from otpservice.domain.verification import DeliveryStatus, Verification, VerificationStatus
+
+Verdict = Literal["approved", "wrong", "max_attempts_reached"]
+PlacementOutcome = Literal[
+    "placed", "superseded", "canceled", "approved", "expired", "failed", "max_attempts_reached"
+]
+DeliveryOutcome = Literal["recorded", "duplicate", "stale", "foreign"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewVerification:
+    """What the service stores when it creates a verification, before its first call."""
+
+    id: str
+    phone: str
+    code_length: int
+    ttl_seconds: int
+    created_at: datetime
+    expires_at: datetime
+    resend_available_at: datetime
+    max_attempts: int
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedCode:
+    """The hash of a code the verification accepts, and which of its calls carried it."""
+
+    send_seq: int
+    encoded_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """One attempt reserved: the codes to compare against (two while a resend is unresolved)."""
+
+    codes: tuple[AcceptedCode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """A judged attempt and the verification it left."""
+
+    verdict: Verdict
+    verification: Verification
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """A placed call recorded, and what the verification had become meanwhile.
+
+    ``outcome`` is ``placed`` when it was still pending and this was its newest call; otherwise it
+    names what happened first (``superseded`` by a newer call, or the status it reached).
+    """
+
+    outcome: PlacementOutcome
+    verification: Verification
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUpdate:
+    """What a report of a call's outcome did.
+
+    ``duplicate``: it would not advance the status; ``stale``: it is about an older call;
+    ``foreign``: it names another call than the one the provider gave for this send.
+    """
+
+    outcome: DeliveryOutcome
+    verification: Verification
+
+
+class VerificationStore:
+    """Verification records and their atomic state moves."""
+
+    def __init__(self, storage: Storage, retention_seconds: int):
+        self._storage = storage
+        self._retention_ms = retention_seconds * 1000
+
+    def _record_ttl_ms(self, now: datetime, expires_at: datetime) -> int:
+        """Keep a record until its retention after expiry ends, so it can answer "expired"."""
+        return max(1, to_millis(expires_at) - to_millis(now) + self._retention_ms)
+
+    async def _run(
+        self, script: str, verification_id: str, *args: object, schedule: bool = True
+    ) -> list[Any]:
+        record = keys.verification_key(verification_id)
+        script_keys = [record, keys.schedule_key_for(verification_id)] if schedule else [record]
+        reply = await self._storage.run(script, script_keys, args)
+        return cast(list[Any], reply)
+
+    async def get(self, verification_id: str) -> Verification | None:
+        key = keys.verification_key(verification_id)
+        raw = await self._storage.call(lambda: self._storage.client.hgetall(key))
+        if not raw:
+            return None
+        return to_verification(verification_id, {text(k): text(v) for k, v in raw.items()})
+
+    async def create(
+        self, new: NewVerification, code_hash: str, placement_deadline: datetime
+    ) -> Verification:
+        """Store a pending verification whose first call (send 1) is about to be placed.
+
+        The code's hash is stored first, so whatever happens to the placement, the code a user may
+        hear is checkable. Retrying is safe: the record is created once.
+        """
+        params, packed = pack_hash(code_hash)
+        fields = self._new_fields(new) | {"nc": packed, "np": params, "ns": "1", "dst": "queued", "ds": "0"}
+        reply = await self._run(
+            "create",
+            new.id,
+            to_millis(new.created_at),
+            "create",
+            self._record_ttl_ms(new.created_at, new.expires_at),
+            keys.scheduled_call(new.id, 1),
+            to_millis(placement_deadline),
+            *_flatten(fields),
+        )
+        verdict, _, verification = self._answer(new.id, reply)
+        if verdict == "voided" or verification is None:
+            raise errors.NotPending(VerificationStatus.FAILED)
+        return verification
+
+    async def void_create(self, new: NewVerification, reason: str) -> None:
+        """Make sure a verification whose first call was never placed is failed, never pending.
+
+        Used when storing the create failed: that create may still land later (a stalled server
+        applies what it had queued), so this writes the verification failed if it is not there yet.
+        """
+        fields = self._new_fields(new) | {
+            "st": VerificationStatus.FAILED.value,
+            "vd": "1",
+            "ds": "1",
+            "dst": DeliveryStatus.FAILED.value,
+            "drs": reason,
+        }
+        await self._run(
+            "create",
+            new.id,
+            to_millis(new.created_at),
+            "void",
+            self._record_ttl_ms(new.created_at, new.expires_at),
+            keys.scheduled_call(new.id, 1),
+            reason,
+            *_flatten(fields),
+        )
+
+    @staticmethod
+    def _new_fields(new: NewVerification) -> dict[str, str]:
+        created = str(to_millis(new.created_at))
+        fields = {
+            "st": VerificationStatus.PENDING.value,
+            "ph": new.phone,
+            "cl": str(new.code_length),
+            "tt": str(new.ttl_seconds),
+            "ca": created,
+            "ua": created,
+            "ex": str(to_millis(new.expires_at)),
+            "fl": "0",
+            "ma": str(new.max_attempts),
+            "sq": "1",
+            "sn": "0",
+            "ra": str(to_millis(new.resend_available_at)),
+            "dua": created,
+        }
+        if new.metadata:
+            fields["md"] = json.dumps(new.metadata, separators=(",", ":"))
+        return fields
+
+    async def begin_send(
+        self,
+        verification_id: str,
+        now: datetime,
+        *,
+        cooldown_seconds: int,
+        max_sends: int,
+        code_hash: str,
+        ttl_seconds: int,
+        placement_deadline: datetime,
+    ) -> int:
+        """Reserve the next call and store its code's hash; answers the call's send number.
+
+        Until the placement resolves both the current code and the new one are accepted.
+        """
+        params, packed = pack_hash(code_hash)
+        reply = await self._run(
+            "begin_send",
+            verification_id,
+            to_millis(now),
+            cooldown_seconds * 1000,
+            max_sends,
+            packed,
+            params,
+            ttl_seconds * 1000,
+            to_millis(placement_deadline),
+            self._retention_ms,
+            verification_id,
+        )
+        verdict, detail = text(reply[0]), text(reply[1]) if len(reply) > 1 else ""
+        if verdict == "begun":
+            return int(detail)
+        if verdict == "too_soon":
+            available_at = from_millis(int(detail))
+            wait = max(1, -(-(to_millis(available_at) - to_millis(now)) // 1000))
+            raise errors.ResendTooSoon(available_at, wait)
+        if verdict == "max_sends":
+            raise errors.SendLimitReached(
+                f"this verification has used its {max_sends} calls; start a new one"
+            )
+        raise self._refusal(verification_id, now, verdict, detail)
+
+    async def placed(
+        self,
+        verification_id: str,
+        now: datetime,
+        send_seq: int,
+        call_id: str,
+        *,
+        ttl_seconds: int,
+        check_outcome_at: datetime,
+    ) -> Placement:
+        """Record that the provider took the call and named it; track it until its outcome is known."""
+        reply = await self._run(
+            "placed",
+            verification_id,
+            to_millis(now),
+            send_seq,
+            call_id,
+            ttl_seconds * 1000,
+            to_millis(check_outcome_at),
+            self._retention_ms,
+            keys.scheduled_call(verification_id, send_seq),
+        )
+        verdict, detail, verification = self._answer(verification_id, reply)
+        if verification is None:
+            raise errors.VerificationNotFound(verification_id)
+        outcome = detail if verdict == "not_pending" else verdict
+        return Placement(outcome=cast(PlacementOutcome, outcome), verification=verification)
+
+    async def unplaced(
+        self,
+        verification_id: str,
+        now: datetime,
+        send_seq: int,
+        *,
+        delivery: DeliveryStatus,
+        reason: str,
+        give_back_cooldown: bool,
+        describe: bool,
+    ) -> Verification | None:
+        """Record a call that surely never left; its code is dropped (see ``unplaced.lua``)."""
+        reply = await self._run(
+            "unplaced",
+            verification_id,
+            to_millis(now),
+            send_seq,
+            delivery.value,
+            reason,
+            int(give_back_cooldown),
+            int(describe),
+            keys.scheduled_call(verification_id, send_seq),
+            self._retention_ms,
+        )
+        return self._answer(verification_id, reply)[2]
+
+    async def placement_unknown(
+        self, verification_id: str, now: datetime, send_seq: int, reason: str
+    ) -> Verification | None:
+        """Record that nobody knows whether the call was placed; its code stays accepted."""
+        reply = await self._run(
+            "placement_unknown",
+            verification_id,
+            to_millis(now),
+            send_seq,
+            reason,
+            keys.scheduled_call(verification_id, send_seq),
+        )
+        return self._answer(verification_id, reply)[2]
+
+    async def reserve(
+        self, verification_id: str, token: str, now: datetime, code_length: int, lease_until: datetime
+    ) -> Reservation:
+        """Reserve one attempt before any hash is checked, leased until ``lease_until``."""
+        reply = await self._run(
+            "reserve",
+            verification_id,
+            to_millis(now),
+            token,
+            code_length,
+            to_millis(lease_until),
+            schedule=False,
+        )
+        words = [text(w) for w in reply]
+        verdict, detail = words[0], words[1] if len(words) > 1 else ""
+        if verdict == "reserved":
+            current_seq, current_params, current, next_seq, next_params, upcoming = words[2:8]
+            codes = tuple(
+                AcceptedCode(int(seq), unpack_hash(params, packed))
+                for seq, params, packed in (
+                    (current_seq, current_params, current),
+                    (next_seq, next_params, upcoming),
+                )
+                if packed
+            )
+            return Reservation(codes)
+        if verdict == "bad_length":
+            raise errors.InvalidCodeFormat(f"the code must have {detail} digits")
+        raise self._refusal(verification_id, now, verdict, detail)
+
+    async def judge(
+        self, verification_id: str, token: str, now: datetime, matched_send: int | None
+    ) -> Judgement:
+        """Judge a reserved attempt; a retry with the same token gets the same verdict."""
+        reply = await self._run(
+            "judge", verification_id, to_millis(now), token, matched_send or "", schedule=False
+        )
+        verdict, detail, verification = self._answer(verification_id, reply)
+        if verdict in ("approved", "wrong", "max_attempts_reached") and verification is not None:
+            return Judgement(cast(Verdict, verdict), verification)
+        raise self._refusal(verification_id, now, verdict, detail)
+
+    async def release(self, verification_id: str, token: str, now: datetime) -> None:
+        """Give back an attempt whose request gave up; a reservation landing later changes nothing."""
+        await self._run("release", verification_id, to_millis(now), token, schedule=False)
+
+    async def cancel(self, verification_id: str, token: str, now: datetime) -> Verification:
+        reply = await self._run("cancel", verification_id, to_millis(now), token, schedule=False)
+        verdict, detail, verification = self._answer(verification_id, reply)
+        if verdict == "canceled" and verification is not None:
+            return verification
+        raise self._refusal(verification_id, now, verdict, detail)
+
+    async def record_delivery(
+        self,
+        verification_id: str,
+        now: datetime,
+        send_seq: int,
+        call_id: str,
+        status: DeliveryStatus,
+        provider_status: str,
+        duration_seconds: int | None,
+    ) -> DeliveryUpdate:
+        """Record a call outcome unless it is stale, foreign, or would not advance the status."""
+        reply = await self._run(
+            "record_delivery",
+            verification_id,
+            to_millis(now),
+            send_seq,
+            call_id,
+            status.value,
+            provider_status,
+            "" if duration_seconds is None else duration_seconds,
+            keys.scheduled_call(verification_id, send_seq),
+        )
+        verdict, _, verification = self._answer(verification_id, reply)
+        if verification is None:
+            raise errors.VerificationNotFound(verification_id)
+        return DeliveryUpdate(cast(DeliveryOutcome, verdict), verification)
+
+    @staticmethod
+    def _answer(verification_id: str, reply: Sequence[Any]) -> tuple[str, str, Verification | None]:
+        """A script's verdict, its detail, and the verification as the script left it."""
+        verdict = text(reply[0])
+        detail = text(reply[1]) if len(reply) > 1 else ""
+        fields = fields_of(reply[2:])
+        return verdict, detail, to_verification(verification_id, fields) if "st" in fields else None
+
+    @staticmethod
+    def _refusal(verification_id: str, now: datetime, verdict: str, detail: str) -> errors.VerificationError:
+        """The domain error a script's refusal means."""
+        if verdict == "not_found":
+            return errors.VerificationNotFound(verification_id)
+        if verdict == "not_pending":
+            return errors.NotPending(VerificationStatus(detail))
+        if verdict == "in_flight":
+            wait_ms = int(detail) - to_millis(now)
+            return errors.AttemptsInFlight(retry_after_seconds=max(1, -(-wait_ms // 1000)))
+        if verdict == "released":
+            return errors.CheckNotRecorded(verification_id)
+        raise RuntimeError(f"unexpected store answer {verdict!r}")
+
+
+def _flatten(fields: dict[str, str]) -> list[str]:
+    return [item for pair in fields.items() for item in pair]

@@ -1,0 +1,96 @@
+"""What ``OTP_REDIS_URL`` names: one server, a Sentinel-watched master, or a Cluster.
+
+Forms:
+
+* ``redis://[user:password@]host:port[/db]``, ``rediss://...`` (TLS), ``unix:///path.sock?db=0``
+* ``redis+sentinel://[user:password@]host:port[,host:port...]/<master-name>[/<db>]``
+  (``rediss+sentinel://`` for TLS; the credentials are the data nodes', sentinels are asked without)
+* ``redis+cluster://[user:password@]host:port[,host:port...]`` (``rediss+cluster://`` for TLS)
+
+Pure parsing, so settings can refuse a bad URL at start with every other problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import unquote
+
+Kind = Literal["single", "sentinel", "cluster"]
+
+_SINGLE_SCHEMES = ("redis", "rediss", "unix")
+_MULTI_SCHEMES: dict[str, tuple[Kind, bool]] = {
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where Redis is, read from ``OTP_REDIS_URL``."""
+
+    kind: Kind
+    url: str = field(repr=False)  # may carry a password
+    nodes: tuple[tuple[str, int], ...] = ()
+    master_name: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+
+    def describe(self) -> str:
+        """The target without credentials, for logs."""
+        if self.kind == "single":
+            return self.url.split("@")[-1] if "@" in self.url else self.url
+        hosts = ",".join(f"{h}:{p}" for h, p in self.nodes)
+        return f"{self.kind} {hosts}" + (f" master {self.master_name}" if self.master_name else "")
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """Read an ``OTP_REDIS_URL``; raise ValueError saying what is wrong with it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("OTP_REDIS_URL must look like redis://host:6379/0 (see the README for the forms)")
+    if scheme in _SINGLE_SCHEMES:
+        return RedisTarget(kind="single", url=url, tls=scheme == "rediss")
+    if scheme not in _MULTI_SCHEMES:
+        raise ValueError(
+            f"OTP_REDIS_URL scheme {scheme!r} is not one of redis, rediss, unix, "
+            "redis+sentinel, redis+cluster (or rediss+...)"
+        )
+    kind, tls = _MULTI_SCHEMES[scheme]
+    userinfo, _, location = rest.rpartition("@")
+    hosts, _, path = location.partition("/")
+    nodes = tuple(_host_port(item) for item in hosts.split(",") if item)
+    if not nodes:
+        raise ValueError("OTP_REDIS_URL names no host:port")
+    username, password = _credentials(userinfo)
+    parts = [p for p in path.split("/") if p]
+    if kind == "cluster":
+        if parts:
+            raise ValueError("a redis+cluster URL has no path (a Cluster has only database 0)")
+        return RedisTarget(kind, url, nodes, username=username, password=password, tls=tls)
+    if not parts or len(parts) > 2:
+        raise ValueError("a redis+sentinel URL ends in /<master-name> or /<master-name>/<db>")
+    if len(parts) == 2 and not parts[1].isdigit():
+        raise ValueError("the database in a redis+sentinel URL is a number")
+    db = int(parts[1]) if len(parts) == 2 else 0
+    return RedisTarget(kind, url, nodes, parts[0], db, username, password, tls)
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    host, sep, port = item.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"OTP_REDIS_URL node {item!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    if not userinfo:
+        return None, None
+    user, sep, password = userinfo.partition(":")
+    if not sep:
+        return None, unquote(user)  # redis://secret@host: a password alone
+    return unquote(user) or None, unquote(password)

