@@ -321,7 +321,9 @@ async def test_every_key_has_a_ttl(store: VerificationStore, redis: Redis) -> No
     """Verification records, call schedules and the number budget all expire."""
     vid = await new_pending(store)
     await placed(store, vid, 1, "c1")
-    await PhoneBudget(Storage(redis, operation_timeout_seconds=5)).take("+84987654321", "x:1", NOW, 10, 3600)
+    budget = PhoneBudget(Storage(redis, operation_timeout_seconds=5))
+    await budget.give_back(budget.ticket("+84987654321", "vf_0:1", NOW, 3600))
+    await budget.take(budget.ticket("+84987654321", "vf_1:1", NOW, 3600), NOW, 10)
     async for key in redis.scan_iter("otp:*"):
         assert await redis.pttl(key) > 0, key
 
@@ -342,3 +344,14 @@ async def test_pending_verification_stays_compact(store: VerificationStore, redi
     await store.create(new(vid), hasher.hash(vid, "123456"), NOW)
     await placed(store, vid, 1, "1_1_1_5_418b619d-8ff0-4c4c-b25c-b10a7c93ab84_0987654321")
     assert await redis.object("encoding", keys.verification_key(vid)) == b"listpack"
+
+
+async def test_a_call_given_back_before_its_count_lands_is_not_counted(redis: Redis) -> None:
+    """A budget count landing after its give-back (a stalled server) does not spend the budget."""
+    budget = PhoneBudget(Storage(redis, operation_timeout_seconds=5))
+    phone = "+84987000111"
+    late = budget.ticket(phone, "vf_late:1", NOW, 3600)
+    await budget.give_back(late)
+    assert await budget.take(late, NOW, 1) is None
+    assert await budget.take(budget.ticket(phone, "vf_next:1", NOW, 3600), NOW, 1) is None
+    assert await budget.take(budget.ticket(phone, "vf_over:1", NOW, 3600), NOW, 1) is not None

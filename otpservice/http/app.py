@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class Seams:
     randbelow: RandomBelow = secrets.randbelow
     hasher: CodeHasher | None = None
     provider_transport: httpx.AsyncBaseTransport | None = None
+    tls: ssl.SSLContext | None = None  # the trust store for the provider (default: the system's)
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:
@@ -89,7 +91,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             opened.push_async_callback(redis.aclose)
             storage = Storage(redis, operation_timeout_seconds=settings.storage_bound_seconds)
             if seams.provider_transport is None:
-                http = create_http_client(settings.autocall)
+                http = create_http_client(settings.autocall, seams.tls)
             else:
                 http = httpx.AsyncClient(transport=seams.provider_transport)
             opened.push_async_callback(http.aclose)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -293,10 +294,10 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
         yield
 
 
-def create_sandbox_app(config: SandboxConfig | None = None) -> Litestar:
+def create_sandbox_app(config: SandboxConfig | None = None, tls: ssl.SSLContext | None = None) -> Litestar:
     """The sandbox app around ``config`` (kept live: changing it changes the running sandbox)."""
     config = config or SandboxConfig()
-    sandbox = Sandbox(config, SandboxState(config), CallSimulator(config))
+    sandbox = Sandbox(config, SandboxState(config), CallSimulator(config, tls))
     provider = Router(
         path="/",
         route_handlers=[generate_access_token, run_otp, run_tts, import_tts_voice, get_report],

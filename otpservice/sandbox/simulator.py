@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from types import TracebackType
 from typing import Any
 
@@ -21,14 +22,15 @@ CALLBACK_TIMEOUT_SECONDS = 5.0
 class CallSimulator:
     """Runs each accepted call as a task on the app's loop; an async context manager for the lifespan."""
 
-    def __init__(self, config: SandboxConfig) -> None:
+    def __init__(self, config: SandboxConfig, tls: ssl.SSLContext | None = None) -> None:
         self.config = config
+        self._tls = tls
         self._tasks: set[asyncio.Task[None]] = set()
         self._held: list[Call] = []  # callbacks held back by the reorder fault, oldest first
         self._http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> CallSimulator:
-        self._http = httpx.AsyncClient(timeout=CALLBACK_TIMEOUT_SECONDS)
+        self._http = httpx.AsyncClient(timeout=CALLBACK_TIMEOUT_SECONDS, verify=self._tls or True)
         return self
 
     async def __aexit__(

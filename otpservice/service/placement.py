@@ -170,7 +170,13 @@ class CallPlacer:
         )
 
     async def _unplaced(
-        self, call: CallRequest, delivery: DeliveryStatus, reason: str, *, give_back_cooldown: bool
+        self,
+        call: CallRequest,
+        delivery: DeliveryStatus,
+        reason: str,
+        *,
+        give_back_cooldown: bool,
+        later: bool = False,
     ) -> None:
         """The call surely never left: drop its code, and give its budget back."""
         now = self._clock.now()
@@ -187,17 +193,21 @@ class CallPlacer:
                 # a resend that never reached the provider leaves the last call's delivery in view
                 describe=delivery is DeliveryStatus.REJECTED,
             ),
+            later=later,
         )
         if call.budget is not None:
-            await self.give_back(call.budget, call.verification_id)
+            if later:
+                self.give_back_later(call.budget, call.verification_id)
+            else:
+                await self.give_back(call.budget, call.verification_id)
 
-    async def abandon(self, call: CallRequest) -> None:
-        """A resend that will not be placed after all (its budget was refused): as if never begun."""
+    async def abandon(self, call: CallRequest, why: str, *, later: bool = False) -> None:
+        """A resend that will not be placed after all: as if it had never begun.
+
+        ``later``: storage just failed, so write it in the background instead of waiting again.
+        """
         await self._unplaced(
-            call,
-            DeliveryStatus.FAILED,
-            "not placed: the number's call budget is spent",
-            give_back_cooldown=True,
+            call, DeliveryStatus.FAILED, f"not placed: {why}", give_back_cooldown=True, later=later
         )
 
     async def give_back(self, ticket: BudgetTicket, verification_id: str) -> None:
@@ -205,12 +215,21 @@ class CallPlacer:
         try:
             await self._budget.give_back(ticket)
         except errors.StorageUnavailable:
-            self._repairs.submit(
-                "give_back_budget", lambda: self._budget.give_back(ticket), verification_id=verification_id
-            )
+            self.give_back_later(ticket, verification_id)
 
-    async def _write(self, what: str, call: CallRequest, write: Callable[[], Awaitable[object]]) -> None:
+    def give_back_later(self, ticket: BudgetTicket, verification_id: str) -> None:
+        """Return a call's slot in the background (storage just failed: do not wait for it again)."""
+        self._repairs.submit(
+            "give_back_budget", lambda: self._budget.give_back(ticket), verification_id=verification_id
+        )
+
+    async def _write(
+        self, what: str, call: CallRequest, write: Callable[[], Awaitable[object]], *, later: bool = False
+    ) -> None:
         """One recording write now, or in the background when storage fails (the answer stands)."""
+        if later:
+            self._repairs.submit(what, write, verification_id=call.verification_id)
+            return
         try:
             await write()
         except errors.StorageUnavailable:

@@ -117,7 +117,7 @@ class VerificationService:
             self._repairs.submit(
                 "void_create", lambda: self._store.void_create(new, reason), verification_id=verification_id
             )
-            await self._placer.give_back(ticket, verification_id)
+            self._placer.give_back_later(ticket, verification_id)
             raise errors.StorageUnavailable(
                 "storage did not answer, so no call was placed; start again (this id, if it ever "
                 "appears, is failed)",
@@ -159,9 +159,16 @@ class VerificationService:
         call = CallRequest(verification_id, phone, code, send_seq, current.ttl_seconds, budget=None)
         try:
             ticket = await self._take_call(phone, verification_id, send_seq, now)
-        except (errors.PhoneRateLimited, errors.StorageUnavailable):
-            await self._placer.abandon(call)
+        except errors.PhoneRateLimited:
+            await self._placer.abandon(call, "the number's call budget is spent")
             raise
+        except errors.StorageUnavailable as exc:
+            await self._placer.abandon(call, "storage unavailable", later=True)
+            raise errors.StorageUnavailable(
+                "storage did not answer, so no call was placed; the current code still works",
+                verification_id=verification_id,
+                call_placed=False,
+            ) from exc
         placed = await self._placer.place(
             CallRequest(verification_id, phone, code, send_seq, current.ttl_seconds, budget=ticket)
         )
@@ -171,14 +178,17 @@ class VerificationService:
         self, phone: PhoneNumber, verification_id: str, send_seq: int, now: datetime
     ) -> BudgetTicket:
         """Spend one call of the number's hourly budget, or refuse before anything is dialled."""
-        taken = await self._budget.take(
-            phone.e164, f"{verification_id}:{send_seq}", now, self._settings.phone_calls_per_hour, 3600
-        )
-        if isinstance(taken, int):
+        ticket = self._budget.ticket(phone.e164, f"{verification_id}:{send_seq}", now, 3600)
+        try:
+            wait_ms = await self._budget.take(ticket, now, self._settings.phone_calls_per_hour)
+        except errors.StorageUnavailable:
+            self._placer.give_back_later(ticket, verification_id)  # its count may still land
+            raise
+        if wait_ms is not None:
             log.warning("call.phone_rate_limited", phone=mask_phone(phone.e164))
             metrics.CALLS.labels("rate_limited").inc()
-            raise errors.PhoneRateLimited(retry_after_seconds=(taken + 999) // 1000)
-        return taken
+            raise errors.PhoneRateLimited(retry_after_seconds=(wait_ms + 999) // 1000)
+        return ticket
 
     async def cancel(self, verification_id: str) -> Verification:
         now = self._clock.now()
@@ -237,7 +247,12 @@ class VerificationService:
         )
 
     async def get(self, verification_id: str) -> Verification:
-        verification = await self._store.get(verification_id)
+        try:
+            verification = await self._store.get(verification_id)
+        except errors.StorageUnavailable as exc:
+            raise errors.StorageUnavailable(
+                "storage did not answer; nothing was changed", verification_id=verification_id
+            ) from exc
         now = self._clock.now()
         retention = timedelta(seconds=self._settings.retention_seconds)
         if verification is None or now >= verification.expires_at + retention:

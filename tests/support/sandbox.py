@@ -18,7 +18,7 @@ from otpservice.sandbox.config import SandboxConfig
 from tests.support.servers import serve_in_thread
 
 # Loopback HTTP needs no TLS; one shared context spares each admin request httpx's CA-bundle load.
-_TLS_CONTEXT = ssl.create_default_context()
+TLS_CONTEXT = ssl.create_default_context()
 
 
 @dataclass(slots=True)
@@ -31,7 +31,7 @@ class SandboxHandle:
     def calls(self, phone: str | None = None) -> list[dict[str, Any]]:
         """``GET /_sandbox/calls``: every call placed (to ``phone`` only, if given)."""
         response = httpx.get(
-            f"{self.url}/_sandbox/calls", params={"phone": phone} if phone else None, verify=_TLS_CONTEXT
+            f"{self.url}/_sandbox/calls", params={"phone": phone} if phone else None, verify=TLS_CONTEXT
         )
         response.raise_for_status()
         calls: list[dict[str, Any]] = response.json()["calls"]
@@ -54,7 +54,7 @@ class SandboxHandle:
 def running_sandbox(config: SandboxConfig | None = None) -> Iterator[SandboxHandle]:
     """Serve a fresh sandbox on 127.0.0.1 for the duration of the block."""
     config = config or SandboxConfig()
-    with serve_in_thread(create_sandbox_app(config)) as url:
+    with serve_in_thread(create_sandbox_app(config, TLS_CONTEXT)) as url:
         try:
             yield SandboxHandle(url=url, config=config)
         finally:

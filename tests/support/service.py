@@ -17,6 +17,7 @@ from otpservice.http.app import Seams, create_app
 from otpservice.logs import configure_logging
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
 from otpservice.settings import Argon2Settings, AutocallSettings, Settings
+from tests.support.sandbox import TLS_CONTEXT
 from tests.support.servers import free_port, serve_in_thread
 
 API_KEY = "test-api-key-0123456789"
@@ -96,12 +97,14 @@ class ServiceHandle:
 
     def client(self, api_key: str | None = API_KEY) -> httpx.Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=TLS_CONTEXT)
 
     def async_client(self, api_key: str | None = API_KEY) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         limits = httpx.Limits(max_connections=300)
-        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=60, limits=limits)
+        return httpx.AsyncClient(
+            base_url=self.url, headers=headers, timeout=60, limits=limits, verify=TLS_CONTEXT
+        )
 
 
 @contextmanager
@@ -120,7 +123,13 @@ def running_service(
     hasher = CountingHasher(settings.pepper, settings.argon2)
     logs = io.StringIO()
     configure_logging("INFO", json=True, stream=logs)
-    seams = Seams(clock=clock, hasher=hasher, provider_transport=provider_transport, randbelow=randbelow)
+    seams = Seams(
+        clock=clock,
+        hasher=hasher,
+        provider_transport=provider_transport,
+        randbelow=randbelow,
+        tls=TLS_CONTEXT,
+    )
     app = create_app(settings, seams)
     with serve_in_thread(app, port=port):
         yield ServiceHandle(url=url, settings=settings, clock=clock, hasher=hasher, logs=logs)

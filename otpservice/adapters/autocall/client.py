@@ -25,6 +25,7 @@ logged masked, OTP codes never.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
@@ -66,9 +67,13 @@ CONNECT_RETRY_DELAY_SECONDS = 0.1
 _REFUSED_KEY_STATUSES = frozenset({400, 401, 403})
 
 
-def create_http_client(settings: AutocallSettings) -> httpx.AsyncClient:
-    """The one connection pool per process; its owner (the app lifespan, a CLI command) closes it."""
+def create_http_client(settings: AutocallSettings, tls: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """The one connection pool per process; its owner (the app lifespan, a CLI command) closes it.
+
+    ``tls``: a trust store already loaded (loading the default one costs tens of milliseconds).
+    """
     return httpx.AsyncClient(
+        verify=tls or True,
         timeout=httpx.Timeout(
             connect=settings.connect_timeout_seconds,
             read=settings.read_timeout_seconds,

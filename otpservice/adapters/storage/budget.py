@@ -12,10 +12,19 @@ from otpservice.domain.clock import to_millis
 
 @dataclass(frozen=True, slots=True)
 class BudgetTicket:
-    """One call counted against a number's budget; hand it back if the call surely never left."""
+    """One call to one number in one window; taken from the budget, or handed back."""
 
-    key: str
+    phone: str
     call: str
+    window: int
+    window_ms: int
+
+    @property
+    def keys(self) -> list[str]:
+        return [
+            keys.phone_calls_key(self.phone, self.window),
+            keys.phone_calls_given_back_key(self.phone, self.window),
+        ]
 
 
 class PhoneBudget:
@@ -24,18 +33,21 @@ class PhoneBudget:
     def __init__(self, storage: Storage):
         self._storage = storage
 
-    async def take(
-        self, phone: str, call: str, now: datetime, limit: int, window_seconds: int
-    ) -> BudgetTicket | int:
-        """Count ``call`` to ``phone``: its ticket when allowed, else milliseconds until the window ends."""
+    @staticmethod
+    def ticket(phone: str, call: str, now: datetime, window_seconds: int) -> BudgetTicket:
+        """The ticket naming ``call`` to ``phone`` in the window ``now`` falls in."""
         window_ms = window_seconds * 1000
-        window = to_millis(now) // window_ms
-        key = keys.phone_calls_key(phone, window)
-        allowed = await self._storage.run("take_phone_call", [key], [limit, call, window_ms])
+        return BudgetTicket(phone, call, to_millis(now) // window_ms, window_ms)
+
+    async def take(self, ticket: BudgetTicket, now: datetime, limit: int) -> int | None:
+        """Count the ticket's call: None when allowed, else milliseconds until its window ends."""
+        allowed = await self._storage.run(
+            "take_phone_call", ticket.keys, [limit, ticket.call, ticket.window_ms]
+        )
         if int(allowed):
-            return BudgetTicket(key, call)
-        return max(1, (window + 1) * window_ms - to_millis(now))
+            return None
+        return max(1, (ticket.window + 1) * ticket.window_ms - to_millis(now))
 
     async def give_back(self, ticket: BudgetTicket) -> None:
-        """The call never left: it no longer counts."""
-        await self._storage.call(lambda: self._storage.client.srem(ticket.key, ticket.call))
+        """The call never left: it no longer counts, even if its count lands after this."""
+        await self._storage.run("give_back_phone_call", ticket.keys, [ticket.call, ticket.window_ms])

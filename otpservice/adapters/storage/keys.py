@@ -55,3 +55,8 @@ def parse_scheduled_call(member: str) -> tuple[str, int]:
 def phone_calls_key(phone_e164: str, window: int) -> str:
     """The set of calls placed to one number in one budget window, tagged by the number."""
     return f"{PREFIX}:{{{phone_e164}}}:calls:{window}"
+
+
+def phone_calls_given_back_key(phone_e164: str, window: int) -> str:
+    """The set of calls to one number in one window that were given back (never left)."""
+    return f"{PREFIX}:{{{phone_e164}}}:given-back:{window}"

@@ -24,7 +24,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 # Scripts that work on something other than a verification record, so go without the prelude.
-_STANDALONE = frozenset({"claim_due_calls", "take_phone_call"})
+_STANDALONE = frozenset({"claim_due_calls", "take_phone_call", "give_back_phone_call"})
 # Server answers that mean "not now" rather than "wrong": a failover, a full memory, a busy script.
 _TRANSIENT_REPLIES = ("BUSY", "NOREPLICAS", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "OOM")
 _UNAVAILABLE = (
