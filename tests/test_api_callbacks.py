@@ -185,3 +185,16 @@ def test_reordered_callbacks_keep_the_latest_call(service: ServiceHandle, sandbo
         final = wait_for_final_delivery(client, vid)
     assert final["delivery"]["call_id"] == second["delivery"]["call_id"]
     assert final["delivery"]["status"] == "no_answer"
+
+
+def test_callback_about_another_call_changes_nothing(service: ServiceHandle, sandbox: SandboxHandle) -> None:
+    """An authentic callback whose body names a different call id is answered stale and records nothing."""
+    sandbox.config.callback_faults.drop = True
+    with service.client() as client:
+        verification = create(client)
+        vid, call_id = verification["id"], verification["delivery"]["call_id"]
+        url = f"{service.url}/callbacks/autocall/{vid}/1/{SIGNER.credential(vid, 1)}"
+        foreign = httpx.post(url, json=cdr("1_1_1_5_another-call_0987654321", "BUSY", 0))
+        assert (foreign.status_code, foreign.json()["outcome"]) == (200, "stale")
+        delivery = client.get(f"/otp/{vid}").json()["delivery"]
+    assert (delivery["status"], delivery["call_id"]) == ("calling", call_id)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from tests.support.flows import assert_problem, create, heard_code
+import threading
+
+import httpx
+
+from tests.support.flows import assert_problem, create, heard_code, wrong_code
+from tests.support.provider import SlowAnswers
+from tests.support.redis_servers import wait_until
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import ScriptedCodes, ServiceHandle, running_service
 
@@ -90,3 +96,46 @@ def test_approved_verification_cannot_be_resent_or_canceled(
         service.clock.advance(30)
         assert_problem(client.post(f"/otp/{vid}/resend"), 409, "approved")
         assert_problem(client.delete(f"/otp/{vid}"), 409, "approved")
+
+
+def test_resend_after_every_attempt_is_spent_is_409_and_places_no_call(
+    service: ServiceHandle, sandbox: SandboxHandle
+) -> None:
+    """Once the wrong codes used every attempt, a resend answers 409 max_attempts_reached and calls nobody."""
+    with service.client() as client:
+        vid = create(client, "0912000444")["id"]
+        wrong = wrong_code(heard_code(sandbox, "0912000444"))
+        for _ in range(service.settings.max_attempts):
+            client.post("/verify", json={"id": vid, "code": wrong})
+        service.clock.advance(30)
+        assert_problem(client.post(f"/otp/{vid}/resend"), 409, "max_attempts_reached")
+    assert len(sandbox.calls("0912000444")) == 1
+
+
+def test_a_call_placed_after_a_cancel_says_so(redis_url: str, sandbox: SandboxHandle) -> None:
+    """A resend whose call is placed while the verification is canceled answers canceled, and counts so."""
+    slow = SlowAnswers(0.0)
+    with (
+        running_service(redis_url, sandbox.url, provider_transport=slow) as service,
+        service.client() as client,
+    ):
+        vid = create(client, "0912000555")["id"]
+        service.clock.advance(30)
+        slow.delay = 0.5
+        resending: list[httpx.Response] = []
+
+        def resend() -> None:
+            with service.client() as own:
+                resending.append(own.post(f"/otp/{vid}/resend"))
+
+        worker = threading.Thread(target=resend)
+        worker.start()
+        wait_until(lambda: len(sandbox.calls("0912000555")) == 2, 5, "the resend's call being placed")
+        assert client.delete(f"/otp/{vid}").status_code == 200
+        worker.join(timeout=10)
+        metrics = client.get("/metrics").text
+    answer = resending[0]
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "canceled"
+    assert answer.json()["delivery"]["call_id"] == sandbox.calls("0912000555")[-1]["call_id"]
+    assert 'otp_calls_total{outcome="canceled"}' in metrics

@@ -95,7 +95,13 @@ class VerificationService:
         ttl = ttl_seconds or self._settings.ttl_seconds
         verification_id = self._new_id()
         now = self._clock.now()
-        ticket = await self._take_call(phone, verification_id, 1, now)
+        try:
+            ticket = await self._take_call(phone, verification_id, 1, now)
+        except errors.StorageUnavailable as exc:
+            raise errors.StorageUnavailable(
+                "storage did not answer, so nothing was stored and no call was placed; start again",
+                call_placed=False,
+            ) from exc
         code = generate_code(length, self._randbelow)
         new = NewVerification(
             id=verification_id,

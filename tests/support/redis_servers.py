@@ -72,8 +72,8 @@ class ServerProcess:
         else:
             command += self.args
         command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
-        log = (self.directory / f"server-{self.port}.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        with (self.directory / f"server-{self.port}.log").open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
         wait_until(lambda: _answers(self.port), 10, f"valkey on port {self.port} starting")
 
     def pause(self) -> None:

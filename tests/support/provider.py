@@ -1,0 +1,31 @@
+"""Provider faults the sandbox cannot produce, injected at the provider boundary (a transport)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.support.sandbox import TLS_CONTEXT
+
+
+class SlowAnswers(httpx.AsyncBaseTransport):
+    """The real sandbox over HTTP, but each call-placing answer arrives ``delay`` seconds after the call.
+
+    The call is placed (the phone "rings") at once; only its answer, with the call id, is late: the
+    window in which a test can stall storage between placing a call and recording it.
+    """
+
+    def __init__(self, delay: float):
+        self._inner = httpx.AsyncHTTPTransport(verify=TLS_CONTEXT)
+        self.delay = delay
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if request.url.path.endswith("/otp") and self.delay:
+            await response.aread()
+            await asyncio.sleep(self.delay)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
