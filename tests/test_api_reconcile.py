@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 import httpx
-from redis import Redis
 
 from otpservice.adapters.storage.keys import schedule_key_for, scheduled_call
 from tests.support.flows import create
+from tests.support.redis_servers import sync_client
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import ServiceHandle, running_service
 
@@ -55,7 +55,7 @@ def test_calls_with_a_callback_are_not_tracked_any_more(redis_url: str, service:
     with service.client() as client:
         vid = create(client)["id"]
         wait_for_delivery(service, client, vid, "answered")
-    redis = Redis.from_url(redis_url)
+    redis = sync_client(redis_url)
     try:
         assert redis.zscore(schedule_key_for(vid), scheduled_call(vid, 1)) is None
     finally:
@@ -69,7 +69,7 @@ def test_reconciliation_gives_up_on_calls_that_never_end(redis_url: str, sandbox
     settings = FAST_RECONCILE | {"reconcile_give_up_seconds": 60}
     with running_service(redis_url, sandbox.url, **settings) as service, service.client() as client:
         vid = create(client)["id"]
-        redis = Redis.from_url(redis_url)
+        redis = sync_client(redis_url)
         try:
             assert redis.zscore(schedule_key_for(vid), scheduled_call(vid, 1)) is not None
             deadline = time.monotonic() + 10

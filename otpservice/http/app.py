@@ -64,8 +64,11 @@ class Seams:
     tls: ssl.SSLContext | None = None  # the trust store for the provider (default: the system's)
 
 
-async def _stop(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
+async def _finish(tasks: list[asyncio.Task[None]], stop: asyncio.Event, grace_seconds: float) -> None:
+    """Ask background tasks to stop, let them finish what they are doing, cancel only stragglers."""
+    stop.set()
+    _done, late = await asyncio.wait(tasks, timeout=grace_seconds)
+    for task in late:
         task.cancel()
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
@@ -88,8 +91,8 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
         async with contextlib.AsyncExitStack() as opened:
             target = parse_redis_url(settings.redis_url)
             redis = connect(target, timeout_seconds=settings.redis_timeout_seconds)
-            opened.push_async_callback(redis.aclose)
             storage = Storage(redis, operation_timeout_seconds=settings.storage_bound_seconds)
+            opened.push_async_callback(storage.close)
             if seams.provider_transport is None:
                 http = create_http_client(settings.autocall, seams.tls)
             else:
@@ -133,13 +136,14 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 clock=seams.clock,
                 signer=signer,
             )
+            stop = asyncio.Event()
             background = [
                 asyncio.create_task(
-                    reconcile_forever(app.state.deliveries, settings.reconcile_interval_seconds)
+                    reconcile_forever(app.state.deliveries, settings.reconcile_interval_seconds, stop)
                 ),
                 asyncio.create_task(warn_about_eviction(storage)),
             ]
-            opened.push_async_callback(_stop, background)
+            opened.push_async_callback(_finish, background, stop, settings.storage_bound_seconds)
             log.info("storage.target", redis=target.describe())
             yield
 

@@ -159,7 +159,12 @@ def _malformed_body(exc: RecursionError | UnicodeDecodeError) -> ProblemDetailsE
 
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.error("request.failed", error=type(exc).__name__, path=request.scope.get("path_template", ""))
+    log.error(
+        "request.failed",
+        error=type(exc).__name__,
+        path=request.scope.get("path_template", ""),
+        exc_info=exc,
+    )
     return problem(500, "internal_error", "Internal error", "the server failed; try again").to_response(
         request
     )

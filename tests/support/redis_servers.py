@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -72,9 +73,20 @@ class ServerProcess:
         else:
             command += self.args
         command += ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
-        with (self.directory / f"server-{self.port}.log").open("ab") as log:
+        log_path = self.directory / f"server-{self.port}.log"
+        with log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
-        wait_until(lambda: _answers(self.port), 10, f"valkey on port {self.port} starting")
+        process = self.process
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise TimeoutError(f"valkey on port {self.port} exited with {process.returncode}")
+            return _answers(self.port)
+
+        try:
+            wait_until(up, 10, f"valkey on port {self.port} starting")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; its log:\n{log_path.read_text(errors='replace')[-2000:]}") from None
 
     def pause(self) -> None:
         """SIGSTOP: the server keeps its sockets but answers nothing, like a stalled host."""
@@ -218,8 +230,10 @@ def cluster_setup(masters: int = 3) -> Iterator[ClusterSetup]:
     with tempfile.TemporaryDirectory(prefix="otp-cluster-") as tmp:
         directory = Path(tmp)
         nodes = []
+        bus_ports = {}
         for _ in range(masters):
             port = free_port()
+            bus_ports[port] = free_port()
             node = _server(
                 directory,
                 "--appendonly",
@@ -230,6 +244,8 @@ def cluster_setup(masters: int = 3) -> Iterator[ClusterSetup]:
                 f"nodes-{port}.conf",
                 "--cluster-node-timeout",
                 "2000",
+                "--cluster-port",  # the default (port + 10000) may be out of range or taken
+                str(bus_ports[port]),
                 port=port,
             )
             node.start()
@@ -243,7 +259,7 @@ def cluster_setup(masters: int = 3) -> Iterator[ClusterSetup]:
                     client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
             with nodes[0].client() as client:
                 for node in nodes[1:]:
-                    client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+                    client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_ports[node.port])
             wait_until(lambda: all(_cluster_ok(n, masters) for n in nodes), 20, "cluster state ok")
             yield ClusterSetup(nodes=nodes)
         finally:
@@ -257,6 +273,22 @@ def _cluster_ok(node: ServerProcess, count: int) -> bool:
         text = info.decode() if isinstance(info, bytes) else str(info)
         return "cluster_state:ok" in text and f"cluster_known_nodes:{count}" in text
     return False
+
+
+def sync_client(url: str) -> Any:
+    """A synchronous client for any ``OTP_REDIS_URL`` form, for tests that look at Redis directly."""
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.sentinel import Sentinel
+
+    from otpservice.redis_url import parse_redis_url
+
+    target = parse_redis_url(url)
+    if target.kind == "cluster":
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.nodes])  # type: ignore[no-untyped-call]
+    if target.kind == "sentinel":
+        sentinel = Sentinel(list(target.nodes), socket_timeout=2)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(target.master_name, db=target.db)  # type: ignore[no-untyped-call]
+    return Redis.from_url(url)
 
 
 def port_is_open(port: int) -> bool:

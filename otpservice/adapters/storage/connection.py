@@ -22,7 +22,7 @@ from otpservice.redis_url import RedisTarget
 RedisClient: TypeAlias = Redis | RedisCluster
 # Two retries: Settings.storage_bound_seconds (three tries of the timeout) is derived from this.
 RETRIES = 2
-_POOL_SIZE = 64
+POOL_SIZE = 64
 _HEALTH_CHECK_SECONDS = 15
 
 
@@ -37,7 +37,7 @@ def connect(target: RedisTarget, *, timeout_seconds: float) -> RedisClient:
     if target.kind == "single":
         # A blocking pool queues a burst beyond its size for a while instead of failing it at once.
         pool = BlockingConnectionPool.from_url(
-            target.url, max_connections=_POOL_SIZE, timeout=timeout_seconds * (RETRIES + 1), **options
+            target.url, max_connections=POOL_SIZE, timeout=timeout_seconds * (RETRIES + 1), **options
         )
         return Redis.from_pool(pool)
     credentials: dict[str, Any] = {"username": target.username, "password": target.password}
@@ -59,7 +59,7 @@ def connect(target: RedisTarget, *, timeout_seconds: float) -> RedisClient:
     options.pop("health_check_interval")  # the cluster client checks its nodes its own way
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-        max_connections=_POOL_SIZE,
+        max_connections=POOL_SIZE,
         **options,
         **credentials,
     )

@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 
 import structlog
 from redis import exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import SentinelConnectionPool
 
-from otpservice.adapters.storage.connection import RedisClient
+from otpservice.adapters.storage.connection import POOL_SIZE, RedisClient
 from otpservice.domain.errors import StorageUnavailable
 
 log = structlog.get_logger(__name__)
@@ -59,10 +61,45 @@ def is_unavailable(exc: BaseException) -> bool:
 class Storage:
     """One Redis client, its scripts, and the time bound of every operation on it."""
 
-    def __init__(self, client: RedisClient, *, operation_timeout_seconds: float):
+    def __init__(
+        self, client: RedisClient, *, operation_timeout_seconds: float, concurrency: int = POOL_SIZE
+    ):
         self.client = client
         self._timeout = operation_timeout_seconds
+        # Operations beyond the pool's size wait their turn (within the bound) instead of failing:
+        # the Sentinel and Cluster clients refuse a command outright when their pool is exhausted.
+        self._slots = asyncio.Semaphore(concurrency)
         self._scripts: dict[str, Any] = {}
+        self._started = asyncio.Lock()
+        self._ready = not isinstance(client, RedisCluster)
+        # A Cluster client replaces its seed nodes once it has discovered the others.
+        self._seeds = (
+            list(client.nodes_manager.startup_nodes.values()) if isinstance(client, RedisCluster) else []
+        )
+
+    async def _start(self) -> None:
+        """Learn the Cluster's topology once, before any command runs.
+
+        Why: redis-py's async Cluster client can hand a connection that a concurrent first
+        discovery is still setting up to another command (seen here as an AttributeError deep in
+        the client under concurrent first commands); one discovery under a lock avoids that.
+        """
+        async with self._started:
+            if not self._ready:
+                assert isinstance(self.client, RedisCluster)
+                await self.client.initialize()
+                self._ready = True
+
+    async def close(self) -> None:
+        """Close every connection, also those a Cluster client would forget (seeds, an unfinished start)."""
+        await self.client.aclose()
+        pool = getattr(self.client, "connection_pool", None)
+        if isinstance(pool, SentinelConnectionPool):  # the clients asking the sentinels are its own
+            for sentinel in pool.sentinel_manager.sentinels:
+                await sentinel.aclose()
+        if isinstance(self.client, RedisCluster):
+            for node in (*self._seeds, *self.client.nodes_manager.nodes_cache.values()):
+                await node.disconnect()
 
     async def run(self, name: str, keys: Sequence[str], args: Sequence[object]) -> Any:
         """Run one script atomically on the slot of ``keys`` (all share one hash tag)."""
@@ -78,7 +115,9 @@ class Storage:
         retries too, so no request waits on storage longer than ``operation_timeout_seconds``.
         """
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout), self._slots:
+                if not self._ready:
+                    await self._start()
                 return await operation()
         except Exception as exc:
             if not is_unavailable(exc):
