@@ -35,7 +35,7 @@ log = structlog.get_logger(__name__)
 BATCH = 50
 CONCURRENCY = 8
 # An unreachable provider is asked less and less often, up to this.
-MAX_BACKOFF_SECONDS = 300.0
+MAX_BACKOFF_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
