@@ -110,7 +110,7 @@ class Settings:
         )
         settings = cls(
             mode=mode,
-            redis_url=reader.text("OTP_REDIS_URL", ""),
+            redis_url=reader.secret("OTP_REDIS_URL"),  # may carry a password
             redis_timeout_seconds=reader.number("OTP_REDIS_TIMEOUT_SECONDS", 1.0, 0.05, 30),
             api_keys=tuple(k.strip() for k in reader.secret("OTP_API_KEYS").split(",") if k.strip()),
             pepper=reader.secret("OTP_PEPPER").encode(),

@@ -33,6 +33,8 @@ def test_master_failover_serves_again_within_15_seconds(sandbox: SandboxHandle) 
     ):
         before = client.post("/otp", json={"phone": "0912345100"})
         assert before.status_code == 201
+        with setup.master.client() as master:
+            assert master.execute_command("WAIT", 1, 2000) == 1  # the replica has it
         old_master = setup.master.port
         setup.master.kill()
         killed = time.monotonic()
@@ -54,6 +56,10 @@ def test_master_failover_serves_again_within_15_seconds(sandbox: SandboxHandle) 
             time.sleep(0.1)
         recovered = time.monotonic() - killed
         assert verified.json()["valid"] is True
+        kept = client.post(
+            "/verify", json={"id": before.json()["id"], "code": heard_code(sandbox, "0912345100")}
+        )
+        assert kept.json()["valid"] is True, "a verification replicated before the failover was lost"
         assert 503 in readiness, "readiness never reported the outage"
         assert setup.current_master_port() != old_master
         with httpx.Client(base_url=service.url) as probe:

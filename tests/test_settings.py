@@ -76,3 +76,46 @@ def test_production_public_url_must_be_https() -> None:
 def test_dev_mode_accepts_defaults() -> None:
     """Dev mode starts without production secrets (it fills in its own)."""
     assert Settings.from_env({}, mode="dev").autocall.url == "http://127.0.0.1:8090"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://user:secret@10.0.0.5:6379/2",
+        "rediss://10.0.0.5:6380/0",
+        "unix:///run/redis.sock?db=1",
+        "redis+sentinel://s1:26379,s2:26379,s3:26379/otp",
+        "rediss+sentinel://user:pw@s1:26379/otp/3",
+        "redis+cluster://n1:6379,n2:6379",
+    ],
+)
+def test_every_redis_topology_url_is_accepted(url: str) -> None:
+    """One server, Sentinel and Cluster URLs (with TLS and credentials) are valid OTP_REDIS_URLs."""
+    assert Settings.from_env(GOOD_ENV | {"OTP_REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "localhost:6379",
+        "http://localhost:6379",
+        "redis+sentinel://s1:26379",
+        "redis+sentinel://s1:26379/otp/x",
+        "redis+cluster://n1:6379/0",
+        "redis+cluster://n1",
+        "redis+cluster://n1:99999",
+    ],
+)
+def test_a_bad_redis_url_is_refused_at_start(url: str) -> None:
+    """A Redis URL the service cannot use stops it at start with a line saying why."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(GOOD_ENV | {"OTP_REDIS_URL": url})
+    assert any("OTP_REDIS_URL" in problem or "redis" in problem for problem in refused.value.problems)
+
+
+def test_redis_url_may_come_from_a_file(tmp_path: Path) -> None:
+    """OTP_REDIS_URL_FILE is read like the other secrets (the URL may carry a password)."""
+    secret = tmp_path / "redis-url"
+    secret.write_text("rediss://user:secret@redis.internal:6380/0\n")
+    env = {k: v for k, v in GOOD_ENV.items() if k != "OTP_REDIS_URL"} | {"OTP_REDIS_URL_FILE": str(secret)}
+    assert Settings.from_env(env).redis_url == "rediss://user:secret@redis.internal:6380/0"

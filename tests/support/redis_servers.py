@@ -169,7 +169,7 @@ def sentinel_setup() -> Iterator[SentinelSetup]:
     """Start a replicated pair under three sentinels that fail over within a few seconds."""
     with tempfile.TemporaryDirectory(prefix="otp-sentinel-") as tmp:
         directory = Path(tmp)
-        master = _server(directory, "--appendonly", "no")
+        master = _server(directory, "--appendonly", "no", "--repl-diskless-sync-delay", "0")
         master.start()
         replica = _server(directory, "--appendonly", "no", "--replicaof", "127.0.0.1", str(master.port))
         replica.start()
@@ -189,9 +189,11 @@ def sentinel_setup() -> Iterator[SentinelSetup]:
             sentinel.start()
             setup.sentinels.append(sentinel)
         try:
-            with master.client() as client:
+            with replica.client() as client:
                 wait_until(
-                    lambda: client.info("replication").get("connected_slaves") == 1, 10, "replica in sync"
+                    lambda: client.info("replication").get("master_link_status") == "up",
+                    10,
+                    "replica in sync",
                 )
             wait_until(lambda: _sentinels_see_replica(setup), 15, "sentinels discovering the replica")
             yield setup
