@@ -169,8 +169,9 @@ class DeliveryTracker:
             # the placement's deadline passed and nobody recorded what became of it
             bound.warning("call.placement_unrecorded")
             reason = "the placement's outcome was never recorded (the process placing it stopped)"
+            # The script takes the call off the schedule when it settles it; when the placement was
+            # resolved meanwhile (a late repair, a callback), the schedule entry is its resolver's.
             await self._store.placement_unknown(call.verification_id, now, call.send_seq, reason)
-            await self._schedule.forget(call)
             return
         if delivery.send_seq > call.send_seq or delivery.status.is_final or not delivery.call_id:
             await self._schedule.forget(call)

@@ -6,27 +6,21 @@ fixture; every service those tests start then runs on that topology.
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 from typing import Any
 
-from tests import (
-    test_api_callbacks,
-    test_api_lifecycle,
-    test_api_phone_budget,
-    test_api_provider_faults,
-    test_api_reconcile,
-    test_api_verifications,
-    test_api_verify,
-)
-
-CONTRACT_MODULES: tuple[ModuleType, ...] = (
-    test_api_callbacks,
-    test_api_lifecycle,
-    test_api_phone_budget,
-    test_api_provider_faults,
-    test_api_reconcile,
-    test_api_verifications,
-    test_api_verify,
+CONTRACT_MODULES: tuple[ModuleType, ...] = tuple(
+    importlib.import_module(f"tests.test_api_{name}")
+    for name in (
+        "callbacks",
+        "lifecycle",
+        "phone_budget",
+        "provider_faults",
+        "reconcile",
+        "verifications",
+        "verify",
+    )
 )
 
 

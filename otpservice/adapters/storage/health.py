@@ -8,7 +8,6 @@ import structlog
 
 from otpservice.adapters.storage.records import text
 from otpservice.adapters.storage.scripts import Storage
-from otpservice.domain.errors import StorageUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +24,7 @@ async def warn_about_eviction(storage: Storage) -> None:
     """
     try:
         reply: Any = await storage.call(lambda: storage.client.config_get("maxmemory-policy"))
-    except (StorageUnavailable, Exception):
+    except Exception:  # unreachable (StorageUnavailable) or CONFIG refused: a check that cannot run is silent
         return
     policies = _policies(reply)
     evicting = sorted(p for p in policies if p != "noeviction")
