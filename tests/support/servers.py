@@ -66,8 +66,15 @@ class _PromptServer(uvicorn.Server):
 def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 in its own thread and event loop; yield its base URL."""
     port = port or free_port()
+    # A long keep-alive: a slow test must not race uvicorn closing an idle connection it reuses.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", loop="asyncio"
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        loop="asyncio",
+        timeout_keep_alive=60,
     )
     server = _PromptServer(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
