@@ -35,7 +35,8 @@ class FakeProvider:
         self._ids = itertools.count(1)
         self._report = report
         self.reports = 0
-        self.asked_at: list[float] = []
+        self.placed: set[str] = set()
+        self.asked_at: list[float] = []  # about calls it placed (the shared Redis holds other tests' too)
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -44,11 +45,13 @@ class FakeProvider:
         if path.endswith("/otp"):
             callee = json.loads(request.content)["callees"][0]
             call_id = f"1_1_1_5_{next(self._ids)}_{callee}"
+            self.placed.add(call_id)
             return httpx.Response(
                 200, json={"data": {"campaign_id": "1", "results": {"fail": [], "success": [call_id]}}}
             )
         self.reports += 1
-        self.asked_at.append(time.monotonic())
+        if request.url.path.rsplit("/", 1)[1] in self.placed:
+            self.asked_at.append(time.monotonic())
         answer = self._report(request)
         if asyncio.iscoroutine(answer):
             answer = await answer
@@ -87,7 +90,7 @@ def test_an_unreachable_provider_is_asked_less_and_less_often(redis_url: str) ->
             time.sleep(1.5)
     # every 0.05 s would be ~30 requests, 0.05 s apart; backing off 0.1, 0.2, 0.4, 0.8 s allows about 5
     gaps = [later - earlier for earlier, later in itertools.pairwise(provider.asked_at)]
-    assert 2 <= provider.reports <= 12, provider.reports
+    assert 2 <= len(provider.asked_at) <= 8, gaps
     assert gaps[-1] >= 0.3, gaps
 
 
