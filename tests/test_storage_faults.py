@@ -220,3 +220,12 @@ async def test_kill_during_creates_strands_no_verification(
                         raise AssertionError(
                             f"{phone} was called, but the client was told nothing was placed"
                         )
+
+
+def test_an_evicting_redis_is_warned_about_at_start(server: ServerProcess, sandbox: SandboxHandle) -> None:
+    """A Redis that may evict keys (and so forget budgets and verifications) is named in a warning."""
+    with server.client() as redis:
+        redis.config_set("maxmemory-policy", "allkeys-lru")
+    with running_service(server.url, sandbox.url) as service:
+        wait_until(lambda: "storage.evicting_policy" in service.logs.getvalue(), 5, "the eviction warning")
+    assert "allkeys-lru" in service.logs.getvalue()
