@@ -45,6 +45,15 @@ def new_request_token() -> str:
     return secrets.token_hex(8)
 
 
+def _resend_not_placed(verification_id: str) -> errors.StorageUnavailable:
+    """Storage failed before a resend's call was placed: nothing rang, the current code stands."""
+    return errors.StorageUnavailable(
+        "storage did not answer, so no call was placed; the current code still works",
+        verification_id=verification_id,
+        call_placed=False,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     """The answer to one submitted code."""
@@ -157,11 +166,7 @@ class VerificationService:
                 placement_deadline=self._placer.placement_deadline(now),
             )
         except errors.StorageUnavailable as exc:
-            raise errors.StorageUnavailable(
-                "storage did not answer, so no call was placed; the current code still works",
-                verification_id=verification_id,
-                call_placed=False,
-            ) from exc
+            raise _resend_not_placed(verification_id) from exc
         call = CallRequest(verification_id, phone, code, send_seq, current.ttl_seconds, budget=None)
         try:
             ticket = await self._take_call(phone, verification_id, send_seq, now)
@@ -170,11 +175,7 @@ class VerificationService:
             raise
         except errors.StorageUnavailable as exc:
             await self._placer.abandon(call, "storage unavailable", later=True)
-            raise errors.StorageUnavailable(
-                "storage did not answer, so no call was placed; the current code still works",
-                verification_id=verification_id,
-                call_placed=False,
-            ) from exc
+            raise _resend_not_placed(verification_id) from exc
         placed = await self._placer.place(
             CallRequest(verification_id, phone, code, send_seq, current.ttl_seconds, budget=ticket)
         )

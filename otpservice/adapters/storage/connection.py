@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -35,11 +35,9 @@ def connect(target: RedisTarget, *, timeout_seconds: float) -> RedisClient:
         "health_check_interval": _HEALTH_CHECK_SECONDS,
     }
     if target.kind == "single":
-        # A blocking pool queues a burst beyond its size for a while instead of failing it at once.
-        pool = BlockingConnectionPool.from_url(
-            target.url, max_connections=POOL_SIZE, timeout=timeout_seconds * (RETRIES + 1), **options
-        )
-        return Redis.from_pool(pool)
+        # Storage admits at most POOL_SIZE operations at once, so the pool never runs dry.
+        single: Redis = Redis.from_url(target.url, max_connections=POOL_SIZE, **options)
+        return single
     credentials: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.tls:
         credentials["ssl"] = True

@@ -67,7 +67,7 @@ class Storage:
         self.client = client
         self._timeout = operation_timeout_seconds
         # Operations beyond the pool's size wait their turn (within the bound) instead of failing:
-        # the Sentinel and Cluster clients refuse a command outright when their pool is exhausted.
+        # redis-py's pools refuse a command outright when they are exhausted.
         self._slots = asyncio.Semaphore(concurrency)
         self._scripts: dict[str, Any] = {}
         self._started = asyncio.Lock()
@@ -112,7 +112,8 @@ class Storage:
         """Await one storage operation within the bound; a failure to reach storage is one error.
 
         The client itself retries a lost connection (see ``connection``); this bound covers those
-        retries too, so no request waits on storage longer than ``operation_timeout_seconds``.
+        retries and the wait for a free slot. Closing the connection a timed-out command leaves
+        behind can add up to one socket timeout more.
         """
         try:
             async with asyncio.timeout(self._timeout), self._slots:

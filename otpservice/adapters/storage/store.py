@@ -216,13 +216,11 @@ class VerificationStore:
             self._retention_ms,
             verification_id,
         )
-        verdict, detail = text(reply[0]), text(reply[1]) if len(reply) > 1 else ""
+        verdict, detail, _ = self._answer(verification_id, reply)
         if verdict == "begun":
             return int(detail)
         if verdict == "too_soon":
-            available_at = from_millis(int(detail))
-            wait = max(1, -(-(to_millis(available_at) - to_millis(now)) // 1000))
-            raise errors.ResendTooSoon(available_at, wait)
+            raise errors.ResendTooSoon(from_millis(int(detail)), _seconds_until(int(detail), now))
         if verdict == "max_sends":
             raise errors.SendLimitReached(
                 f"this verification has used its {max_sends} calls; start a new one"
@@ -393,11 +391,15 @@ class VerificationStore:
         if verdict == "not_pending":
             return errors.NotPending(VerificationStatus(detail))
         if verdict == "in_flight":
-            wait_ms = int(detail) - to_millis(now)
-            return errors.AttemptsInFlight(retry_after_seconds=max(1, -(-wait_ms // 1000)))
+            return errors.AttemptsInFlight(retry_after_seconds=_seconds_until(int(detail), now))
         if verdict == "released":
             return errors.CheckNotRecorded(verification_id)
         raise RuntimeError(f"unexpected store answer {verdict!r}")
+
+
+def _seconds_until(moment_ms: int, now: datetime) -> int:
+    """Whole seconds from ``now`` until ``moment_ms``, rounded up, at least 1 (for Retry-After)."""
+    return max(1, -(-(moment_ms - to_millis(now)) // 1000))
 
 
 def _flatten(fields: dict[str, str]) -> list[str]:
