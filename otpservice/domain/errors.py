@@ -45,12 +45,6 @@ class NotPending(VerificationError):
         self.code = status.value
 
 
-class NoAttemptsLeft(VerificationError):
-    """Every attempt is used; nothing more is evaluated."""
-
-    code = "max_attempts_reached"
-
-
 class AttemptsInFlight(VerificationError):
     """Every attempt left is being checked right now; one may come free when those checks end."""
 

@@ -32,7 +32,6 @@ _DOMAIN_STATUS: dict[type[errors.VerificationError], tuple[int, str]] = {
     errors.InvalidPhone: (422, "Invalid phone number"),
     errors.InvalidCodeFormat: (422, "Invalid code format"),
     errors.NotPending: (409, "Verification is no longer pending"),
-    errors.NoAttemptsLeft: (409, "No attempts left"),
     errors.AttemptsInFlight: (409, "Every attempt left is being checked"),
     errors.CheckNotRecorded: (503, "Code not judged"),
     errors.StorageUnavailable: (503, "Storage unavailable"),
