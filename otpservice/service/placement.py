@@ -196,10 +196,7 @@ class CallPlacer:
             later=later,
         )
         if call.budget is not None:
-            if later:
-                self.give_back_later(call.budget, call.verification_id)
-            else:
-                await self.give_back(call.budget, call.verification_id)
+            await self.give_back(call.budget, call.verification_id, now=not later)
 
     async def abandon(self, call: CallRequest, why: str, *, later: bool = False) -> None:
         """A resend that will not be placed after all: as if it had never begun.
@@ -210,30 +207,20 @@ class CallPlacer:
             call, DeliveryStatus.FAILED, f"not placed: {why}", give_back_cooldown=True, later=later
         )
 
-    async def give_back(self, ticket: BudgetTicket, verification_id: str) -> None:
-        """Return a call's slot of the number's budget (in the background if storage fails)."""
-        try:
-            await self._budget.give_back(ticket)
-        except errors.StorageUnavailable:
-            self.give_back_later(ticket, verification_id)
-
-    def give_back_later(self, ticket: BudgetTicket, verification_id: str) -> None:
-        """Return a call's slot in the background (storage just failed: do not wait for it again)."""
-        self._repairs.submit(
-            "give_back_budget", lambda: self._budget.give_back(ticket), verification_id=verification_id
+    async def give_back(self, ticket: BudgetTicket, verification_id: str, *, now: bool = True) -> None:
+        """Return a call's slot of the number's budget; ``now=False`` when storage just failed."""
+        await self._repairs.write(
+            "give_back_budget",
+            lambda: self._budget.give_back(ticket),
+            now=now,
+            verification_id=verification_id,
         )
 
     async def _write(
         self, what: str, call: CallRequest, write: Callable[[], Awaitable[object]], *, later: bool = False
     ) -> None:
         """One recording write now, or in the background when storage fails (the answer stands)."""
-        if later:
-            self._repairs.submit(what, write, verification_id=call.verification_id)
-            return
-        try:
-            await write()
-        except errors.StorageUnavailable:
-            self._repairs.submit(what, write, verification_id=call.verification_id)
+        await self._repairs.write(what, write, now=not later, verification_id=call.verification_id)
 
     @staticmethod
     def _log(call: CallRequest) -> structlog.typing.FilteringBoundLogger:

@@ -35,6 +35,22 @@ class RepairQueue:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def write(
+        self, what: str, write: Callable[[], Awaitable[object]], *, now: bool = True, **context: object
+    ) -> None:
+        """Write at once, falling back to the background if storage fails.
+
+        ``now=False``: storage has just failed for this request, so go to the background directly
+        instead of waiting on it a second time.
+        """
+        if now:
+            try:
+                await write()
+                return
+            except StorageUnavailable:
+                pass
+        self.submit(what, write, **context)
+
     @property
     def pending(self) -> int:
         return len(self._tasks)

@@ -132,7 +132,7 @@ class VerificationService:
             self._repairs.submit(
                 "void_create", lambda: self._store.void_create(new, reason), verification_id=verification_id
             )
-            self._placer.give_back_later(ticket, verification_id)
+            await self._placer.give_back(ticket, verification_id, now=False)
             raise errors.StorageUnavailable(
                 "storage did not answer, so no call was placed; start again (this id, if it ever "
                 "appears, is failed)",
@@ -189,7 +189,7 @@ class VerificationService:
         try:
             wait_ms = await self._budget.take(ticket, now, self._settings.phone_calls_per_hour)
         except errors.StorageUnavailable:
-            self._placer.give_back_later(ticket, verification_id)  # its count may still land
+            await self._placer.give_back(ticket, verification_id, now=False)  # its count may still land
             raise
         if wait_ms is not None:
             log.warning("call.phone_rate_limited", phone=mask_phone(phone.e164))
