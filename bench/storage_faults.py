@@ -11,17 +11,15 @@ Run: .venv/bin/python -m bench.storage_faults
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-from redis import Redis
-
 from tests.support.flows import heard_code
-from tests.support.invariants import stranded
-from tests.support.redis_servers import ServerProcess, sentinel_setup, standalone_server, sync_client
+from tests.support.invariants import stranded_after_settling
+from tests.support.redis_servers import ServerProcess, sentinel_setup, standalone_server
 from tests.support.sandbox import SandboxHandle, running_sandbox
 from tests.support.service import ServiceHandle, running_service
 
@@ -65,24 +63,10 @@ async def _load(service: ServiceHandle, fault: Callable[[], None], at: float) ->
     }
 
 
-def _settled(redis_url: str, service: ServiceHandle) -> list[str]:
-    redis = sync_client(redis_url)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            service.clock.advance(5)
-            problems = stranded(redis)
-            if not problems or time.monotonic() > deadline:
-                return problems
-            time.sleep(0.2)
-    finally:
-        redis.close()
-
-
 def _scenario(name: str, server_url: str, sandbox: SandboxHandle, fault: Callable[[], None]) -> None:
     with running_service(server_url, sandbox.url, redis_timeout_seconds=1.0) as service:
         result = asyncio.run(_load(service, fault, at=1.0))
-        left = _settled(server_url, service)
+        left = stranded_after_settling(server_url, service, timeout=30)
         with service.client() as client:
             vid = client.post("/otp", json={"phone": "0912999111"}).json()["id"]
             ok = client.post("/verify", json={"id": vid, "code": heard_code(sandbox, "0912999111")}).json()
@@ -118,12 +102,8 @@ def _kill(server: ServerProcess, seconds: float) -> Callable[[], None]:
 
 
 def threading_timer(seconds: float, action: Callable[[], None]) -> None:
-    import threading
-
     threading.Timer(seconds, action).start()
 
-
-__all__ = ["Redis", "httpx", "main"]
 
 if __name__ == "__main__":
     main()

@@ -14,10 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from redis import Redis
 
 from tests.support.flows import assert_problem, heard_code
-from tests.support.invariants import stranded
+from tests.support.invariants import stranded_after_settling
 from tests.support.provider import SlowAnswers
 from tests.support.redis_servers import ServerProcess, standalone_server, wait_until
 from tests.support.sandbox import SandboxHandle
@@ -41,18 +40,9 @@ def faulty(server: ServerProcess, sandbox: SandboxHandle) -> Iterator[ServiceHan
         yield service
 
 
-def settle(server: ServerProcess, service: ServiceHandle, timeout: float = 15.0) -> None:
-    """Wait until nothing is stranded (repairs landed), moving the service clock past placement deadlines."""
-    with Redis(port=server.port) as redis:
-
-        def settled() -> bool:
-            service.clock.advance(1)
-            return not stranded(redis)
-
-        try:
-            wait_until(settled, timeout, "the store settling", interval=0.1)
-        except TimeoutError:
-            raise AssertionError(stranded(redis)) from None
+def settle(server: ServerProcess, service: ServiceHandle) -> None:
+    """Wait until nothing is stranded (repairs landed, placement deadlines passed)."""
+    assert stranded_after_settling(server.url, service) == []
 
 
 async def test_restart_under_load_fails_no_request_once_the_server_answers(

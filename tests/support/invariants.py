@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from otpservice.adapters.storage import keys
+from tests.support.redis_servers import sync_client
+from tests.support.service import ServiceHandle
 
 
 def _text(value: Any) -> str:
@@ -43,3 +46,21 @@ def stranded(redis: Any) -> list[str]:
         if record.get("dst") == "calling" and keys.scheduled_call(vid, int(record["ds"])) not in scheduled:
             problems.append(f"{vid}: call {record['ds']} ringing but untracked")
     return problems
+
+
+def stranded_after_settling(redis_url: str, service: ServiceHandle, timeout: float = 15.0) -> list[str]:
+    """What is still stranded once repairs had ``timeout`` seconds to land (empty when all settled).
+
+    The service clock moves on meanwhile, so placement deadlines pass and the reconciler acts.
+    """
+    redis = sync_client(redis_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            service.clock.advance(1)
+            problems = stranded(redis)
+            if not problems or time.monotonic() > deadline:
+                return problems
+            time.sleep(0.1)
+    finally:
+        redis.close()
