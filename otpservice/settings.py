@@ -13,7 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from otpservice.domain.limits import Limit, Limits, parse_limits
 from otpservice.redis_url import parse_redis_url
+from otpservice.tenants import DEFAULT_TENANT, Tenant, check_tenants, hash_api_key, load_tenants_file
 
 Mode = Literal["production", "dev"]
 
@@ -79,7 +81,15 @@ class Settings:
     max_attempts: int = 5
     resend_cooldown_seconds: int = 30
     max_sends: int = 5
-    phone_calls_per_hour: int = 10
+    # Abuse and cost budgets (README, "Abuse and cost protection"); () is no limit.
+    phone_limits: Limits = (Limit(3, 600_000), Limit(10, 86_400_000))
+    client_ip_limits: Limits = (Limit(10, 3_600_000),)
+    prefix_limits: Limits = (Limit(20, 600_000),)
+    failure_lock: Limits = (Limit(10, 86_400_000),)
+    daily_call_cap: int | None = 10_000
+    global_calls_per_minute: int | None = None
+    tenants: tuple[Tenant, ...] = ()  # from OTP_TENANTS_FILE; OTP_API_KEYS adds "default"
+    notices: tuple[str, ...] = ()  # deprecated settings in use, logged at start
     retention_seconds: int = 86400
     reconcile_after_seconds: int = 90
     reconcile_interval_seconds: float = 10.0
@@ -122,7 +132,15 @@ class Settings:
             max_attempts=reader.integer("OTP_MAX_ATTEMPTS", 5, 1, 20),
             resend_cooldown_seconds=reader.integer("OTP_RESEND_COOLDOWN_SECONDS", 30, 0, 3600),
             max_sends=reader.integer("OTP_MAX_SENDS", 5, 1, 20),
-            phone_calls_per_hour=reader.integer("OTP_PHONE_CALLS_PER_HOUR", 10, 1, 10000),
+            phone_limits=reader.phone_limits(),
+            client_ip_limits=reader.limits("OTP_CLIENT_IP_LIMITS", "10/1h"),
+            prefix_limits=reader.limits("OTP_PREFIX_LIMITS", "20/10m"),
+            failure_lock=reader.limits("OTP_PHONE_FAILURE_LOCK", "10/24h"),
+            daily_call_cap=reader.optional_integer("OTP_DAILY_CALL_CAP", 10_000, 1, 10_000_000),
+            global_calls_per_minute=reader.optional_integer(
+                "OTP_GLOBAL_CALLS_PER_MINUTE", None, 1, 10_000_000
+            ),
+            tenants=reader.tenants("OTP_TENANTS_FILE"),
             retention_seconds=reader.integer("OTP_RETENTION_SECONDS", 86400, 60, 30 * 86400),
             reconcile_after_seconds=reader.integer("OTP_RECONCILE_AFTER_SECONDS", 90, 0, 86400),
             reconcile_interval_seconds=reader.number("OTP_RECONCILE_INTERVAL_SECONDS", 10.0, 0.05, 3600),
@@ -133,8 +151,15 @@ class Settings:
             hash_workers=reader.integer("OTP_HASH_WORKERS", usable_cores(), 1, 256),
             log_level=reader.text("OTP_LOG_LEVEL", "INFO").upper(),
             log_json=reader.flag("OTP_LOG_JSON", True),
+            notices=tuple(reader.notices),
         )
         problems = reader.problems
+        if any(tenant.name == DEFAULT_TENANT for tenant in settings.tenants) and settings.api_keys:
+            problems.append(
+                "OTP_TENANTS_FILE defines a tenant named default, which OTP_API_KEYS also defines: use one"
+            )
+        else:
+            problems += check_tenants(settings.all_tenants())
         if settings.redis_url:
             try:
                 parse_redis_url(settings.redis_url)
@@ -166,8 +191,8 @@ class Settings:
         if self.public_url and not self.public_url.startswith("https://"):
             problems.append("OTP_PUBLIC_URL must be https:// (callback URLs carry per-call credentials)")
 
-        if not self.api_keys:
-            problems.append("OTP_API_KEYS is required (comma-separated)")
+        if not self.api_keys and not self.tenants:
+            problems.append("OTP_API_KEYS (comma-separated) or OTP_TENANTS_FILE is required")
         for key in self.api_keys:
             if _PLACEHOLDER.match(key) or len(key) < 16:
                 problems.append("OTP_API_KEYS holds a placeholder or a key shorter than 16 characters")
@@ -180,6 +205,13 @@ class Settings:
             problems.append("OTP_AUTOCALL_CALLER is required")
         return problems
 
+    def all_tenants(self) -> tuple[Tenant, ...]:
+        """The tenants of the tenants file, and ``default`` holding OTP_API_KEYS when those are set."""
+        if not self.api_keys:
+            return self.tenants
+        default = Tenant(DEFAULT_TENANT, tuple(dict.fromkeys(hash_api_key(key) for key in self.api_keys)))
+        return (*self.tenants, default)
+
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (tests and dev mode)."""
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -191,6 +223,42 @@ class _EnvReader:
     def __init__(self, environ: Mapping[str, str]):
         self._environ = environ
         self.problems: list[str] = []
+        self.notices: list[str] = []
+
+    def limits(self, name: str, default: str) -> Limits:
+        raw = self._environ.get(name, "").strip() or default
+        try:
+            return parse_limits(raw)
+        except ValueError as exc:
+            self.problems.append(f"{name}: {exc}")
+            return parse_limits(default)
+
+    def phone_limits(self) -> Limits:
+        """OTP_PHONE_LIMITS, or the deprecated OTP_PHONE_CALLS_PER_HOUR read as N/1h."""
+        if self._environ.get("OTP_PHONE_LIMITS", "").strip() or not self._environ.get(
+            "OTP_PHONE_CALLS_PER_HOUR"
+        ):
+            return self.limits("OTP_PHONE_LIMITS", "3/10m,10/24h")
+        per_hour = self.integer("OTP_PHONE_CALLS_PER_HOUR", 10, 1, 10000)
+        self.notices.append(f"OTP_PHONE_CALLS_PER_HOUR is deprecated: read as OTP_PHONE_LIMITS={per_hour}/1h")
+        return (Limit(per_hour, 3_600_000),)
+
+    def optional_integer(self, name: str, default: int | None, low: int, high: int) -> int | None:
+        """An integer, or None (no limit) when set to ``off``."""
+        raw = self._environ.get(name, "").strip()
+        if raw.lower() == "off":
+            return None
+        if not raw:
+            return default
+        return self.integer(name, default or low, low, high)
+
+    def tenants(self, name: str) -> tuple[Tenant, ...]:
+        path = self._environ.get(name, "").strip()
+        if not path:
+            return ()
+        tenants, problems = load_tenants_file(Path(path))
+        self.problems += problems
+        return tenants
 
     def text(self, name: str, default: str) -> str:
         return self._environ.get(name, default).strip()

@@ -10,6 +10,7 @@ import time
 
 import httpx
 
+from otpservice.domain.limits import Limit
 from tests.support.flows import assert_problem, create, heard_code
 from tests.support.sandbox import SandboxHandle
 from tests.support.servers import free_port
@@ -119,7 +120,11 @@ def test_resend_refused_connection_gives_cooldown_back(redis_url: str, sandbox: 
         vid = create(client)["id"]
         service.clock.advance(30)
         before = client.get(f"/otp/{vid}").json()["resend_available_at"]
-        with running_service(redis_url, f"http://127.0.0.1:{free_port()}") as down, down.client() as other:
+        down_provider = f"http://127.0.0.1:{free_port()}"
+        with (
+            running_service(redis_url, down_provider, tenants=service.settings.tenants) as down,
+            down.client() as other,
+        ):
             down.clock.advance(30)
             assert_problem(other.post(f"/otp/{vid}/resend"), 503, "provider_unavailable")
         assert client.get(f"/otp/{vid}").json()["resend_available_at"] == before
@@ -193,17 +198,19 @@ def test_callback_settles_an_unconfirmed_resend(redis_url: str, sandbox: Sandbox
 def test_calls_that_never_left_cost_no_budget(redis_url: str, sandbox: SandboxHandle) -> None:
     """Refused connections and refused numbers give their slot of the number's budget back."""
     unreachable = f"http://127.0.0.1:{free_port()}"
-    with running_service(redis_url, unreachable, phone_calls_per_hour=1) as down, down.client() as client:
+    one_call = (Limit(1, 3_600_000),)
+    with running_service(redis_url, unreachable, phone_limits=one_call) as down, down.client() as client:
         for _ in range(3):
             body = assert_problem(
                 client.post("/otp", json={"phone": "0912000333"}), 503, "provider_unavailable"
             )
             assert body["call_may_have_rung"] is False
     with (
-        running_service(redis_url, sandbox.url, phone_calls_per_hour=1) as service,
+        running_service(redis_url, sandbox.url, phone_limits=one_call) as service,
         service.client() as client,
     ):
         for _ in range(3):
             assert_problem(client.post("/otp", json={"phone": "0900000008"}), 422, "provider_rejected")
-        create(client, "0912000333")
+        first = create(client, "0912000333")
+        client.delete(f"/otp/{first['id']}")
         assert_problem(client.post("/otp", json={"phone": "0912000333"}), 429, "phone_rate_limited")

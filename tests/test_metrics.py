@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.support.flows import create, heard_code
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import ServiceHandle
@@ -19,7 +21,7 @@ def test_metrics_count_the_flow(service: ServiceHandle, sandbox: SandboxHandle) 
         text = client.get("/metrics").text
     assert "otp_verifications_started_total" in text
     assert 'otp_calls_total{outcome="placed"}' in text
-    assert 'otp_code_checks_total{outcome="approved"}' in text
+    assert re.search(r'otp_code_checks_total\{outcome="approved",tenant="t[0-9a-f]+"\}', text)
     assert "otp_http_requests_total" in text
     assert code not in text.replace("e+0", "")
     assert "0987654321" not in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -9,18 +11,20 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice.adapters.storage import keys
-from otpservice.adapters.storage.budget import PhoneBudget
+from otpservice.adapters.storage.budget import Budget, CallBudgets, Charges, Refusal
 from otpservice.adapters.storage.records import pack_hash, unpack_hash
 from otpservice.adapters.storage.scripts import Storage
 from otpservice.adapters.storage.store import NewVerification, VerificationStore
 from otpservice.domain import errors
 from otpservice.domain.codes import CodeHasher
+from otpservice.domain.limits import Limit
 from otpservice.domain.verification import DeliveryStatus, VerificationStatus
 from otpservice.service.verifications import new_verification_id
 from otpservice.settings import Argon2Settings
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 LEASE = NOW + timedelta(seconds=15)
+MS = int(NOW.timestamp() * 1000)
 HASHER = CodeHasher(b"p" * 40, Argon2Settings(time_cost=1, memory_cost_kib=8))
 
 
@@ -36,10 +40,21 @@ def store(redis: Redis) -> VerificationStore:
     return VerificationStore(Storage(redis, operation_timeout_seconds=5), retention_seconds=86400)
 
 
+def phone_for(vid: str) -> str:
+    """A number of the verification's own, in its shard (as the service draws ids for numbers)."""
+    for n in itertools.count(zlib.crc32(vid.encode())):
+        phone = f"+8498{n % 10_000_000:07d}"
+        if keys.shard_of_number(phone) == keys.shard_of(vid):
+            return phone
+    raise AssertionError("unreachable")
+
+
 def new(vid: str) -> NewVerification:
     return NewVerification(
         id=vid,
-        phone="+84987654321",
+        tenant="default",
+        call=f"{vid}:1:t",
+        phone=phone_for(vid),
         code_length=6,
         ttl_seconds=300,
         created_at=NOW,
@@ -138,6 +153,7 @@ async def test_rejected_resend_describes_the_rejected_attempt(store: Verificatio
         vid,
         NOW,
         seq,
+        f"{vid}:{seq}:t",
         delivery=DeliveryStatus.REJECTED,
         reason="Blacklist",
         give_back_cooldown=False,
@@ -175,6 +191,7 @@ async def test_unplaced_resend_gives_back_cooldown_send_and_expiry(store: Verifi
         vid,
         later,
         seq,
+        f"{vid}:{seq}:t",
         delivery=DeliveryStatus.FAILED,
         reason="down",
         give_back_cooldown=True,
@@ -321,9 +338,10 @@ async def test_every_key_has_a_ttl(store: VerificationStore, redis: Redis) -> No
     """Verification records, call schedules and the number budget all expire."""
     vid = await new_pending(store)
     await placed(store, vid, 1, "c1")
-    budget = PhoneBudget(Storage(redis, operation_timeout_seconds=5))
-    await budget.give_back(budget.ticket("+84987654321", "vf_0:1", NOW, 3600))
-    await budget.take(budget.ticket("+84987654321", "vf_1:1", NOW, 3600), NOW, 10)
+    budgets = CallBudgets(Storage(redis, operation_timeout_seconds=5))
+    prefix = Budget("prefix", "r:+84987654", (Limit(10, 3_600_000),))
+    await budgets.give_back(Charges("vf_0:1:t", (prefix,)))
+    await budgets.take("vf_1:1:t", [prefix], MS)
     async for key in redis.scan_iter("otp:*"):
         assert await redis.pttl(key) > 0, key
 
@@ -348,10 +366,9 @@ async def test_pending_verification_stays_compact(store: VerificationStore, redi
 
 async def test_a_call_given_back_before_its_count_lands_is_not_counted(redis: Redis) -> None:
     """A budget count landing after its give-back (a stalled server) does not spend the budget."""
-    budget = PhoneBudget(Storage(redis, operation_timeout_seconds=5))
-    phone = "+84987000111"
-    late = budget.ticket(phone, "vf_late:1", NOW, 3600)
-    await budget.give_back(late)
-    assert await budget.take(late, NOW, 1) is None
-    assert await budget.take(budget.ticket(phone, "vf_next:1", NOW, 3600), NOW, 1) is None
-    assert await budget.take(budget.ticket(phone, "vf_over:1", NOW, 3600), NOW, 1) is not None
+    budgets = CallBudgets(Storage(redis, operation_timeout_seconds=5))
+    prefix = Budget("prefix", f"r:{new_verification_id()}", (Limit(1, 3_600_000),))
+    await budgets.give_back(Charges("vf_late:1:t", (prefix,)))
+    assert isinstance(await budgets.take("vf_late:1:t", [prefix], MS), Charges)
+    assert isinstance(await budgets.take("vf_next:1:t", [prefix], MS), Charges)
+    assert isinstance(await budgets.take("vf_over:1:t", [prefix], MS), Refusal)

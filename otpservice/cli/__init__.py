@@ -7,6 +7,7 @@ import click
 from otpservice.cli.autocall import autocall_group
 from otpservice.cli.sandbox import sandbox_command
 from otpservice.cli.service import dev_command, openapi_command, serve_command
+from otpservice.cli.tenants import tenants_group
 
 
 @click.group()
@@ -20,3 +21,4 @@ main.add_command(dev_command)
 main.add_command(openapi_command)
 main.add_command(sandbox_command)
 main.add_command(autocall_group)
+main.add_command(tenants_group)

@@ -32,6 +32,10 @@ class InvalidPhone(VerificationError):
     code = "invalid_phone"
 
 
+class InvalidClientIp(VerificationError):
+    code = "invalid_client_ip"
+
+
 class InvalidCodeFormat(VerificationError):
     code = "invalid_code_format"
 
@@ -81,13 +85,110 @@ class SendLimitReached(VerificationError):
     code = "max_sends_reached"
 
 
-class PhoneRateLimited(VerificationError):
-    """The number received as many calls as it may this hour (toll-fraud protection)."""
+class BudgetSpent(VerificationError):
+    """A call budget (toll-fraud and cost protection) refused the call before anything was dialled."""
+
+    def __init__(self, detail: str, retry_after_seconds: int):
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class PhoneRateLimited(BudgetSpent):
+    """The number received as many calls as its limits allow (OTP_PHONE_LIMITS)."""
 
     code = "phone_rate_limited"
 
     def __init__(self, retry_after_seconds: int):
-        super().__init__("this number has received too many verification calls; try again later")
+        super().__init__(
+            "this number has received too many verification calls; try again later", retry_after_seconds
+        )
+
+
+class ClientRateLimited(BudgetSpent):
+    """The end user's address asked for as many calls as it may (OTP_CLIENT_IP_LIMITS)."""
+
+    code = "client_rate_limited"
+
+    def __init__(self, retry_after_seconds: int):
+        super().__init__(
+            "this client has asked for too many verification calls; try again later", retry_after_seconds
+        )
+
+
+class PrefixRateLimited(BudgetSpent):
+    """Numbers of one range received as many calls as they may (OTP_PREFIX_LIMITS)."""
+
+    code = "prefix_rate_limited"
+
+    def __init__(self, retry_after_seconds: int):
+        super().__init__(
+            "numbers in this range have received too many verification calls; try again later",
+            retry_after_seconds,
+        )
+
+
+class TenantCallCapReached(BudgetSpent):
+    """The tenant placed its daily_call_cap calls today (UTC)."""
+
+    code = "tenant_call_cap_reached"
+
+    def __init__(self, retry_after_seconds: int):
+        super().__init__("this API client has used its calls for today (UTC)", retry_after_seconds)
+
+
+class CallBudgetExhausted(BudgetSpent):
+    """The service placed OTP_GLOBAL_CALLS_PER_MINUTE calls in the last minute: the breaker is open."""
+
+    code = "call_budget_exhausted"
+
+    def __init__(self, retry_after_seconds: int):
+        super().__init__(
+            "the service's call budget is spent for the moment; try again shortly", retry_after_seconds
+        )
+
+
+class PhoneLocked(VerificationError):
+    """Too many wrong codes were entered for the number (OTP_PHONE_FAILURE_LOCK), across its verifications."""
+
+    code = "phone_locked"
+
+    def __init__(self, locked_until: datetime, retry_after_seconds: int):
+        super().__init__(f"too many wrong codes for this number; locked until {locked_until.isoformat()}")
+        self.locked_until = locked_until
+        self.retry_after_seconds = retry_after_seconds
+
+
+class PhoneLockedForChecks(PhoneLocked):
+    """The same lock met by a code check: the verification exists but cannot take codes now (409)."""
+
+
+class CustomCodeNotAllowed(VerificationError):
+    """Only tenants with allow_custom_code may choose the code."""
+
+    code = "custom_code_not_allowed"
+
+    def __init__(self) -> None:
+        super().__init__("this API client may not choose the code (allow_custom_code is off)")
+
+
+class CustomCodeMismatch(VerificationError):
+    """A resend of a verification whose code the tenant chose must repeat that code."""
+
+    code = "custom_code_mismatch"
+
+
+class IdempotencyKeyReused(VerificationError):
+    code = "idempotency_key_reused"
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used for a different request; use a new key")
+
+
+class IdempotencyInProgress(VerificationError):
+    code = "idempotency_in_progress"
+
+    def __init__(self, retry_after_seconds: int):
+        super().__init__("a request with this Idempotency-Key is still being processed; retry shortly")
         self.retry_after_seconds = retry_after_seconds
 
 

@@ -73,6 +73,14 @@ def _as_phone(number: phonenumbers.PhoneNumber, region: str) -> PhoneNumber:
     return PhoneNumber(e164=e164, national=national, region=region)
 
 
+def number_range(e164: str) -> str:
+    """The range a number belongs to for range budgets: the E.164 number without its last 3 digits.
+
+    International revenue share fraud walks consecutive numbers a premium carrier holds.
+    """
+    return e164[:-3]
+
+
 def mask_phone(phone: str) -> str:
     """Keep the country and operator prefix and the last two digits: +84987654321 -> +8498*****21."""
     keep_head = 5 if phone.startswith("+") else 4

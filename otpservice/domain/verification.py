@@ -78,6 +78,8 @@ class Verification:
     delivery: Delivery
     metadata: dict[str, Any] = field(default_factory=dict)
     channel: str = "voice"
+    tenant: str = "default"  # whose key created it; other tenants cannot see it
+    custom_code: bool = False  # the tenant chose the code (SMS fallback); a resend reads it again
 
     def as_of(self, now: datetime) -> Verification:
         """The verification as seen at ``now``: a pending one past its expiry is expired.

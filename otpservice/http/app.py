@@ -8,7 +8,7 @@ import secrets
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx
 import structlog
@@ -21,12 +21,13 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from otpservice import __version__
 from otpservice.adapters.autocall.client import AutocallClient, create_http_client
-from otpservice.adapters.storage.budget import PhoneBudget
+from otpservice.adapters.storage.budget import CallBudgets
 from otpservice.adapters.storage.connection import connect
 from otpservice.adapters.storage.health import warn_about_eviction
+from otpservice.adapters.storage.idempotency import IdempotencyRecords
 from otpservice.adapters.storage.schedule import CallSchedule
 from otpservice.adapters.storage.scripts import Storage
-from otpservice.adapters.storage.store import VerificationStore
+from otpservice.adapters.storage.store import NumberPolicy, VerificationStore
 from otpservice.domain.callback_auth import CallbackSigner
 from otpservice.domain.clock import Clock, SystemClock
 from otpservice.domain.codes import CodeHasher, RandomBelow
@@ -36,15 +37,17 @@ from otpservice.http.controllers.callbacks import autocall_callback
 from otpservice.http.controllers.health import healthz, readyz
 from otpservice.http.controllers.verifications import VerificationController, VerifyController
 from otpservice.http.dependencies import DEPENDENCIES
+from otpservice.http.idempotency import Idempotency
 from otpservice.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from otpservice.redis_url import parse_redis_url
 from otpservice.service.delivery import DeliveryTracker
 from otpservice.service.hashing import HashingPool
-from otpservice.service.placement import CallPlacer
+from otpservice.service.placement import CallPlacer, VoiceRoute
 from otpservice.service.reconciler import reconcile_forever
 from otpservice.service.repairs import RepairQueue
 from otpservice.service.verifications import VerificationService
 from otpservice.settings import Settings
+from otpservice.tenants import TenantDirectory
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +85,35 @@ class MetricsController(PrometheusController):
     guards = [require_api_key]
 
 
+def _voice_routes(
+    settings: Settings, http: httpx.AsyncClient, default_caller: AutocallClient
+) -> dict[str, VoiceRoute]:
+    """Each tenant's campaign, caller number and template, where it overrides the global ones."""
+    routes = {}
+    for tenant in settings.all_tenants():
+        caller = default_caller
+        if tenant.campaign_id or tenant.caller:
+            autocall = replace(
+                settings.autocall,
+                campaign_id=tenant.campaign_id or settings.autocall.campaign_id,
+                caller=tenant.caller or settings.autocall.caller,
+            )
+            caller = AutocallClient.from_settings(autocall, http)
+        routes[tenant.name] = VoiceRoute(caller, tenant.template or settings.autocall.template)
+    return routes
+
+
+def _request_bound_seconds(settings: Settings) -> float:
+    """How long one start or resend can take at most: a few storage steps and one provider call."""
+    provider = settings.autocall
+    return (
+        4 * settings.storage_bound_seconds
+        + 2 * provider.connect_timeout_seconds
+        + provider.read_timeout_seconds
+        + 30
+    )
+
+
 def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
     seams = seams or Seams()
 
@@ -106,13 +138,15 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             opened.push_async_callback(repairs.close)
             caller = AutocallClient.from_settings(settings.autocall, http)
             signer = CallbackSigner(settings.pepper)
-            store = VerificationStore(storage, settings.retention_seconds)
-            budget = PhoneBudget(storage)
+            policy = NumberPolicy(call_limits=settings.phone_limits, failure_lock=settings.failure_lock)
+            store = VerificationStore(storage, settings.retention_seconds, policy)
+            budgets = CallBudgets(storage)
             placer = CallPlacer(
                 settings=settings,
                 store=store,
-                budget=budget,
-                caller=caller,
+                budgets=budgets,
+                routes=_voice_routes(settings, http, caller),
+                default_route=VoiceRoute(caller, settings.autocall.template),
                 clock=seams.clock,
                 signer=signer,
                 repairs=repairs,
@@ -121,12 +155,15 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             app.state.verifications = VerificationService(
                 settings=settings,
                 store=store,
-                budget=budget,
+                budgets=budgets,
                 placer=placer,
                 hashing=hashing,
                 clock=seams.clock,
                 repairs=repairs,
                 randbelow=seams.randbelow,
+            )
+            app.state.idempotency = Idempotency(
+                IdempotencyRecords(storage), repairs, lease_seconds=_request_bound_seconds(settings)
             )
             app.state.deliveries = DeliveryTracker(
                 settings=settings,
@@ -145,6 +182,9 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             ]
             opened.push_async_callback(_finish, background, stop, settings.storage_bound_seconds)
             log.info("storage.target", redis=target.describe())
+            log.info("tenants.loaded", tenants=sorted(t.name for t in app.state.tenants))
+            for notice in settings.notices:
+                log.warning("settings.deprecated", notice=notice)
             yield
 
     return Litestar(
@@ -158,7 +198,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
         ],
         lifespan=[clients],
         dependencies=DEPENDENCIES,
-        state=State({"settings": settings}),
+        state=State({"settings": settings, "tenants": TenantDirectory(settings.all_tenants())}),
         plugins=[problem_details_plugin()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[access_log_middleware, _PROMETHEUS.middleware],

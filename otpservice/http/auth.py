@@ -1,15 +1,14 @@
-"""API-key authentication for the client-facing endpoints."""
+"""API-key authentication: each key belongs to one tenant, whose verifications it alone may see."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 
-from otpservice.settings import Settings
+from otpservice.tenants import Tenant, TenantDirectory
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -19,11 +18,20 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: the request carries one of the configured API keys (compared in constant time)."""
-    settings: Settings = connection.app.state.settings
-    presented = bearer_token(connection.headers.get("authorization")).encode()
-    matched = False
-    for key in settings.api_keys:  # no early exit: the time taken does not tell which key was close
-        matched |= hmac.compare_digest(presented, key.encode())
-    if not presented or not matched:
+    """Guard: the request carries a configured API key; its tenant is kept for the handler.
+
+    Keys are looked up by their SHA-256 (only hashes are configured): timing can reveal at most
+    something about a hash of the presented key, which does not help to guess a key.
+    """
+    tenants: TenantDirectory = connection.app.state.tenants
+    presented = bearer_token(connection.headers.get("authorization"))
+    tenant = tenants.for_key(presented) if presented else None
+    if tenant is None:
         raise NotAuthorizedException("send Authorization: Bearer <api key>")
+    connection.state.tenant = tenant
+
+
+def request_tenant(connection: ASGIConnection[Any, Any, Any, Any]) -> Tenant:
+    """The tenant :func:`require_api_key` found for this request."""
+    tenant: Tenant = connection.state.tenant
+    return tenant

@@ -31,6 +31,7 @@ _DOMAIN_STATUS: dict[type[errors.VerificationError], tuple[int, str]] = {
     errors.VerificationNotFound: (404, "Verification not found"),
     errors.InvalidPhone: (422, "Invalid phone number"),
     errors.InvalidCodeFormat: (422, "Invalid code format"),
+    errors.InvalidClientIp: (422, "Invalid client address"),
     errors.NotPending: (409, "Verification is no longer pending"),
     errors.AttemptsInFlight: (409, "Every attempt left is being checked"),
     errors.CheckNotRecorded: (503, "Code not judged"),
@@ -38,6 +39,16 @@ _DOMAIN_STATUS: dict[type[errors.VerificationError], tuple[int, str]] = {
     errors.ResendTooSoon: (429, "Too soon to call again"),
     errors.SendLimitReached: (429, "Call budget spent"),
     errors.PhoneRateLimited: (429, "Too many calls to this number"),
+    errors.ClientRateLimited: (429, "Too many calls for this client"),
+    errors.PrefixRateLimited: (429, "Too many calls to this number range"),
+    errors.TenantCallCapReached: (429, "Daily call cap reached"),
+    errors.CallBudgetExhausted: (503, "Call budget exhausted"),
+    errors.PhoneLockedForChecks: (409, "Number locked after too many wrong codes"),
+    errors.PhoneLocked: (429, "Number locked after too many wrong codes"),
+    errors.CustomCodeNotAllowed: (403, "Custom codes not allowed"),
+    errors.CustomCodeMismatch: (422, "Not the verification's code"),
+    errors.IdempotencyKeyReused: (422, "Idempotency-Key reused"),
+    errors.IdempotencyInProgress: (409, "Request in progress"),
     errors.ProviderRejected: (422, "The provider refused the number"),
     errors.ProviderUnavailable: (503, "Voice provider unavailable"),
     errors.CallbackRejected: (401, "Callback not authenticated"),
@@ -57,16 +68,24 @@ def problem(
     )
 
 
-def _from_domain(exc: errors.VerificationError) -> ProblemDetailsException:
+def domain_problem(exc: errors.VerificationError) -> ProblemDetailsException:
     status, title = next(v for t, v in _DOMAIN_STATUS.items() if isinstance(exc, t))
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
     if isinstance(exc, errors.ResendTooSoon):
         headers["Retry-After"] = str(exc.retry_after_seconds)
         extra["resend_available_at"] = exc.available_at.isoformat().replace("+00:00", "Z")
-    if isinstance(exc, errors.PhoneRateLimited):
-        headers["Retry-After"] = str(exc.retry_after_seconds)
-    if isinstance(exc, errors.AttemptsInFlight | errors.CheckNotRecorded | errors.StorageUnavailable):
+    if isinstance(exc, errors.PhoneLocked):
+        extra["locked_until"] = exc.locked_until.isoformat().replace("+00:00", "Z")
+    if isinstance(
+        exc,
+        errors.BudgetSpent
+        | errors.PhoneLocked
+        | errors.IdempotencyInProgress
+        | errors.AttemptsInFlight
+        | errors.CheckNotRecorded
+        | errors.StorageUnavailable,
+    ):
         headers["Retry-After"] = str(exc.retry_after_seconds)
     if isinstance(exc, errors.CheckNotRecorded):
         extra["id"] = exc.verification_id
@@ -171,7 +190,7 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
 
 def problem_details_plugin() -> ProblemDetailsPlugin:
     mapping: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
-        errors.VerificationError: _from_domain,
+        errors.VerificationError: domain_problem,
         ValidationException: _from_validation,
         HTTPException: _from_http,
         RedisError: _from_redis,

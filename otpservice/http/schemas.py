@@ -7,7 +7,7 @@ from typing import Annotated, Self
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import PathParameter
+from litestar.params import HeaderParameter, PathParameter
 from msgspec import Meta
 
 from otpservice.domain.verification import DeliveryStatus, Verification, VerificationStatus
@@ -17,6 +17,18 @@ MetadataValue = Annotated[str, Meta(max_length=512)] | int | float | bool | None
 _ID_PATTERN = r"^[A-Za-z0-9_\-]+$"
 VerificationId = Annotated[str, Meta(min_length=1, max_length=64, pattern=_ID_PATTERN)]
 VerificationIdInPath = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=_ID_PATTERN)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x20-\x7e]+$",
+        description="Repeat a request safely: the same key with the same body within 24 h returns the "
+        "first answer and places no call (scoped to your API client)",
+        required=False,
+    ),
+]
 
 
 class CreateVerification(msgspec.Struct, forbid_unknown_fields=True):
@@ -26,6 +38,36 @@ class CreateVerification(msgspec.Struct, forbid_unknown_fields=True):
     code_length: Annotated[int, Meta(ge=4, le=10)] | None = None
     ttl_seconds: Annotated[int, Meta(ge=60, le=600)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=20)] | None = None
+    client_ip: (
+        Annotated[
+            str,
+            Meta(
+                min_length=2,
+                max_length=45,
+                description="The end user's IP address, for the per-client budget (never taken from "
+                "X-Forwarded-For); IPv6 addresses count by their /64",
+                examples=["203.0.113.7", "2001:db8::1"],
+            ),
+        ]
+        | None
+    ) = None
+    code: (
+        Annotated[
+            str,
+            Meta(
+                pattern=r"^[0-9]{4,10}$",
+                description="The code to read (SMS fallback: the code the SMS carried); only for "
+                "tenants with allow_custom_code, else 403 custom_code_not_allowed",
+            ),
+        ]
+        | None
+    ) = None
+
+
+class ResendCode(msgspec.Struct, forbid_unknown_fields=True):
+    """A resend body: only for a verification whose code the tenant chose, which must be repeated."""
+
+    code: Annotated[str, Meta(pattern=r"^[0-9]{4,10}$")] | None = None
 
 
 class VerifyCode(msgspec.Struct, forbid_unknown_fields=True):
@@ -110,6 +152,7 @@ class Problem(msgspec.Struct, omit_defaults=True):
     call_may_have_rung: bool | None = None
     reason: str | None = None
     resend_available_at: str | None = None
+    locked_until: str | None = None
     errors: list[FieldError] | None = None
 
 
@@ -119,13 +162,20 @@ _PROBLEM_DESCRIPTIONS = {
     404: "not_found: no such verification (never created, or past its retention)",
     409: "the verification is no longer pending; code is its status "
     "(approved, canceled, expired, max_attempts_reached, failed); or attempts_in_flight (with Retry-After): "
-    "every attempt left is being checked by other requests",
-    422: "validation_error (naming the fields), invalid_phone, invalid_code_format, provider_rejected "
+    "every attempt left is being checked by other requests; or phone_locked (verify: too many wrong codes "
+    "for the number, with locked_until); or idempotency_in_progress (with Retry-After): a request with "
+    "this Idempotency-Key is still running",
+    422: "validation_error (naming the fields), invalid_phone, invalid_code_format, invalid_client_ip, "
+    "custom_code_mismatch, idempotency_key_reused, provider_rejected "
     "(carries the verification id and the provider's reason) or invalid_callback",
-    429: "resend_too_soon, phone_rate_limited (with Retry-After) or max_sends_reached",
+    403: "custom_code_not_allowed: this API client may not choose the code",
+    429: "resend_too_soon, max_sends_reached, or a budget refused the call before anything was dialled, "
+    "with Retry-After: phone_rate_limited, client_rate_limited, prefix_rate_limited, "
+    "tenant_call_cap_reached, or phone_locked (too many wrong codes for the number; with locked_until)",
     503: "provider_unavailable (with the id and call_may_have_rung when a verification exists), "
-    "storage_unavailable (with the id when one exists, and call_placed when a call is involved) or "
-    "check_not_recorded (the code was not judged; no attempt spent), all with Retry-After",
+    "storage_unavailable (with the id when one exists, and call_placed when a call is involved), "
+    "check_not_recorded (the code was not judged; no attempt spent), or call_budget_exhausted (the "
+    "service-wide call breaker is open), all with Retry-After",
 }
 
 

@@ -14,14 +14,14 @@ is known: a placed call is never reported as "nothing happened".
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
 from otpservice.adapters.autocall import models as autocall
-from otpservice.adapters.storage.budget import BudgetTicket, PhoneBudget
+from otpservice.adapters.storage.budget import CallBudgets, Charges
 from otpservice.adapters.storage.store import Placement, VerificationStore
 from otpservice.domain import errors
 from otpservice.domain.callback_auth import CallbackSigner
@@ -40,15 +40,29 @@ PROVIDER_RETRY_AFTER_SECONDS = 5
 
 
 @dataclass(frozen=True, slots=True)
+class VoiceRoute:
+    """How a tenant's calls go out: its campaign and caller number (a client) and its template."""
+
+    caller: VoiceCaller
+    template: str
+
+
+@dataclass(frozen=True, slots=True)
 class CallRequest:
-    """One call of one verification: who to ring, which code, which of its calls this is."""
+    """One call of one verification: who to ring, which code, which of its calls this is.
+
+    ``call_name`` names the call in every budget; ``charges`` are the budgets beyond the number's
+    own that it was counted against (the number's own is given back by the store).
+    """
 
     verification_id: str
+    tenant: str
     phone: PhoneNumber
     code: str
     send_seq: int
     ttl_seconds: int
-    budget: BudgetTicket | None
+    call_name: str
+    charges: Charges | None = None
 
 
 class CallPlacer:
@@ -59,16 +73,18 @@ class CallPlacer:
         *,
         settings: Settings,
         store: VerificationStore,
-        budget: PhoneBudget,
-        caller: VoiceCaller,
+        budgets: CallBudgets,
+        routes: Mapping[str, VoiceRoute],
+        default_route: VoiceRoute,
         clock: Clock,
         signer: CallbackSigner,
         repairs: RepairQueue,
     ):
         self._settings = settings
         self._store = store
-        self._budget = budget
-        self._caller = caller
+        self._budgets = budgets
+        self._routes = routes
+        self._default_route = default_route
         self._clock = clock
         self._signer = signer
         self._repairs = repairs
@@ -84,11 +100,12 @@ class CallPlacer:
         vid, seq = call.verification_id, call.send_seq
         credential = self._signer.credential(vid, seq)
         callback_url = f"{self._settings.public_url}/callbacks/autocall/{vid}/{seq}/{credential}"
+        route = self._routes.get(call.tenant, self._default_route)
         try:
-            placement = await self._caller.place_otp_call(
+            placement = await route.caller.place_otp_call(
                 [call.phone.national],
                 code=call.code,
-                template_name=self._settings.autocall.template,
+                template_name=route.template,
                 callback_url=callback_url,
                 callback_apikey=credential,
             )
@@ -187,6 +204,7 @@ class CallPlacer:
                 call.verification_id,
                 now,
                 call.send_seq,
+                call.call_name,
                 delivery=delivery,
                 reason=reason,
                 give_back_cooldown=give_back_cooldown,
@@ -195,8 +213,8 @@ class CallPlacer:
             ),
             later=later,
         )
-        if call.budget is not None:
-            await self.give_back(call.budget, call.verification_id, now=not later)
+        if call.charges is not None:
+            await self.give_back(call.charges, call.verification_id, now=not later)
 
     async def abandon(self, call: CallRequest, why: str, *, later: bool = False) -> None:
         """A resend that will not be placed after all: as if it had never begun.
@@ -207,11 +225,13 @@ class CallPlacer:
             call, DeliveryStatus.FAILED, f"not placed: {why}", give_back_cooldown=True, later=later
         )
 
-    async def give_back(self, ticket: BudgetTicket, verification_id: str, *, now: bool = True) -> None:
-        """Return a call's slot of the number's budget; ``now=False`` when storage just failed."""
+    async def give_back(self, charges: Charges, verification_id: str, *, now: bool = True) -> None:
+        """Return a call's counts to its budgets; ``now=False`` when storage just failed."""
+        if not charges.budgets:
+            return
         await self._repairs.write(
             "give_back_budget",
-            lambda: self._budget.give_back(ticket),
+            lambda: self._budgets.give_back(charges),
             now=now,
             verification_id=verification_id,
         )

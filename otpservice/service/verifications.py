@@ -9,26 +9,30 @@ request either changed nothing, or says what it did and gives the id to follow u
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import structlog
 
-from otpservice.adapters.storage.budget import BudgetTicket, PhoneBudget
-from otpservice.adapters.storage.store import NewVerification, VerificationStore
+from otpservice.adapters.storage.budget import Budget, CallBudgets, Charges, Refusal
+from otpservice.adapters.storage.store import NewVerification, VerificationStore, call_name
 from otpservice.domain import errors
-from otpservice.domain.clock import Clock
+from otpservice.domain.client_ip import client_subject
+from otpservice.domain.clock import Clock, to_millis
 from otpservice.domain.codes import RandomBelow, generate_code
-from otpservice.domain.phone import PhoneNumber, mask_phone, parse_phone, stored_phone
+from otpservice.domain.limits import Limit
+from otpservice.domain.phone import PhoneNumber, mask_phone, number_range, parse_phone, stored_phone
 from otpservice.domain.verification import Verification, VerificationStatus
 from otpservice.service import metrics
 from otpservice.service.hashing import HashingPool
 from otpservice.service.placement import CallPlacer, CallRequest
 from otpservice.service.repairs import RepairQueue
 from otpservice.settings import Settings
+from otpservice.tenants import Tenant
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +66,15 @@ class VerifyResult:
     verification: Verification
 
 
+@dataclass(frozen=True, slots=True)
+class StartResult:
+    """A start's answer: the verification, and whether this request ``created`` it (else it was the
+    tenant's pending verification of the number, answered instead of a second one)."""
+
+    created: bool
+    verification: Verification
+
+
 class VerificationService:
     """The use cases, over injected seams: stores, call placer, hashing, clock and randomness."""
 
@@ -70,7 +83,7 @@ class VerificationService:
         *,
         settings: Settings,
         store: VerificationStore,
-        budget: PhoneBudget,
+        budgets: CallBudgets,
         placer: CallPlacer,
         hashing: HashingPool,
         clock: Clock,
@@ -81,7 +94,7 @@ class VerificationService:
     ):
         self._settings = settings
         self._store = store
-        self._budget = budget
+        self._budgets = budgets
         self._placer = placer
         self._hashing = hashing
         self._clock = clock
@@ -92,73 +105,203 @@ class VerificationService:
 
     async def start(
         self,
+        tenant: Tenant,
         raw_phone: str,
         *,
         code_length: int | None = None,
         ttl_seconds: int | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> Verification:
-        """Create a verification and place its first call."""
+        client_ip: str | None = None,
+        code: str | None = None,
+    ) -> StartResult:
+        """Create a verification and place its first call, unless the tenant has one pending for the
+        number: then answer that one (calling again, as a resend would, once its cooldown passed)."""
+        if code is not None:
+            code = self._chosen_code(tenant, code, code_length)
+        client = client_subject(client_ip) if client_ip is not None else None
         phone = parse_phone(raw_phone, self._settings.allowed_countries)
-        length = code_length or self._settings.code_length
-        ttl = ttl_seconds or self._settings.ttl_seconds
-        verification_id = self._new_id()
+        length = len(code) if code else code_length or tenant.code_length or self._settings.code_length
+        ttl = ttl_seconds or tenant.ttl_seconds or self._settings.ttl_seconds
+        verification_id = self._store.new_id(phone.e164, self._new_id)
+        token = self._new_token()
         now = self._clock.now()
-        try:
-            ticket = await self._take_call(phone, verification_id, 1, now)
-        except errors.StorageUnavailable as exc:
-            raise errors.StorageUnavailable(
-                "storage did not answer, so nothing was stored and no call was placed; start again",
-                call_placed=False,
-            ) from exc
-        code = generate_code(length, self._randbelow)
+        spoken = code or generate_code(length, self._randbelow)
         new = NewVerification(
             id=verification_id,
+            tenant=tenant.name,
+            call=call_name(verification_id, 1, token),
             phone=phone.e164,
             code_length=length,
             ttl_seconds=ttl,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl),
             resend_available_at=now + timedelta(seconds=self._settings.resend_cooldown_seconds),
-            max_attempts=self._settings.max_attempts,
+            max_attempts=tenant.max_attempts or self._settings.max_attempts,
             metadata=metadata or {},
+            custom_code=code is not None,
         )
-        code_hash = await self._hashing.hash(verification_id, code)
+        code_hash = await self._hashing.hash(verification_id, spoken)
         try:
-            await self._store.create(new, code_hash, self._placer.placement_deadline(now))
+            started = await self._store.create(new, code_hash, self._placer.placement_deadline(now))
         except errors.StorageUnavailable as exc:
-            # The create may still land later: make sure it can only land as failed, never pending.
-            reason = "not placed: storage unavailable"
-            self._repairs.submit(
-                "void_create", lambda: self._store.void_create(new, reason), verification_id=verification_id
-            )
-            await self._placer.give_back(ticket, verification_id, now=False)
+            self._void_later(new, "not placed: storage unavailable")
             raise errors.StorageUnavailable(
                 "storage did not answer, so no call was placed; start again (this id, if it ever "
                 "appears, is failed)",
                 verification_id=verification_id,
                 call_placed=False,
             ) from exc
-        log.info("verification.created", verification_id=verification_id, phone=mask_phone(phone.e164))
-        metrics.VERIFICATIONS_STARTED.inc()
-        placed = await self._placer.place(
-            CallRequest(verification_id, phone, code, send_seq=1, ttl_seconds=ttl, budget=ticket)
+        except errors.PhoneRateLimited:
+            self._refused("phone", phone)
+            raise
+        if started.outcome == "existing":
+            return await self._answer_pending(tenant, started.verification, code)
+        budgets = self._budgets_for(tenant, phone, client, now)
+        try:
+            charged = await self._budgets.take(new.call, budgets, to_millis(now))
+        except errors.StorageUnavailable as exc:
+            self._void_later(new, "not placed: storage unavailable")
+            await self._placer.give_back(Charges(new.call, tuple(budgets)), verification_id, now=False)
+            raise errors.StorageUnavailable(
+                "storage did not answer, so no call was placed; start again (this id, if it ever "
+                "appears, is failed)",
+                verification_id=verification_id,
+                call_placed=False,
+            ) from exc
+        if isinstance(charged, Refusal):
+            await self._repairs.write(
+                "void_create",
+                lambda: self._store.void_create(new, f"not placed: {charged.budget.kind} budget spent"),
+                now=True,
+                verification_id=verification_id,
+            )
+            raise self._refused(charged.budget.kind, phone, charged.wait_ms)
+        log.info(
+            "verification.created",
+            verification_id=verification_id,
+            tenant=tenant.name,
+            phone=mask_phone(phone.e164),
         )
-        return placed.as_of(self._clock.now())
+        metrics.VERIFICATIONS_STARTED.labels(tenant.name).inc()
+        placed = await self._placer.place(
+            CallRequest(verification_id, tenant.name, phone, spoken, 1, ttl, new.call, charged)
+        )
+        return StartResult(created=True, verification=placed.as_of(self._clock.now()))
 
-    async def resend(self, verification_id: str) -> Verification:
-        """Call again with a new code; the old code works until the new call is known to be placed."""
-        current = await self.get(verification_id)
+    def _chosen_code(self, tenant: Tenant, code: str, code_length: int | None) -> str:
+        """A code the tenant chose (the one its SMS carried): allowed tenants only, 4-10 digits."""
+        if not tenant.allow_custom_code:
+            raise errors.CustomCodeNotAllowed()
+        if not (code.isascii() and code.isdigit() and 4 <= len(code) <= 10):
+            raise errors.InvalidCodeFormat("a chosen code must be 4 to 10 digits")
+        if code_length is not None and code_length != len(code):
+            raise errors.InvalidCodeFormat("code_length must match the chosen code's length, or be left out")
+        return code
+
+    async def _answer_pending(self, tenant: Tenant, pending: Verification, code: str | None) -> StartResult:
+        """The tenant's pending verification of the number, called again if its cooldown passed."""
+        if code is not None or pending.custom_code:
+            # a start carrying a code must match the pending one's: the user may hold either code
+            await self._check_chosen_code(pending, code)
+        now = self._clock.now()
+        if now >= pending.resend_available_at:
+            with contextlib.suppress(errors.ResendTooSoon):  # another start got there first
+                return StartResult(False, await self._resend(tenant, pending, code))
+        log.info("verification.start_answered_pending", verification_id=pending.id, tenant=tenant.name)
+        return StartResult(created=False, verification=pending.as_of(now))
+
+    async def _check_chosen_code(self, verification: Verification, code: str | None) -> None:
+        if not verification.custom_code:
+            raise errors.CustomCodeMismatch(
+                "this number has a pending verification with a generated code; cancel it to choose one"
+            )
+        if code is None:
+            raise errors.CustomCodeMismatch(
+                'this verification\'s code was chosen by the client: send it as "code"'
+            )
+        encoded = await self._store.current_code_hash(verification.id)
+        if encoded is None or not await self._hashing.matches(verification.id, code, encoded):
+            raise errors.CustomCodeMismatch("this is not the code of the number's pending verification")
+
+    def _void_later(self, new: NewVerification, reason: str) -> None:
+        """The create may still land later: make sure it can only land as failed, never pending."""
+        self._repairs.submit(
+            "void_create", lambda: self._store.void_create(new, reason), verification_id=new.id
+        )
+
+    def _budgets_for(
+        self, tenant: Tenant, phone: PhoneNumber, client: str | None, now: datetime
+    ) -> list[Budget]:
+        """The budgets a call is charged to besides the number's own, as configured."""
+        settings = self._settings
+        budgets = []
+        if client is not None and settings.client_ip_limits:
+            budgets.append(Budget("client", f"c:{tenant.name}:{client}", settings.client_ip_limits))
+        if settings.prefix_limits:
+            budgets.append(Budget("prefix", f"r:{number_range(phone.e164)}", settings.prefix_limits))
+        cap = tenant.daily_call_cap or settings.daily_call_cap
+        if cap:
+            day = now.astimezone(UTC).date()
+            midnight = datetime.combine(day + timedelta(days=1), time(), UTC)
+            budgets.append(
+                Budget(
+                    "tenant_day",
+                    f"t:{tenant.name}:{day:%Y%m%d}",
+                    (Limit(cap, 86_400_000),),
+                    resets_at_ms=to_millis(midnight),
+                )
+            )
+        if settings.global_calls_per_minute:
+            budgets.append(Budget("global", "all", (Limit(settings.global_calls_per_minute, 60_000),)))
+        return budgets
+
+    def _refused(self, kind: str, phone: PhoneNumber, wait_ms: int | None = None) -> errors.BudgetSpent:
+        """Log and count a budget's refusal, and the error the client gets."""
+        metrics.BUDGET_REFUSALS.labels(kind).inc()
+        if kind == "global":
+            log.warning(
+                "call.budget_exhausted", budget="global", limit=self._settings.global_calls_per_minute
+            )
+        else:
+            log.warning("call.refused", budget=kind, phone=mask_phone(phone.e164))
+        retry_after = max(1, -(-(wait_ms or 0) // 1000))
+        refusal: dict[str, Callable[[int], errors.BudgetSpent]] = {
+            "phone": errors.PhoneRateLimited,
+            "client": errors.ClientRateLimited,
+            "prefix": errors.PrefixRateLimited,
+            "tenant_day": errors.TenantCallCapReached,
+            "global": errors.CallBudgetExhausted,
+        }
+        return refusal[kind](retry_after)
+
+    async def resend(self, tenant: Tenant, verification_id: str, code: str | None = None) -> Verification:
+        """Call again with a new code (or the chosen one again); the old code works until the new
+        call is known to be placed."""
+        current = await self.get(tenant, verification_id)
         if current.status is not VerificationStatus.PENDING:
             raise errors.NotPending(current.status)
+        if code is not None and not tenant.allow_custom_code:
+            raise errors.CustomCodeNotAllowed()
+        if code is not None or current.custom_code:
+            await self._check_chosen_code(current, code)
+        return await self._resend(tenant, current, code)
+
+    async def _resend(self, tenant: Tenant, current: Verification, code: str | None) -> Verification:
+        verification_id = current.id
         phone = stored_phone(current.phone)
-        code = generate_code(current.code_length, self._randbelow)
-        code_hash = await self._hashing.hash(verification_id, code)
+        if current.custom_code and code is not None:
+            spoken, code_hash = code, None
+        else:
+            spoken = generate_code(current.code_length, self._randbelow)
+            code_hash = await self._hashing.hash(verification_id, spoken)
+        token = self._new_token()
         now = self._clock.now()
         try:
             send_seq = await self._store.begin_send(
                 verification_id,
                 now,
+                tenant=tenant.name,
+                token=token,
                 cooldown_seconds=self._settings.resend_cooldown_seconds,
                 max_sends=self._settings.max_sends,
                 code_hash=code_hash,
@@ -167,49 +310,38 @@ class VerificationService:
             )
         except errors.StorageUnavailable as exc:
             raise _resend_not_placed(verification_id) from exc
-        call = CallRequest(verification_id, phone, code, send_seq, current.ttl_seconds, budget=None)
-        try:
-            ticket = await self._take_call(phone, verification_id, send_seq, now)
         except errors.PhoneRateLimited:
-            await self._placer.abandon(call, "the number's call budget is spent")
+            self._refused("phone", phone)
             raise
+        name = call_name(verification_id, send_seq, token)
+        call = CallRequest(verification_id, tenant.name, phone, spoken, send_seq, current.ttl_seconds, name)
+        budgets = self._budgets_for(tenant, phone, None, now)
+        try:
+            charged = await self._budgets.take(name, budgets, to_millis(now))
         except errors.StorageUnavailable as exc:
-            await self._placer.abandon(call, "storage unavailable", later=True)
+            await self._placer.abandon(
+                replace(call, charges=Charges(name, tuple(budgets))), "storage unavailable", later=True
+            )
             raise _resend_not_placed(verification_id) from exc
-        placed = await self._placer.place(
-            CallRequest(verification_id, phone, code, send_seq, current.ttl_seconds, budget=ticket)
-        )
+        if isinstance(charged, Refusal):
+            await self._placer.abandon(call, f"the {charged.budget.kind} budget is spent")
+            raise self._refused(charged.budget.kind, phone, charged.wait_ms)
+        placed = await self._placer.place(replace(call, charges=charged))
         return placed.as_of(self._clock.now())
 
-    async def _take_call(
-        self, phone: PhoneNumber, verification_id: str, send_seq: int, now: datetime
-    ) -> BudgetTicket:
-        """Spend one call of the number's hourly budget, or refuse before anything is dialled."""
-        ticket = self._budget.ticket(phone.e164, f"{verification_id}:{send_seq}", now, 3600)
-        try:
-            wait_ms = await self._budget.take(ticket, now, self._settings.phone_calls_per_hour)
-        except errors.StorageUnavailable:
-            await self._placer.give_back(ticket, verification_id, now=False)  # its count may still land
-            raise
-        if wait_ms is not None:
-            log.warning("call.phone_rate_limited", phone=mask_phone(phone.e164))
-            metrics.CALLS.labels("rate_limited").inc()
-            raise errors.PhoneRateLimited(retry_after_seconds=(wait_ms + 999) // 1000)
-        return ticket
-
-    async def cancel(self, verification_id: str) -> Verification:
+    async def cancel(self, tenant: Tenant, verification_id: str) -> Verification:
         now = self._clock.now()
         try:
-            canceled = await self._store.cancel(verification_id, self._new_token(), now)
+            canceled = await self._store.cancel(verification_id, self._new_token(), now, tenant=tenant.name)
         except errors.StorageUnavailable as exc:
             raise errors.StorageUnavailable(
                 "storage did not answer; the cancel may still be applied: GET the verification",
                 verification_id=verification_id,
             ) from exc
-        log.info("verification.canceled", verification_id=verification_id)
+        log.info("verification.canceled", verification_id=verification_id, tenant=tenant.name)
         return canceled.as_of(now)
 
-    async def verify(self, verification_id: str, code: str) -> VerifyResult:
+    async def verify(self, tenant: Tenant, verification_id: str, code: str) -> VerifyResult:
         """Check a code: the attempt is reserved atomically first, then the hash is compared."""
         if not code.isascii() or not code.isdigit():
             raise errors.InvalidCodeFormat("the code must be digits only")
@@ -217,9 +349,11 @@ class VerificationService:
         now = self._clock.now()
         lease_until = now + timedelta(seconds=ATTEMPT_LEASE_SECONDS)
         try:
-            reservation = await self._store.reserve(verification_id, token, now, len(code), lease_until)
+            reservation = await self._store.reserve(
+                verification_id, token, now, len(code), lease_until, tenant=tenant.name
+            )
         except errors.StorageUnavailable as exc:
-            self._release(verification_id, token, now)
+            self._release(verification_id, tenant.name, token, now)
             raise errors.StorageUnavailable(
                 "storage did not answer; the code was not checked and no attempt was spent; submit it again",
                 verification_id=verification_id,
@@ -230,32 +364,39 @@ class VerificationService:
                 matched = accepted.send_seq
                 break
         try:
-            judgement = await self._store.judge(verification_id, token, self._clock.now(), matched)
+            judgement = await self._store.judge(
+                verification_id, token, self._clock.now(), matched, tenant=tenant.name
+            )
         except errors.StorageUnavailable as exc:
-            self._release(verification_id, token, now)
+            self._release(verification_id, tenant.name, token, now)
             raise errors.StorageUnavailable(
                 "storage did not answer while the result was recorded; GET the verification once storage "
                 "is back: if it did not change, no attempt was spent and the code can be submitted again",
                 verification_id=verification_id,
             ) from exc
-        log.info("verification.checked", verification_id=verification_id, outcome=judgement.verdict)
-        metrics.CODE_CHECKS.labels(judgement.verdict).inc()
+        log.info(
+            "verification.checked",
+            verification_id=verification_id,
+            tenant=tenant.name,
+            outcome=judgement.verdict,
+        )
+        metrics.CODE_CHECKS.labels(tenant.name, judgement.verdict).inc()
         return VerifyResult(
             valid=judgement.verdict == "approved",
             verification=judgement.verification.as_of(self._clock.now()),
         )
 
-    def _release(self, verification_id: str, token: str, now: datetime) -> None:
+    def _release(self, verification_id: str, tenant: str, token: str, now: datetime) -> None:
         """Give the attempt back in the background; a reservation that lands later is void."""
         self._repairs.submit(
             "release_attempt",
-            lambda: self._store.release(verification_id, token, now),
+            lambda: self._store.release(verification_id, token, now, tenant=tenant),
             verification_id=verification_id,
         )
 
-    async def get(self, verification_id: str) -> Verification:
+    async def get(self, tenant: Tenant, verification_id: str) -> Verification:
         try:
-            verification = await self._store.get(verification_id)
+            verification = await self._store.get(verification_id, tenant.name)
         except errors.StorageUnavailable as exc:
             raise errors.StorageUnavailable(
                 "storage did not answer; nothing was changed", verification_id=verification_id

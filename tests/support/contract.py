@@ -15,7 +15,7 @@ CONTRACT_MODULES: tuple[ModuleType, ...] = tuple(
     for name in (
         "callbacks",
         "lifecycle",
-        "phone_budget",
+        "budgets",
         "provider_faults",
         "reconcile",
         "verifications",

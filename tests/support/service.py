@@ -17,6 +17,7 @@ from otpservice.http.app import Seams, create_app
 from otpservice.logs import configure_logging
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
 from otpservice.settings import Argon2Settings, AutocallSettings, Settings
+from otpservice.tenants import Tenant, hash_api_key
 from tests.support.sandbox import TLS_CONTEXT
 from tests.support.servers import free_port, serve_in_thread
 
@@ -69,7 +70,9 @@ def test_settings(redis_url: str, provider_url: str, public_url: str, **override
     settings = Settings(
         mode="dev",
         redis_url=redis_url,
-        api_keys=(API_KEY,),
+        # a tenant of its own per service: tests sharing a server do not meet each other's
+        # pending verifications (one per number per tenant)
+        tenants=(Tenant(f"t{secrets.token_hex(4)}", (hash_api_key(API_KEY),)),),
         pepper=PEPPER,
         public_url=public_url,
         autocall=AutocallSettings(
@@ -80,7 +83,12 @@ def test_settings(redis_url: str, provider_url: str, public_url: str, **override
             read_timeout_seconds=0.75,  # the sandbox answers in milliseconds; timeouts come sooner
         ),
         hash_workers=2,
-        phone_calls_per_hour=10000,  # many tests call the same number; the budget has its own test
+        # many tests call the same number; the budgets have their own tests
+        phone_limits=(),
+        client_ip_limits=(),
+        prefix_limits=(),
+        failure_lock=(),
+        daily_call_cap=None,
     )
     return settings.with_overrides(**overrides)
 

@@ -1,53 +1,87 @@
-"""The per-number call budget (toll-fraud protection): calls to one number per fixed window."""
+"""Call budgets beyond the number's own (toll-fraud protection): each one sliding-window log in Redis.
+
+A budget is a subject (a client address, a number range, a tenant's day, everything) with a limit
+list. Every call is named, so a retried take counts it once and a call that never left can be given
+back, in either order. The number's own budget is not here: it is checked in the same script that
+creates the verification (see ``lua/create.lua``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Literal
 
 from otpservice.adapters.storage import keys
 from otpservice.adapters.storage.scripts import Storage
-from otpservice.domain.clock import to_millis
+from otpservice.domain import limits as limit_lists
+from otpservice.domain.limits import Limits
+
+BudgetKind = Literal["client", "prefix", "tenant_day", "global"]
 
 
 @dataclass(frozen=True, slots=True)
-class BudgetTicket:
-    """One call to one number in one window; taken from the budget, or handed back."""
+class Budget:
+    """One budget a call is charged to. ``resets_at_ms``: a fixed window's end (the tenant's day)."""
 
-    phone: str
+    kind: BudgetKind
+    subject: str
+    limits: Limits
+    resets_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The first budget that refused a call, and how long until it would allow one (ms)."""
+
+    budget: Budget
+    wait_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Charges:
+    """The budgets one named call was counted against; given back together if it never left."""
+
     call: str
-    window: int
-    window_ms: int
-
-    @property
-    def keys(self) -> list[str]:
-        return [
-            keys.phone_calls_key(self.phone, self.window),
-            keys.phone_calls_given_back_key(self.phone, self.window),
-        ]
+    budgets: tuple[Budget, ...] = ()
 
 
-class PhoneBudget:
-    """Counts calls per number and window; every call is named, so a retry counts it once."""
+class CallBudgets:
+    """Takes one call from several budgets at once (one round trip each, in parallel)."""
 
     def __init__(self, storage: Storage):
         self._storage = storage
 
-    @staticmethod
-    def ticket(phone: str, call: str, now: datetime, window_seconds: int) -> BudgetTicket:
-        """The ticket naming ``call`` to ``phone`` in the window ``now`` falls in."""
-        window_ms = window_seconds * 1000
-        return BudgetTicket(phone, call, to_millis(now) // window_ms, window_ms)
+    async def take(self, call: str, budgets: Sequence[Budget], now_ms: int) -> Charges | Refusal:
+        """Count ``call`` in every budget; when one refuses, give back the others and say which."""
+        waits = await asyncio.gather(*(self._take(call, budget, now_ms) for budget in budgets))
+        refused = [(budget, wait) for budget, wait in zip(budgets, waits, strict=True) if wait > 0]
+        if not refused:
+            return Charges(call, tuple(budgets))
+        taken = tuple(budget for budget, wait in zip(budgets, waits, strict=True) if wait == 0)
+        await self.give_back(Charges(call, taken))
+        budget, wait = refused[0]
+        if budget.resets_at_ms is not None:
+            wait = budget.resets_at_ms - now_ms
+        return Refusal(budget, max(1, wait))
 
-    async def take(self, ticket: BudgetTicket, now: datetime, limit: int) -> int | None:
-        """Count the ticket's call: None when allowed, else milliseconds until its window ends."""
-        allowed = await self._storage.run(
-            "take_phone_call", ticket.keys, [limit, ticket.call, ticket.window_ms]
+    async def _take(self, call: str, budget: Budget, now_ms: int) -> int:
+        flat = limit_lists.flatten(budget.limits)
+        wait = await self._storage.run(
+            "take_calls", list(keys.budget_keys(budget.subject)), [now_ms, call, len(flat), *flat]
         )
-        if int(allowed):
-            return None
-        return max(1, (ticket.window + 1) * ticket.window_ms - to_millis(now))
+        return int(wait)
 
-    async def give_back(self, ticket: BudgetTicket) -> None:
-        """The call never left: it no longer counts, even if its count lands after this."""
-        await self._storage.run("give_back_phone_call", ticket.keys, [ticket.call, ticket.window_ms])
+    async def give_back(self, charges: Charges) -> None:
+        """The call never left: it no longer counts anywhere, even if a count lands after this."""
+        await asyncio.gather(
+            *(
+                self._storage.run(
+                    "give_back_calls",
+                    list(keys.budget_keys(budget.subject)),
+                    [charges.call, limit_lists.longest_window_ms(budget.limits)],
+                )
+                for budget in charges.budgets
+            )
+        )

@@ -3,8 +3,12 @@
 A Lua script may only touch keys of one Cluster slot, and a slot is chosen by the part of a key
 between ``{`` and ``}`` (its hash tag). Verifications are spread over ``SHARDS`` fixed shards; a
 verification's record and its shard's call schedule share the shard's tag, so one script can
-change a verification and schedule its call atomically. Per-number counters are tagged by the
-number, so every counter of one number sits in one slot whatever is added later.
+change a verification and schedule its call atomically. A verification's id is drawn so that it
+lands in its phone number's shard, and the number's own keys (its calls log, its pending
+verification per tenant, its wrong codes per tenant: ``otp:{sNN}:n:<e164>:<what>``, named in
+``lua/_prelude.lua``) live there too: one script checks the number's budget and lock and changes the
+verification in one step. Budgets of other subjects (a client address, a number range, a tenant's
+day, everything) each have their own tag, so each is one script on one slot.
 
 ``SHARDS`` is part of the data layout: changing it moves verifications to other keys, so it is a
 constant, not a setting. 16 shards spread over up to 16 Cluster primaries.
@@ -13,6 +17,7 @@ constant, not a setting. 16 shards spread over up to 16 Cluster primaries.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 SHARDS = 16
 PREFIX = "otp"
@@ -52,11 +57,20 @@ def parse_scheduled_call(member: str) -> tuple[str, int]:
     return verification_id, int(send_seq)
 
 
-def phone_calls_key(phone_e164: str, window: int) -> str:
-    """The set of calls placed to one number in one budget window, tagged by the number."""
-    return f"{PREFIX}:{{{phone_e164}}}:calls:{window}"
+def shard_of_number(phone_e164: str) -> int:
+    """The shard where a number's verifications and counters live."""
+    return zlib.crc32(phone_e164.encode()) % SHARDS
 
 
-def phone_calls_given_back_key(phone_e164: str, window: int) -> str:
-    """The set of calls to one number in one window that were given back (never left)."""
-    return f"{PREFIX}:{{{phone_e164}}}:given-back:{window}"
+def id_in_number_shard(phone_e164: str, draw: Callable[[], str]) -> str:
+    """A fresh id (from ``draw``) that lands in the number's shard: 16 draws on average."""
+    shard = shard_of_number(phone_e164)
+    while True:
+        candidate = draw()
+        if shard_of(candidate) == shard:
+            return candidate
+
+
+def budget_keys(subject: str) -> tuple[str, str]:
+    """A budget's log of calls and its set of calls given back; ``subject`` is its own hash tag."""
+    return f"{PREFIX}:{{{subject}}}:calls", f"{PREFIX}:{{{subject}}}:back"

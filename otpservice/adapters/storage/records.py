@@ -61,6 +61,8 @@ def to_verification(verification_id: str, fields: Mapping[str, str]) -> Verifica
         resend_available_at=from_millis(int(fields["ra"])),
         delivery=delivery,
         metadata=metadata,
+        tenant=fields.get("tn", "default"),
+        custom_code="cc" in fields,
     )
 
 

@@ -26,7 +26,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 # Scripts that work on something other than a verification record, so go without the prelude.
-_STANDALONE = frozenset({"claim_due_calls", "take_phone_call", "give_back_phone_call"})
+_STANDALONE = frozenset(
+    {"claim_due_calls", "take_calls", "give_back_calls", "idempotency_claim", "idempotency_settle"}
+)
 # Server answers that mean "not now" rather than "wrong": a failover, a full memory, a busy script.
 _TRANSIENT_REPLIES = ("BUSY", "NOREPLICAS", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "OOM")
 _UNAVAILABLE = (
@@ -46,9 +48,9 @@ def _source(name: str) -> str:
 
 
 def script_source(name: str) -> str:
-    """The full text Redis runs for a script: the shared prelude, then the script's own file."""
+    """The full text Redis runs: the window functions, the verification prelude, the script's file."""
     own = _source(name)
-    return own if name in _STANDALONE else _source("_prelude") + own
+    return _source("_windows") + (own if name in _STANDALONE else _source("_prelude") + own)
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -9,7 +9,7 @@ or raises the domain error its refusal means; nothing else reads the scripts' re
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -18,8 +18,11 @@ from otpservice.adapters.storage import keys
 from otpservice.adapters.storage.records import fields_of, pack_hash, text, to_verification, unpack_hash
 from otpservice.adapters.storage.scripts import Storage
 from otpservice.domain import errors
+from otpservice.domain import limits as limit_lists
 from otpservice.domain.clock import from_millis, to_millis
+from otpservice.domain.limits import Limits
 from otpservice.domain.verification import DeliveryStatus, Verification, VerificationStatus
+from otpservice.tenants import DEFAULT_TENANT
 
 Verdict = Literal["approved", "wrong", "max_attempts_reached"]
 PlacementOutcome = Literal[
@@ -30,9 +33,14 @@ DeliveryOutcome = Literal["recorded", "duplicate", "stale", "foreign"]
 
 @dataclass(frozen=True, slots=True)
 class NewVerification:
-    """What the service stores when it creates a verification, before its first call."""
+    """What the service stores when it creates a verification, before its first call.
+
+    ``call`` names its first call in the budgets (unique per request, so a give-back is exact).
+    """
 
     id: str
+    tenant: str
+    call: str
     phone: str
     code_length: int
     ttl_seconds: int
@@ -41,6 +49,28 @@ class NewVerification:
     resend_available_at: datetime
     max_attempts: int
     metadata: dict[str, Any]
+    custom_code: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What a create did: ``created`` the new verification, or found the tenant's ``existing``
+    pending verification of the number (and created nothing)."""
+
+    outcome: Literal["created", "existing"]
+    verification: Verification
+
+
+@dataclass(frozen=True, slots=True)
+class NumberPolicy:
+    """The rules kept with a number's own keys: its call budget and its failure lock."""
+
+    call_limits: Limits = ()
+    failure_lock: Limits = ()
+
+    def args(self) -> list[int]:
+        """Both limit lists as the scripts take them: the lock first, then the budget."""
+        return [*_limit_list(self.failure_lock), *_limit_list(self.call_limits)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,34 +123,55 @@ class DeliveryUpdate:
 class VerificationStore:
     """Verification records and their atomic state moves."""
 
-    def __init__(self, storage: Storage, retention_seconds: int):
+    def __init__(self, storage: Storage, retention_seconds: int, policy: NumberPolicy | None = None):
         self._storage = storage
         self._retention_ms = retention_seconds * 1000
+        self._policy = policy or NumberPolicy()
+
+    @staticmethod
+    def new_id(phone_e164: str, draw: Callable[[], str]) -> str:
+        """A fresh verification id that lives in the number's shard (with the number's own keys)."""
+        return keys.id_in_number_shard(phone_e164, draw)
 
     def _record_ttl_ms(self, now: datetime, expires_at: datetime) -> int:
         """Keep a record until its retention after expiry ends, so it can answer "expired"."""
         return max(1, to_millis(expires_at) - to_millis(now) + self._retention_ms)
 
     async def _run(
-        self, script: str, verification_id: str, *args: object, schedule: bool = True
+        self,
+        script: str,
+        verification_id: str,
+        now: datetime,
+        *args: object,
+        tenant: str = "",
+        schedule: bool = True,
     ) -> list[Any]:
+        """Run a verification script; ``tenant`` '' acts for every tenant (callbacks, reconciler)."""
         record = keys.verification_key(verification_id)
         script_keys = [record, keys.schedule_key_for(verification_id)] if schedule else [record]
-        reply = await self._storage.run(script, script_keys, args)
+        reply = await self._storage.run(script, script_keys, (to_millis(now), tenant, *args))
         return cast(list[Any], reply)
 
-    async def get(self, verification_id: str) -> Verification | None:
+    async def get(self, verification_id: str, tenant: str = "") -> Verification | None:
+        """The verification, or None when there is none (or it belongs to another tenant)."""
         key = keys.verification_key(verification_id)
         raw = await self._storage.call(lambda: self._storage.client.hgetall(key))
-        if not raw:
+        fields = {text(k): text(v) for k, v in raw.items()}
+        if not fields or (tenant and fields.get("tn", DEFAULT_TENANT) != tenant):
             return None
-        return to_verification(verification_id, {text(k): text(v) for k, v in raw.items()})
+        return to_verification(verification_id, fields)
 
-    async def create(
-        self, new: NewVerification, code_hash: str, placement_deadline: datetime
-    ) -> Verification:
+    async def current_code_hash(self, verification_id: str) -> str | None:
+        """The encoded hash of the verification's current code (a resend of a chosen code checks it)."""
+        key = keys.verification_key(verification_id)
+        packed, params = await self._storage.call(lambda: self._storage.client.hmget(key, ["hc", "hp"]))
+        return unpack_hash(text(params), text(packed)) if packed and params else None
+
+    async def create(self, new: NewVerification, code_hash: str, placement_deadline: datetime) -> Started:
         """Store a pending verification whose first call (send 1) is about to be placed.
 
+        In the same step: refuse while the number is locked for the tenant or its call budget is
+        spent, and answer the tenant's pending verification of the number instead of a second one.
         The code's hash is stored first, so whatever happens to the placement, the code a user may
         hear is checkable. Retrying is safe: the record is created once.
         """
@@ -129,17 +180,29 @@ class VerificationStore:
         reply = await self._run(
             "create",
             new.id,
-            to_millis(new.created_at),
+            new.created_at,
             "create",
             self._record_ttl_ms(new.created_at, new.expires_at),
             keys.scheduled_call(new.id, 1),
             to_millis(placement_deadline),
+            new.id,
+            new.phone,
+            new.call,
+            *self._policy.args(),
             *_flatten(fields),
+            tenant=new.tenant,
         )
-        verdict, _, verification = self._answer(new.id, reply)
+        verdict, detail = text(reply[0]), text(reply[1]) if len(reply) > 1 else ""
+        if verdict == "existing":
+            return Started("existing", to_verification(detail, fields_of(reply[2:])))
+        if verdict == "locked":
+            raise errors.PhoneLocked(from_millis(int(detail)), _seconds_until(int(detail), new.created_at))
+        if verdict == "phone_limited":
+            raise errors.PhoneRateLimited(retry_after_seconds=-(-int(detail) // 1000))
+        verification = self._answer(new.id, reply)[2]
         if verdict == "voided" or verification is None:
             raise errors.NotPending(VerificationStatus.FAILED)
-        return verification
+        return Started("created", verification)
 
     async def void_create(self, new: NewVerification, reason: str) -> None:
         """Make sure a verification whose first call was never placed is failed, never pending.
@@ -157,12 +220,17 @@ class VerificationStore:
         await self._run(
             "create",
             new.id,
-            to_millis(new.created_at),
+            new.created_at,
             "void",
             self._record_ttl_ms(new.created_at, new.expires_at),
             keys.scheduled_call(new.id, 1),
             reason,
+            new.id,
+            new.phone,
+            new.call,
+            *self._policy.args(),
             *_flatten(fields),
+            tenant=new.tenant,
         )
 
     @staticmethod
@@ -183,6 +251,10 @@ class VerificationStore:
             "ra": str(to_millis(new.resend_available_at)),
             "dua": created,
         }
+        if new.tenant != DEFAULT_TENANT:
+            fields["tn"] = new.tenant
+        if new.custom_code:
+            fields["cc"] = "1"
         if new.metadata:
             fields["md"] = json.dumps(new.metadata, separators=(",", ":"))
         return fields
@@ -192,21 +264,25 @@ class VerificationStore:
         verification_id: str,
         now: datetime,
         *,
+        tenant: str = "",
+        token: str = "",
         cooldown_seconds: int,
         max_sends: int,
-        code_hash: str,
+        code_hash: str | None,
         ttl_seconds: int,
         placement_deadline: datetime,
     ) -> int:
         """Reserve the next call and store its code's hash; answers the call's send number.
 
-        Until the placement resolves both the current code and the new one are accepted.
+        Until the placement resolves both the current code and the new one are accepted. No hash
+        (``None``): the same code again (one the tenant chose). The call is named
+        ``<id>:<send>:<token>`` in the budgets (:func:`call_name`).
         """
-        params, packed = pack_hash(code_hash)
+        params, packed = pack_hash(code_hash) if code_hash else ("", "")
         reply = await self._run(
             "begin_send",
             verification_id,
-            to_millis(now),
+            now,
             cooldown_seconds * 1000,
             max_sends,
             packed,
@@ -215,10 +291,15 @@ class VerificationStore:
             to_millis(placement_deadline),
             self._retention_ms,
             verification_id,
+            token,
+            *self._policy.args(),
+            tenant=tenant,
         )
         verdict, detail, _ = self._answer(verification_id, reply)
         if verdict == "begun":
             return int(detail)
+        if verdict == "phone_limited":
+            raise errors.PhoneRateLimited(retry_after_seconds=-(-int(detail) // 1000))
         if verdict == "too_soon":
             raise errors.ResendTooSoon(from_millis(int(detail)), _seconds_until(int(detail), now))
         if verdict == "max_sends":
@@ -241,7 +322,7 @@ class VerificationStore:
         reply = await self._run(
             "placed",
             verification_id,
-            to_millis(now),
+            now,
             send_seq,
             call_id,
             ttl_seconds * 1000,
@@ -260,6 +341,7 @@ class VerificationStore:
         verification_id: str,
         now: datetime,
         send_seq: int,
+        call: str,
         *,
         delivery: DeliveryStatus,
         reason: str,
@@ -270,7 +352,7 @@ class VerificationStore:
         reply = await self._run(
             "unplaced",
             verification_id,
-            to_millis(now),
+            now,
             send_seq,
             delivery.value,
             reason,
@@ -278,6 +360,9 @@ class VerificationStore:
             int(describe),
             keys.scheduled_call(verification_id, send_seq),
             self._retention_ms,
+            verification_id,
+            call,
+            limit_lists.longest_window_ms(self._policy.call_limits),
         )
         return self._answer(verification_id, reply)[2]
 
@@ -288,7 +373,7 @@ class VerificationStore:
         reply = await self._run(
             "placement_unknown",
             verification_id,
-            to_millis(now),
+            now,
             send_seq,
             reason,
             keys.scheduled_call(verification_id, send_seq),
@@ -296,16 +381,25 @@ class VerificationStore:
         return self._answer(verification_id, reply)[2]
 
     async def reserve(
-        self, verification_id: str, token: str, now: datetime, code_length: int, lease_until: datetime
+        self,
+        verification_id: str,
+        token: str,
+        now: datetime,
+        code_length: int,
+        lease_until: datetime,
+        *,
+        tenant: str = "",
     ) -> Reservation:
         """Reserve one attempt before any hash is checked, leased until ``lease_until``."""
         reply = await self._run(
             "reserve",
             verification_id,
-            to_millis(now),
+            now,
             token,
             code_length,
             to_millis(lease_until),
+            *self._lock(),
+            tenant=tenant,
             schedule=False,
         )
         words = [text(w) for w in reply]
@@ -323,26 +417,37 @@ class VerificationStore:
             return Reservation(codes)
         if verdict == "bad_length":
             raise errors.InvalidCodeFormat(f"the code must have {detail} digits")
+        if verdict == "locked":
+            raise errors.PhoneLockedForChecks(from_millis(int(detail)), _seconds_until(int(detail), now))
         raise self._refusal(verification_id, now, verdict, detail)
 
     async def judge(
-        self, verification_id: str, token: str, now: datetime, matched_send: int | None
+        self, verification_id: str, token: str, now: datetime, matched_send: int | None, *, tenant: str = ""
     ) -> Judgement:
         """Judge a reserved attempt; a retry with the same token gets the same verdict."""
         reply = await self._run(
-            "judge", verification_id, to_millis(now), token, matched_send or "", schedule=False
+            "judge",
+            verification_id,
+            now,
+            token,
+            matched_send or "",
+            *self._lock(),
+            tenant=tenant,
+            schedule=False,
         )
         verdict, detail, verification = self._answer(verification_id, reply)
         if verdict in ("approved", "wrong", "max_attempts_reached") and verification is not None:
             return Judgement(cast(Verdict, verdict), verification)
         raise self._refusal(verification_id, now, verdict, detail)
 
-    async def release(self, verification_id: str, token: str, now: datetime) -> None:
+    async def release(self, verification_id: str, token: str, now: datetime, *, tenant: str = "") -> None:
         """Give back an attempt whose request gave up; a reservation landing later changes nothing."""
-        await self._run("release", verification_id, to_millis(now), token, schedule=False)
+        await self._run("release", verification_id, now, token, tenant=tenant, schedule=False)
 
-    async def cancel(self, verification_id: str, token: str, now: datetime) -> Verification:
-        reply = await self._run("cancel", verification_id, to_millis(now), token, schedule=False)
+    async def cancel(
+        self, verification_id: str, token: str, now: datetime, *, tenant: str = ""
+    ) -> Verification:
+        reply = await self._run("cancel", verification_id, now, token, tenant=tenant, schedule=False)
         verdict, detail, verification = self._answer(verification_id, reply)
         if verdict == "canceled" and verification is not None:
             return verification
@@ -362,7 +467,7 @@ class VerificationStore:
         reply = await self._run(
             "record_delivery",
             verification_id,
-            to_millis(now),
+            now,
             send_seq,
             call_id,
             status.value,
@@ -374,6 +479,9 @@ class VerificationStore:
         if verification is None:
             raise errors.VerificationNotFound(verification_id)
         return DeliveryUpdate(cast(DeliveryOutcome, verdict), verification)
+
+    def _lock(self) -> list[int]:
+        return _limit_list(self._policy.failure_lock)
 
     @staticmethod
     def _answer(verification_id: str, reply: Sequence[Any]) -> tuple[str, str, Verification | None]:
@@ -392,6 +500,8 @@ class VerificationStore:
             return errors.NotPending(VerificationStatus(detail))
         if verdict == "in_flight":
             return errors.AttemptsInFlight(retry_after_seconds=_seconds_until(int(detail), now))
+        if verdict == "locked":
+            return errors.PhoneLocked(from_millis(int(detail)), _seconds_until(int(detail), now))
         if verdict == "released":
             return errors.CheckNotRecorded(verification_id)
         raise RuntimeError(f"unexpected store answer {verdict!r}")
@@ -400,6 +510,16 @@ class VerificationStore:
 def _seconds_until(moment_ms: int, now: datetime) -> int:
     """Whole seconds from ``now`` until ``moment_ms``, rounded up, at least 1 (for Retry-After)."""
     return max(1, -(-(moment_ms - to_millis(now)) // 1000))
+
+
+def call_name(verification_id: str, send_seq: int, token: str) -> str:
+    """How one call is named in every budget: unique per request, so a give-back is exact."""
+    return f"{verification_id}:{send_seq}:{token}"
+
+
+def _limit_list(limits: Limits) -> list[int]:
+    flat = limit_lists.flatten(limits)
+    return [len(flat), *flat]
 
 
 def _flatten(fields: dict[str, str]) -> list[str]:

@@ -1,9 +1,12 @@
 -- Prepended to every verification script. KEYS[1] is the verification's hash; ARGV[1] is "now" in
--- epoch milliseconds from the service's clock (never Redis's), so one clock rules expiry everywhere.
+-- epoch milliseconds from the service's clock (never Redis's), so one clock rules expiry everywhere;
+-- ARGV[2] is the tenant asking: a record of another tenant is answered as if it did not exist
+-- ('' is the service itself: callbacks and the reconciler act for every tenant).
 --
 -- Record fields: st status, ph phone, cl code length, tt code lifetime (s), ca/ua created/updated,
 -- ex expires, fl wrong codes judged, ma max attempts, sq sends begun, sn sends known placed,
--- ra resend available at, md metadata; the current code hc/hp/hs (packed hash, argon2 parameters,
+-- ra resend available at, md metadata, tn tenant (absent: "default"), cc 1 when the tenant chose
+-- the code; the current code hc/hp/hs (packed hash, argon2 parameters,
 -- the send that carried it); the code of a send whose placement is unresolved nc/np/ns, with px/pr
 -- the expiry and resend time to restore if it surely never left; the delivery ds (send), dst
 -- (status), dci (call id), dps (provider's word), ddu (duration), drs (reason), dua (updated).
@@ -12,6 +15,10 @@
 -- released (a reservation landing later with it changes nothing).
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
+local tenant = ARGV[2]
+-- Every key of a number lives in its verifications' shard (ids are drawn so that they do), so one
+-- script can change a verification and its number's counters: otp:{sNN}:n:<e164>:<what>.
+local shard = string.match(key, '^(.-}:)')
 local TOMBSTONE_MS = 600000
 
 -- Whole numbers as digits: Lua would write large ones as 1.7e+12.
@@ -23,8 +30,15 @@ local function load()
   if #flat == 0 then return nil end
   local v = {}
   for i = 1, #flat, 2 do v[flat[i]] = flat[i + 1] end
+  if tenant ~= '' and (v.tn or 'default') ~= tenant then return nil end
   return v
 end
+
+local function owner(v) return v.tn or 'default' end
+
+-- A key of one number: its calls log ('calls'), calls given back ('back'), and per tenant its
+-- pending verification ('pending:<tenant>') and its wrong codes ('wrong:<tenant>').
+local function number_key(phone, what) return shard .. 'n:' .. phone .. ':' .. what end
 
 -- A reply: a verdict, one detail, then the record's fields as they are now (the caller's view).
 local function answer(verdict, detail)
@@ -85,3 +99,9 @@ local function schedule(schedule_key, at, member)
   if ttl > 0 and redis.call('PTTL', schedule_key) < ttl then redis.call('PEXPIRE', schedule_key, ttl) end
 end
 
+
+-- The failure lock of a number for a tenant: ms until it lifts (0: not locked).
+local function locked_for(phone, owner_tenant, lock_limits)
+  if #lock_limits == 0 then return 0 end
+  return window_wait(number_key(phone, 'wrong:' .. owner_tenant), now, lock_limits)
+end

@@ -1,27 +1,55 @@
 -- Create a verification whose first call is about to be placed, its code hash already stored, and
 -- schedule a look at it for when the placement must have resolved (a crash in between is noticed).
--- With mode "void" (the service knows the call was never placed, because storing failed): fail the
--- verification if it exists, else write it failed, so a create landing late cannot leave it pending.
+-- In the same step: refuse while the number is locked for this tenant (too many wrong codes), answer
+-- the tenant's pending verification of the number instead of starting a second one, and take the
+-- call from the number's budget. The number's pending index names the verification created.
+-- With mode "void" (the service knows the call was never placed: storing failed, or another budget
+-- refused it): fail the verification if it exists, else write it failed, so a create landing late
+-- cannot leave it pending; its index entry and its budget count go too.
 -- KEYS: record, the shard's call schedule.
--- ARGV: now, mode, record ttl (ms), schedule member, placement deadline (ms), then field, value, ...
+-- ARGV: now, tenant, mode, record ttl (ms), schedule member, placement deadline (ms) (mode void:
+--       the reason), verification id, phone (E.164), the call's budget name, failure lock limits,
+--       number limits (each a limit list), then field, value, ...
+local id, phone, call = ARGV[7], ARGV[8], ARGV[9]
+local lock, i = limits_at(ARGV, 10)
+local number_limits, first_field = limits_at(ARGV, i)
+local pending_key = number_key(phone, 'pending:' .. tenant)
 local v = load()
-if ARGV[2] == 'create' then
+if ARGV[3] == 'create' then
   if v then
     if v.vd then return answer('voided') end
     return answer('created')  -- a retry of this create: the id is fresh, so the record is ours
   end
-  redis.call('HSET', key, unpack(ARGV, 6))
-  redis.call('PEXPIRE', key, ARGV[3])
-  schedule(KEYS[2], ARGV[5], ARGV[4])
+  local wait = locked_for(phone, tenant, lock)
+  if wait > 0 then return {'locked', int(now + wait)} end
+  local other = redis.call('GET', pending_key)
+  if other and other ~= id then
+    local record = shard .. other
+    local st = redis.call('HGET', record, 'st')
+    if st == 'pending' and now < tonumber(redis.call('HGET', record, 'ex')) then
+      local reply = redis.call('HGETALL', record)
+      table.insert(reply, 1, other)
+      table.insert(reply, 1, 'existing')
+      return reply
+    end
+  end
+  wait = budget_take(number_key(phone, 'calls'), number_key(phone, 'back'), call, now, number_limits)
+  if wait > 0 then return {'phone_limited', int(wait)} end
+  redis.call('HSET', key, unpack(ARGV, first_field))
+  redis.call('PEXPIRE', key, ARGV[4])
+  redis.call('SET', pending_key, id, 'PX', ARGV[4])
+  schedule(KEYS[2], ARGV[6], ARGV[5])
   return answer('created')
 end
 if not v then
-  redis.call('HSET', key, unpack(ARGV, 6))
-  redis.call('PEXPIRE', key, ARGV[3])
+  redis.call('HSET', key, unpack(ARGV, first_field))
+  redis.call('PEXPIRE', key, ARGV[4])
 elseif v.st == 'pending' and v.ns == '1' and tonumber(v.ds) == 0 then
   drop_codes()
-  redis.call('HSET', key, 'st', 'failed', 'vd', '1', 'ds', '1', 'dst', 'failed', 'drs', ARGV[5],
+  redis.call('HSET', key, 'st', 'failed', 'vd', '1', 'ds', '1', 'dst', 'failed', 'drs', ARGV[6],
              'dua', ARGV[1], 'ua', ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[4])
+  redis.call('ZREM', KEYS[2], ARGV[5])
 end
+if redis.call('GET', pending_key) == id then redis.call('DEL', pending_key) end
+budget_give_back(number_key(phone, 'calls'), number_key(phone, 'back'), call, longest(number_limits))
 return answer('voided')

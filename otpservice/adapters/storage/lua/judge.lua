@@ -1,12 +1,14 @@
 -- Judge a reserved attempt: approve once if the code matched one still accepted, else count a wrong
 -- code (the last allowed one ends the verification). The verdict is kept under the token, so a
 -- retried request gets the same answer instead of spending another attempt.
--- KEYS: record.  ARGV: now, token, the send whose code matched ('' when none did).
+-- A wrong code also counts towards the number's failure lock for the tenant.
+-- KEYS: record.  ARGV: now, tenant, token, the send whose code matched ('' when none did),
+--       failure lock limits.
 local v = load()
 if not v then return {'not_found'} end
-local judged = v['j:' .. ARGV[2]]
+local judged = v['j:' .. ARGV[3]]
 if judged then return answer(judged) end
-local reservation = 'r:' .. ARGV[2]
+local reservation = 'r:' .. ARGV[3]
 local st = status(v)
 if st ~= 'pending' then
   redis.call('HDEL', key, reservation)
@@ -15,7 +17,7 @@ end
 if not v[reservation] then return {'released'} end
 redis.call('HDEL', key, reservation)
 local verdict = 'wrong'
-if ARGV[3] ~= '' and (ARGV[3] == v.hs or ARGV[3] == v.ns) then
+if ARGV[4] ~= '' and (ARGV[4] == v.hs or ARGV[4] == v.ns) then
   verdict = 'approved'
   redis.call('HSET', key, 'st', 'approved')
   drop_codes()
@@ -24,5 +26,9 @@ elseif redis.call('HINCRBY', key, 'fl', 1) >= tonumber(v.ma) then
   redis.call('HSET', key, 'st', 'max_attempts_reached')
   drop_codes()
 end
-redis.call('HSET', key, 'j:' .. ARGV[2], verdict, 'ua', ARGV[1])
+if verdict ~= 'approved' then
+  local lock = limits_at(ARGV, 5)
+  if #lock > 0 then window_add(number_key(v.ph, 'wrong:' .. owner(v)), ARGV[3], now, longest(lock)) end
+end
+redis.call('HSET', key, 'j:' .. ARGV[3], verdict, 'ua', ARGV[1])
 return answer(verdict)

@@ -2,40 +2,40 @@
 -- "calling" (unless its callback already came), and the call is tracked until its outcome is known.
 -- Answers what the verification had become meanwhile: placed, superseded, or not_pending + status.
 -- KEYS: record, the shard's call schedule.
--- ARGV: now, send, call id, code lifetime (ms), when to ask about the call, retention (ms), member.
+-- ARGV: now, tenant, send, call id, code lifetime (ms), when to ask about the call, retention (ms), member.
 local v = load()
 if not v then return {'not_found'} end
-local seq = tonumber(ARGV[2])
+local seq = tonumber(ARGV[3])
 local ds = tonumber(v.ds)
 if seq > ds then
-  redis.call('HSET', key, 'ds', ARGV[2], 'dst', 'calling', 'dci', ARGV[3], 'dua', ARGV[1])
+  redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'calling', 'dci', ARGV[4], 'dua', ARGV[1])
   redis.call('HDEL', key, 'dps', 'ddu', 'drs')
 elseif seq == ds then
-  if v.dci and v.dci ~= '' and v.dci ~= ARGV[3] then
+  if v.dci and v.dci ~= '' and v.dci ~= ARGV[4] then
     -- an early callback named another call: it does not describe this one
-    redis.call('HSET', key, 'dst', 'calling', 'dci', ARGV[3], 'dua', ARGV[1])
+    redis.call('HSET', key, 'dst', 'calling', 'dci', ARGV[4], 'dua', ARGV[1])
     redis.call('HDEL', key, 'dps', 'ddu', 'drs')
   elseif rank(v.dst) < 2 then
-    redis.call('HSET', key, 'dst', 'calling', 'dci', ARGV[3], 'dua', ARGV[1])
+    redis.call('HSET', key, 'dst', 'calling', 'dci', ARGV[4], 'dua', ARGV[1])
     redis.call('HDEL', key, 'drs')
   else
-    redis.call('HSET', key, 'dci', ARGV[3])
+    redis.call('HSET', key, 'dci', ARGV[4])
   end
 end
 local pending = v.st == 'pending' and now < tonumber(v.ex)
-if v.ns == ARGV[2] then
+if v.ns == ARGV[3] then
   promote(v)
   redis.call('HINCRBY', key, 'sn', 1)
   if pending then
-    local expires = now + tonumber(ARGV[4])
+    local expires = now + tonumber(ARGV[5])
     redis.call('HSET', key, 'ex', int(expires))
-    redis.call('PEXPIRE', key, int(expires - now + tonumber(ARGV[6])))
+    redis.call('PEXPIRE', key, int(expires - now + tonumber(ARGV[7])))
   end
 end
 if tonumber(redis.call('HGET', key, 'ds')) == seq and rank(redis.call('HGET', key, 'dst')) < 2 then
-  schedule(KEYS[2], ARGV[5], ARGV[7])
+  schedule(KEYS[2], ARGV[6], ARGV[8])
 else
-  redis.call('ZREM', KEYS[2], ARGV[7])
+  redis.call('ZREM', KEYS[2], ARGV[8])
 end
 redis.call('HSET', key, 'ua', ARGV[1])
 if v.st ~= 'pending' then return answer('not_pending', v.st) end

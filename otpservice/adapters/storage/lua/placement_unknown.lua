@@ -2,13 +2,13 @@
 -- something unreadable, or the process died before recording it). Its code stays accepted; the
 -- delivery says "unknown"; a callback about the call can still settle it.
 -- KEYS: record, the shard's call schedule.
--- ARGV: now, send, reason, member.
+-- ARGV: now, tenant, send, reason, member.
 local v = load()
 if not v then return {'not_found'} end
-if v.ns ~= ARGV[2] then return answer('ignored') end  -- resolved meanwhile
-if tonumber(v.ds) < tonumber(ARGV[2]) then
-  redis.call('HSET', key, 'ds', ARGV[2], 'dst', 'unknown', 'drs', ARGV[3], 'dua', ARGV[1], 'ua', ARGV[1])
+if v.ns ~= ARGV[3] then return answer('ignored') end  -- resolved meanwhile
+if tonumber(v.ds) < tonumber(ARGV[3]) then
+  redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'unknown', 'drs', ARGV[4], 'dua', ARGV[1], 'ua', ARGV[1])
   redis.call('HDEL', key, 'dci', 'dps', 'ddu')
 end
-redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[5])
 return answer('unknown')

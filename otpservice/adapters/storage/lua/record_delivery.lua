@@ -3,25 +3,25 @@
 -- provider gave for this send, one about an older send, or one that would replace a final status
 -- changes nothing.
 -- KEYS: record, the shard's call schedule.
--- ARGV: now, send, call id in the report, status, provider's word, duration, member.
+-- ARGV: now, tenant, send, call id in the report, status, provider's word, duration, member.
 local v = load()
 if not v then return {'not_found'} end
 local ds = tonumber(v.ds)
-if v.ns == ARGV[2] then
+if v.ns == ARGV[3] then
   promote(v)
   redis.call('HINCRBY', key, 'sn', 1)
-  if tonumber(ARGV[2]) ~= ds then
-    redis.call('HSET', key, 'ds', ARGV[2], 'dst', 'queued', 'dua', ARGV[1])
+  if tonumber(ARGV[3]) ~= ds then
+    redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'queued', 'dua', ARGV[1])
     redis.call('HDEL', key, 'dci', 'dps', 'ddu', 'drs')
-    ds, v.dst, v.dci = tonumber(ARGV[2]), 'queued', nil
+    ds, v.dst, v.dci = tonumber(ARGV[3]), 'queued', nil
   end
 end
-if tonumber(ARGV[2]) ~= ds then return answer('stale') end
-if ARGV[3] ~= '' and v.dci and v.dci ~= '' and v.dci ~= ARGV[3] then return answer('foreign') end
-if rank(ARGV[4]) <= rank(v.dst) then return answer('duplicate', v.dst) end
-redis.call('HSET', key, 'dst', ARGV[4], 'dps', ARGV[5], 'dua', ARGV[1])
+if tonumber(ARGV[3]) ~= ds then return answer('stale') end
+if ARGV[4] ~= '' and v.dci and v.dci ~= '' and v.dci ~= ARGV[4] then return answer('foreign') end
+if rank(ARGV[5]) <= rank(v.dst) then return answer('duplicate', v.dst) end
+redis.call('HSET', key, 'dst', ARGV[5], 'dps', ARGV[6], 'dua', ARGV[1])
 redis.call('HDEL', key, 'drs')
-if ARGV[6] ~= '' then redis.call('HSET', key, 'ddu', ARGV[6]) end
-if (not v.dci or v.dci == '') and ARGV[3] ~= '' then redis.call('HSET', key, 'dci', ARGV[3]) end
-if rank(ARGV[4]) == 2 then redis.call('ZREM', KEYS[2], ARGV[7]) end
+if ARGV[7] ~= '' then redis.call('HSET', key, 'ddu', ARGV[7]) end
+if (not v.dci or v.dci == '') and ARGV[4] ~= '' then redis.call('HSET', key, 'dci', ARGV[4]) end
+if rank(ARGV[5]) == 2 then redis.call('ZREM', KEYS[2], ARGV[8]) end
 return answer('recorded')

@@ -2,17 +2,20 @@
 -- The reservation is leased: one whose request never comes back is released when its lease ends.
 -- Answers the codes accepted now: the current one and the one of a placement not yet resolved.
 -- A retry with the same token gets the same reservation.
--- KEYS: record.  ARGV: now, token, code length, lease end (ms).
+-- Refused while the number is locked for the tenant (too many wrong codes across its verifications).
+-- KEYS: record.  ARGV: now, tenant, token, code length, lease end (ms), failure lock limits.
 local v = load()
 if not v then return {'not_found'} end
-if v['x:' .. ARGV[2]] then return {'released'} end
-local reservation = 'r:' .. ARGV[2]
+if v['x:' .. ARGV[3]] then return {'released'} end
+local reservation = 'r:' .. ARGV[3]
 if not v[reservation] then
   local st = status(v)
   if st ~= 'pending' then return {'not_pending', st} end
-  if tonumber(ARGV[3]) ~= tonumber(v.cl) then return {'bad_length', v.cl} end
+  if tonumber(ARGV[4]) ~= tonumber(v.cl) then return {'bad_length', v.cl} end
+  local wait = locked_for(v.ph, owner(v), limits_at(ARGV, 6))
+  if wait > 0 then return {'locked', int(now + wait)} end
   local live, soonest = live_reservations(v)
   if tonumber(v.fl) + live >= tonumber(v.ma) then return {'in_flight', int(soonest)} end
-  redis.call('HSET', key, reservation, ARGV[4])
+  redis.call('HSET', key, reservation, ARGV[5])
 end
 return {'reserved', '', v.hs or '', v.hp or '', v.hc or '', v.ns or '', v.np or '', v.nc or ''}

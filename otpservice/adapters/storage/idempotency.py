@@ -1,0 +1,68 @@
+"""Idempotency-Key records: which request holds a key, and the answer it gave, kept 24 hours.
+
+Each key is one hash under its own hash tag, claimed and settled by scripts, so concurrent requests
+with one key agree on a single owner (the rest wait for its answer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal
+
+from otpservice.adapters.storage.records import text
+from otpservice.adapters.storage.scripts import Storage
+
+KEEP_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    """What holds a key: a request still ``running``, or the answer it gave (``done``)."""
+
+    state: Literal["running", "done"]
+    fingerprint: str
+    status: int
+    headers: str
+    body: bytes
+
+
+def _record_key(tenant: str, idempotency_key: str) -> str:
+    # Hashed: the key is client text (any printable ASCII, braces included) and only its identity matters.
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
+    return f"otp:{{i:{tenant}:{digest}}}"
+
+
+class IdempotencyRecords:
+    def __init__(self, storage: Storage):
+        self._storage = storage
+
+    async def claim(
+        self, tenant: str, idempotency_key: str, fingerprint: str, owner: str, lease_ms: int
+    ) -> StoredAnswer | None:
+        """None when this request now holds the key, else what holds it."""
+        reply = await self._storage.run(
+            "idempotency_claim", [_record_key(tenant, idempotency_key)], [fingerprint, owner, lease_ms]
+        )
+        if text(reply[0]) == "claimed":
+            return None
+        state: Literal["running", "done"] = "done" if text(reply[0]) == "done" else "running"
+        status = text(reply[2])
+        body = reply[4] if isinstance(reply[4], bytes) else text(reply[4]).encode()
+        return StoredAnswer(state, text(reply[1]), int(status) if status else 0, text(reply[3]), body)
+
+    async def keep(
+        self, tenant: str, idempotency_key: str, owner: str, status: int, headers: str, body: bytes
+    ) -> None:
+        """Keep the answer for repeats of the request."""
+        await self._storage.run(
+            "idempotency_settle",
+            [_record_key(tenant, idempotency_key)],
+            [owner, "keep", status, headers, body.decode(), KEEP_SECONDS * 1000],
+        )
+
+    async def release(self, tenant: str, idempotency_key: str, owner: str) -> None:
+        """Let the key go: the request changed nothing, so a repeat may run again."""
+        await self._storage.run(
+            "idempotency_settle", [_record_key(tenant, idempotency_key)], [owner, "release", "", "", "", 0]
+        )

@@ -1,0 +1,58 @@
+-- Prepended to every script: sliding-window logs. A log is a sorted set of named events scored by
+-- when they happened (epoch ms); a limit list is flat: count, window (ms), count, window, ...
+
+-- Milliseconds until one more event fits every limit of the list at `at` (0: it fits now).
+local function window_wait(log, at, limits)
+  local wait = 0
+  for i = 1, #limits, 2 do
+    local count, span = tonumber(limits[i]), tonumber(limits[i + 1])
+    if redis.call('ZCOUNT', log, '(' .. string.format('%.0f', at - span), '+inf') >= count then
+      -- the count-th newest event in the window must age out before another fits
+      local nth = redis.call('ZREVRANGE', log, count - 1, count - 1, 'WITHSCORES')
+      wait = math.max(wait, tonumber(nth[2]) + span - at, 1)
+    end
+  end
+  return wait
+end
+
+-- The longest window of a limit list (ms), which is how long its log must remember an event.
+local function longest(limits)
+  local span = 1000
+  for i = 2, #limits, 2 do span = math.max(span, tonumber(limits[i])) end
+  return span
+end
+
+-- Record event `name` at `at`, forgetting what no window of the list can see any more.
+local function window_add(log, name, at, span)
+  redis.call('ZADD', log, at, name)
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', string.format('%.0f', at - span))
+  redis.call('PEXPIRE', log, string.format('%.0f', span))
+end
+
+-- Take one named call from a budget: 0 when it may go (also when this name was already counted,
+-- or was given back before its count landed), else the milliseconds until it could.
+-- `back` is the budget's set of calls given back (calls that surely never left).
+local function budget_take(log, back, name, at, limits)
+  if redis.call('ZSCORE', log, name) then return 0 end
+  if redis.call('SISMEMBER', back, name) == 1 then return 0 end
+  local wait = window_wait(log, at, limits)
+  if wait > 0 then return wait end
+  window_add(log, name, at, longest(limits))
+  return 0
+end
+
+-- A call that surely never left no longer counts; remembered, so a count landing later is void too.
+local function budget_give_back(log, back, name, span)
+  redis.call('ZREM', log, name)
+  redis.call('SADD', back, name)
+  redis.call('PEXPIRE', back, string.format('%.0f', span))
+end
+
+-- Limit lists travel as: how many numbers follow, then the numbers. Answers the list and the index
+-- of the argument after it.
+local function limits_at(args, i)
+  local n = tonumber(args[i])
+  local limits = {}
+  for j = 1, n do limits[j] = args[i + j] end
+  return limits, i + n + 1
+end

@@ -1,0 +1,139 @@
+"""Idempotency-Key on the requests that place paid calls: a repeat gets the first answer, no new call.
+
+Scoped per tenant and kept 24 hours. The first request with a key claims it; a concurrent repeat
+waits for that answer (up to ``WAIT_SECONDS``, then 409 ``idempotency_in_progress``); the same key
+with a different request is 422 ``idempotency_key_reused``. An answer that changed nothing (a
+refusal, bad input, storage down before anything happened) is not kept: the key is let go, so the
+repeat runs again instead of replaying a refusal that may no longer hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+
+from otpservice.adapters.storage.idempotency import IdempotencyRecords
+from otpservice.domain import errors
+from otpservice.http.problems import domain_problem
+from otpservice.service.repairs import RepairQueue
+from otpservice.tenants import Tenant
+
+WAIT_SECONDS = 5.0
+_POLL_SECONDS = 0.05
+_REPLAYED = "Idempotent-Replayed"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A response as sent and as kept: status, JSON body, headers worth replaying."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    media_type: str = "application/json"
+
+    @classmethod
+    def of(cls, status: int, content: msgspec.Struct) -> Answer:
+        return cls(status, msgspec.json.encode(content), {})
+
+    def response(self, *, replayed: bool = False) -> Response[bytes]:
+        headers = self.headers | ({_REPLAYED: "true"} if replayed else {})
+        return Response(self.body, status_code=self.status, headers=headers, media_type=self.media_type)
+
+    @property
+    def changed_something(self) -> bool:
+        """Whether a repeat must replay this answer: it succeeded, or a call may have gone out."""
+        if self.status < 400:
+            return True
+        problem = json.loads(self.body)
+        return bool(
+            problem.get("call_placed")
+            or problem.get("call_may_have_rung")
+            or problem.get("code") == "provider_rejected"
+        )
+
+
+def fingerprint(route: str, body: msgspec.Struct | None) -> str:
+    """What makes two requests "the same": the route (with its id) and the decoded body."""
+    encoded = msgspec.json.encode(body) if body is not None else b""
+    return hashlib.sha256(route.encode() + b"\x00" + encoded).hexdigest()
+
+
+class Idempotency:
+    def __init__(self, records: IdempotencyRecords, repairs: RepairQueue, lease_seconds: float):
+        self._records = records
+        self._repairs = repairs
+        self._lease_ms = int(lease_seconds * 1000)
+
+    async def run(
+        self,
+        request: Request[Any, Any, Any],
+        tenant: Tenant,
+        key: str | None,
+        request_fingerprint: str,
+        handle: Callable[[], Awaitable[Answer]],
+    ) -> Response[bytes]:
+        """Answer the request once per key: run ``handle`` if this request holds the key."""
+        if key is None:
+            return (await _answered(request, handle)).response()
+        owner = secrets.token_hex(8)
+        deadline = time.monotonic() + WAIT_SECONDS
+        while (
+            held := await self._records.claim(tenant.name, key, request_fingerprint, owner, self._lease_ms)
+        ) is not None:
+            if held.fingerprint != request_fingerprint:
+                raise errors.IdempotencyKeyReused()
+            if held.state == "done":
+                headers = json.loads(held.headers) if held.headers else {}
+                return Answer(held.status, held.body, headers, _media_type(held.status)).response(
+                    replayed=True
+                )
+            if time.monotonic() >= deadline:
+                raise errors.IdempotencyInProgress(retry_after_seconds=1)
+            await asyncio.sleep(_POLL_SECONDS)
+        try:
+            answer = await _answered(request, handle)
+        except BaseException:
+            self._repairs.submit("release_idempotency_key", self._settle(tenant, key, owner, None))
+            raise
+        # written now, or in the background if storage fails (the answer stands either way)
+        await self._repairs.write("settle_idempotency_key", self._settle(tenant, key, owner, answer))
+        return answer.response()
+
+    def _settle(
+        self, tenant: Tenant, key: str, owner: str, answer: Answer | None
+    ) -> Callable[[], Awaitable[None]]:
+        """Keep the answer for repeats, or let the key go when the request changed nothing."""
+
+        async def settle() -> None:
+            if answer is not None and answer.changed_something:
+                headers = json.dumps(answer.headers)
+                await self._records.keep(tenant.name, key, owner, answer.status, headers, answer.body)
+            else:
+                await self._records.release(tenant.name, key, owner)
+
+        return settle
+
+
+async def _answered(request: Request[Any, Any, Any], handle: Callable[[], Awaitable[Answer]]) -> Answer:
+    """The handler's answer, with a domain refusal turned into its problem document."""
+    try:
+        return await handle()
+    except errors.VerificationError as exc:
+        problem = domain_problem(exc).to_response(request)
+        headers = {name: value for name, value in (problem.headers or {}).items() if name == "Retry-After"}
+        status = problem.status_code or 500
+        return Answer(status, msgspec.json.encode(problem.content), headers, _media_type(status))
+
+
+def _media_type(status: int) -> str:
+    return "application/problem+json" if status >= 400 else "application/json"
