@@ -88,6 +88,7 @@ class Settings:
     failure_lock: Limits = (Limit(10, 86_400_000),)
     daily_call_cap: int | None = 10_000
     global_calls_per_minute: int | None = None
+    tenants_file: str = ""
     tenants: tuple[Tenant, ...] = ()  # from OTP_TENANTS_FILE; OTP_API_KEYS adds "default"
     notices: tuple[str, ...] = ()  # deprecated settings in use, logged at start
     retention_seconds: int = 86400
@@ -140,6 +141,7 @@ class Settings:
             global_calls_per_minute=reader.optional_integer(
                 "OTP_GLOBAL_CALLS_PER_MINUTE", None, 1, 10_000_000
             ),
+            tenants_file=reader.text("OTP_TENANTS_FILE", ""),
             tenants=reader.tenants("OTP_TENANTS_FILE"),
             retention_seconds=reader.integer("OTP_RETENTION_SECONDS", 86400, 60, 30 * 86400),
             reconcile_after_seconds=reader.integer("OTP_RECONCILE_AFTER_SECONDS", 90, 0, 86400),
@@ -174,7 +176,7 @@ class Settings:
                 if not reader.text(name, "")
             ]
         if problems:
-            raise SettingsError(problems)
+            raise SettingsError(list(dict.fromkeys(problems)))  # a problem found twice is said once
         return settings
 
     @property
@@ -191,7 +193,7 @@ class Settings:
         if self.public_url and not self.public_url.startswith("https://"):
             problems.append("OTP_PUBLIC_URL must be https:// (callback URLs carry per-call credentials)")
 
-        if not self.api_keys and not self.tenants:
+        if not self.api_keys and not self.tenants_file:
             problems.append("OTP_API_KEYS (comma-separated) or OTP_TENANTS_FILE is required")
         for key in self.api_keys:
             if _PLACEHOLDER.match(key) or len(key) < 16:

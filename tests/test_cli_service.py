@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from otpservice.cli import main
+from otpservice.tenants import hash_api_key
 from tests.support.servers import free_port
 
 
@@ -91,3 +92,39 @@ def test_dev_mode_goes_from_nothing_to_an_approved_verification(tmp_path: Path) 
     log_lines = [line for line in stderr_path.read_text().splitlines() if re.match(r"\d{4}-\d\d-\d\dT", line)]
     assert any("+8498*****21" in line for line in log_lines)
     assert not any("0987654321" in line or "84987654321" in line for line in log_lines)
+
+
+def test_serve_refuses_a_bad_tenants_file_with_exit_code_2(tmp_path: Path) -> None:
+    """`otpservice serve` exits 2 and prints one line per tenants-file problem, naming each setting."""
+    tenants = tmp_path / "tenants.toml"
+    tenants.write_text(
+        f'[tenants.shop]\napi_keys = ["{hash_api_key("k_live_shop_0123456789abcdef")}"]\n'
+        'webhook_url = "https://shop.example.vn/hook"\n'
+        "ttl_seconds = 5\n"
+        f'[tenants.bank]\napi_keys = ["{hash_api_key("k_live_bank_0123456789abcdef")}"]\n',
+        encoding="utf-8",
+    )
+    env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("OTP_")}
+    env |= {
+        "OTP_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "OTP_PEPPER": "p" * 40,
+        "OTP_PUBLIC_URL": "https://otp.example.vn",
+        "OTP_AUTOCALL_URL": "https://autocall.example.vn",
+        "OTP_AUTOCALL_SECRET_KEY": "30511f666-f888-411b-a6e0-11111fb6gg7a",
+        "OTP_AUTOCALL_CAMPAIGN_ID": "1",
+        "OTP_AUTOCALL_CALLER": "0123456789",
+        "OTP_TENANTS_FILE": str(tenants),
+        "OTP_HASH_WORKERS": None,  # serve sets it; listing it here has the runner restore it
+    }
+    result = CliRunner().invoke(main, ["serve"], env=env)
+    assert result.exit_code == 2, result.output
+    problem_lines = [line for line in result.output.splitlines() if line.startswith("  - ")]
+    assert len(problem_lines) == 2, result.output
+    assert all(line.startswith("  - OTP_TENANTS_FILE: ") for line in problem_lines), result.output
+    assert sum("tenants.shop.webhook_url is not a tenant setting" in line for line in problem_lines) == 1
+    assert (
+        sum("tenants.shop.ttl_seconds must be between 60 and 600, got 5" in line for line in problem_lines)
+        == 1
+    )
+    assert "refusing to start" in result.output
+    assert "shop.example.vn" not in result.output  # an unknown key's value may be a secret

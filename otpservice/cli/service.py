@@ -34,6 +34,12 @@ _DEV_DEFAULTS = {
 }
 
 
+class SettingsRefused(click.ClickException):
+    """The environment does not describe a runnable service: exit 2, one line per problem."""
+
+    exit_code = 2
+
+
 @click.command("serve")
 @click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 - a server listens on all interfaces
 @click.option("--port", default=8000, show_default=True, type=int)
@@ -45,7 +51,7 @@ def serve_command(host: str, port: int, workers: int) -> None:
     try:
         settings = Settings.from_env(mode="production")
     except SettingsError as exc:
-        raise click.ClickException(f"refusing to start: {exc}") from exc
+        raise SettingsRefused(f"refusing to start: {exc}") from exc
     configure_logging(settings.log_level, json=settings.log_json)
     # Each worker process builds the app from the same environment through the factory.
     uvicorn.run(
@@ -118,7 +124,7 @@ def dev_command(host: str, port: int, sandbox_port: int) -> None:
         try:
             settings = Settings.from_env(environ, mode="dev")
         except SettingsError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise SettingsRefused(str(exc)) from exc
         configure_logging(settings.log_level, json=settings.log_json)
         sandbox_config = SandboxConfig(ring_seconds=2.0, talk_seconds=4.0, log_spoken_text=True)
         servers: list[uvicorn.Server] = [

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.ASCII)
 _LONGEST_WINDOW_SECONDS = 31 * 86400
 
 
@@ -26,7 +26,7 @@ class Limit:
         for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
             if seconds >= size and seconds % size == 0:
                 return f"{self.count}/{seconds // size:.0f}{unit}"
-        return f"{self.count}/{seconds:g}s"
+        return f"{self.count}/{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 Limits = tuple[Limit, ...]
@@ -45,8 +45,9 @@ def parse_limits(text: str) -> Limits:
                 "e.g. 3/10m)"
             )
         count, amount, unit = int(match[1]), float(match[2]), match[3]
-        window_ms = round(amount * _UNIT_SECONDS[unit] * 1000)
-        if count < 1 or window_ms < 1000 or window_ms > _LONGEST_WINDOW_SECONDS * 1000:
+        seconds = amount * _UNIT_SECONDS[unit]
+        window_ms = round(seconds * 1000)
+        if count < 1 or seconds < 1 or window_ms > _LONGEST_WINDOW_SECONDS * 1000:
             raise ValueError(f"{part.strip()!r} needs a count of at least 1 and a window from 1s to 31d")
         limits.append(Limit(count, window_ms))
     return tuple(limits)

@@ -14,7 +14,10 @@ CONTRACT_MODULES: tuple[ModuleType, ...] = tuple(
     importlib.import_module(f"tests.test_api_{name}")
     for name in (
         "callbacks",
+        "failure_lock",
+        "idempotency",
         "lifecycle",
+        "one_pending",
         "budgets",
         "provider_faults",
         "reconcile",

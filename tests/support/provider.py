@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 
@@ -26,6 +27,22 @@ class SlowAnswers(httpx.AsyncBaseTransport):
             await response.aread()
             await asyncio.sleep(self.delay)
         return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class RecordedRequests(httpx.AsyncBaseTransport):
+    """The real sandbox over HTTP, keeping the path and JSON body of every call the service placed."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport(verify=TLS_CONTEXT)
+        self.placed: list[tuple[str, dict[str, object]]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/otp"):
+            self.placed.append((request.url.path, json.loads(await request.aread())))
+        return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

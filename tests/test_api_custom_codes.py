@@ -1,0 +1,95 @@
+"""Custom codes (SMS fallback): an allowed tenant chooses the code, and the call reads exactly it."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from otpservice.tenants import Tenant, hash_api_key
+from tests.support.flows import assert_problem, create, heard_code
+from tests.support.sandbox import SandboxHandle
+from tests.support.service import ServiceHandle, running_service
+
+FALLBACK_KEY = "sms-fallback-" + secrets.token_hex(8)
+PLAIN_KEY = "plain-" + secrets.token_hex(8)
+CODE = "90817263"
+
+
+@pytest.fixture
+def service(redis_url: str, sandbox: SandboxHandle) -> Iterator[ServiceHandle]:
+    tenants = (
+        Tenant("fallback", (hash_api_key(FALLBACK_KEY),), allow_custom_code=True),
+        Tenant("plain", (hash_api_key(PLAIN_KEY),)),
+    )
+    with running_service(redis_url, sandbox.url, tenants=tenants) as handle:
+        yield handle
+
+
+def test_the_call_reads_the_chosen_code(service: ServiceHandle, sandbox: SandboxHandle) -> None:
+    """The call reads the code the tenant sent; /verify accepts it; it is never logged."""
+    phone = f"096{secrets.randbelow(10**7):07d}"
+    with service.client(FALLBACK_KEY) as client:
+        verification = create(client, phone, code=CODE)
+        assert verification["code_length"] == len(CODE)
+        assert heard_code(sandbox, phone) == CODE
+        assert client.post("/verify", json={"id": verification["id"], "code": CODE}).json()["valid"] is True
+    assert CODE not in service.logs.getvalue()
+
+
+def test_a_resend_reads_the_same_code_again(service: ServiceHandle, sandbox: SandboxHandle) -> None:
+    """A resend must repeat the chosen code, and the new call reads it again."""
+    phone = f"096{secrets.randbelow(10**7):07d}"
+    with service.client(FALLBACK_KEY) as client:
+        vid = create(client, phone, code=CODE)["id"]
+        service.clock.advance(30)
+        assert_problem(client.post(f"/otp/{vid}/resend"), 422, "custom_code_mismatch")
+        assert_problem(
+            client.post(f"/otp/{vid}/resend", json={"code": "11112222"}), 422, "custom_code_mismatch"
+        )
+        resent = client.post(f"/otp/{vid}/resend", json={"code": CODE})
+        assert resent.status_code == 200, resent.text
+        calls = sandbox.calls(phone)
+        assert len(calls) == 2
+        assert all(CODE in call["spoken_text"] for call in calls)
+        assert client.post("/verify", json={"id": vid, "code": CODE}).json()["valid"] is True
+
+
+def test_other_tenants_may_not_choose_the_code(service: ServiceHandle, sandbox: SandboxHandle) -> None:
+    """A tenant without allow_custom_code gets 403 custom_code_not_allowed, and nothing is called."""
+    phone = f"096{secrets.randbelow(10**7):07d}"
+    with service.client(PLAIN_KEY) as client:
+        refused = client.post("/otp", json={"phone": phone, "code": CODE})
+        assert_problem(refused, 403, "custom_code_not_allowed")
+        vid = create(client, phone)["id"]
+        service.clock.advance(30)
+        assert_problem(client.post(f"/otp/{vid}/resend", json={"code": CODE}), 403, "custom_code_not_allowed")
+    assert len(sandbox.calls(phone)) == 1
+
+
+def test_a_malformed_chosen_code_is_refused(service: ServiceHandle) -> None:
+    """A chosen code must be 4 to 10 digits."""
+    with service.client(FALLBACK_KEY) as client:
+        for bad in ("123", "12345678901", "12a4"):
+            response = client.post("/otp", json={"phone": "0961234567", "code": bad})
+            assert_problem(response, 422, "validation_error")
+
+
+def test_a_start_for_a_pending_number_must_carry_its_code(
+    service: ServiceHandle, sandbox: SandboxHandle
+) -> None:
+    """Repeating a start with the pending verification's code answers it; another code is refused."""
+    phone = f"096{secrets.randbelow(10**7):07d}"
+    with service.client(FALLBACK_KEY) as client:
+        first = create(client, phone, code=CODE)
+        again = client.post("/otp", json={"phone": phone, "code": CODE})
+        assert (again.status_code, again.json()["id"]) == (200, first["id"])
+        other = client.post("/otp", json={"phone": phone, "code": "55556666"})
+        assert_problem(other, 422, "custom_code_mismatch")
+        generated = f"096{secrets.randbelow(10**7):07d}"
+        create(client, generated)
+        assert_problem(
+            client.post("/otp", json={"phone": generated, "code": CODE}), 422, "custom_code_mismatch"
+        )
+    assert len(sandbox.calls(phone)) == 1
