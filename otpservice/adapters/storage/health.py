@@ -14,7 +14,7 @@ log = structlog.get_logger(__name__)
 
 async def ping(storage: Storage) -> None:
     """Raise StorageUnavailable unless Redis answers within the storage bound."""
-    await storage.call(storage.client.ping)
+    await storage.call(storage.client.ping, "ping")
 
 
 async def warn_about_eviction(storage: Storage) -> None:
@@ -23,7 +23,7 @@ async def warn_about_eviction(storage: Storage) -> None:
     Managed Redis often forbids CONFIG; then nothing is said.
     """
     try:
-        reply: Any = await storage.call(lambda: storage.client.config_get("maxmemory-policy"))
+        reply: Any = await storage.call(lambda: storage.client.config_get("maxmemory-policy"), "config_get")
     except Exception:  # unreachable (StorageUnavailable) or CONFIG refused: a check that cannot run is silent
         return
     policies = _policies(reply)

@@ -43,9 +43,11 @@ class CallSchedule:
         """Ask again at ``at`` (only if the call is still on the schedule)."""
         key = keys.schedule_key_for(call.verification_id)
         member = keys.scheduled_call(call.verification_id, call.send_seq)
-        await self._storage.call(lambda: self._storage.client.zadd(key, {member: to_millis(at)}, xx=True))
+        await self._storage.call(
+            lambda: self._storage.client.zadd(key, {member: to_millis(at)}, xx=True), "reschedule"
+        )
 
     async def forget(self, call: ScheduledCall) -> None:
         key = keys.schedule_key_for(call.verification_id)
         member = keys.scheduled_call(call.verification_id, call.send_seq)
-        await self._storage.call(lambda: self._storage.client.zrem(key, member))
+        await self._storage.call(lambda: self._storage.client.zrem(key, member), "forget")

@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import structlog
+from prometheus_client import Counter
 from redis import exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
@@ -24,6 +25,8 @@ from otpservice.domain.errors import StorageUnavailable
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+# One per round trip a request or the reconciler makes (a script counts once), by script or command.
+OPERATIONS = Counter("otp_storage_operations", "Storage round trips, by script or command", ["operation"])
 
 # Scripts that work on something other than a verification record, so go without the prelude.
 _STANDALONE = frozenset(
@@ -108,15 +111,16 @@ class Storage:
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self.client.register_script(script_source(name))
-        return await self.call(lambda: script(keys=list(keys), args=[str(a) for a in args]))
+        return await self.call(lambda: script(keys=list(keys), args=[str(a) for a in args]), name)
 
-    async def call(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, operation: Callable[[], Awaitable[T]], name: str) -> T:
         """Await one storage operation within the bound; a failure to reach storage is one error.
 
         The client itself retries a lost connection (see ``connection``); this bound covers those
         retries and the wait for a free slot. Closing the connection a timed-out command leaves
         behind can add up to one socket timeout more.
         """
+        OPERATIONS.labels(name).inc()
         try:
             async with asyncio.timeout(self._timeout), self._slots:
                 if not self._ready:

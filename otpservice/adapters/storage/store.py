@@ -155,7 +155,7 @@ class VerificationStore:
     async def get(self, verification_id: str, tenant: str = "") -> Verification | None:
         """The verification, or None when there is none (or it belongs to another tenant)."""
         key = keys.verification_key(verification_id)
-        raw = await self._storage.call(lambda: self._storage.client.hgetall(key))
+        raw = await self._storage.call(lambda: self._storage.client.hgetall(key), "get")
         fields = {text(k): text(v) for k, v in raw.items()}
         if not fields or (tenant and fields.get("tn", DEFAULT_TENANT) != tenant):
             return None
@@ -164,7 +164,9 @@ class VerificationStore:
     async def current_code_hash(self, verification_id: str) -> str | None:
         """The encoded hash of the verification's current code (a resend of a chosen code checks it)."""
         key = keys.verification_key(verification_id)
-        packed, params = await self._storage.call(lambda: self._storage.client.hmget(key, ["hc", "hp"]))
+        packed, params = await self._storage.call(
+            lambda: self._storage.client.hmget(key, ["hc", "hp"]), "code_hash"
+        )
         return unpack_hash(text(params), text(packed)) if packed and params else None
 
     async def create(self, new: NewVerification, code_hash: str, placement_deadline: datetime) -> Started:
