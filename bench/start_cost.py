@@ -60,7 +60,7 @@ def _measure(client: httpx.Client, first: int, requests: int, idempotent: bool) 
         assert response.status_code == 201, response.text
     after = _round_trips(client)
     per_start = {name: (count - before.get(name, 0)) / requests for name, count in after.items()}
-    shown = ", ".join(f"{name} {count:g}" for name, count in sorted(per_start.items()) if count >= 0.05)
+    shown = ", ".join(f"{name} {count:.2g}" for name, count in sorted(per_start.items()) if count >= 0.05)
     return latencies, f"{sum(per_start.values()):.1f} ({shown})"
 
 

@@ -3,6 +3,7 @@ and never charges a call that surely did not leave."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -163,3 +164,39 @@ def test_calls_that_surely_never_left_are_not_charged(redis_url: str, sandbox: S
         for _ in range(3):  # the sandbox refuses 0900000008 ("Blacklist")
             assert_problem(start(client, "0900000008", client_ip="192.0.2.8"), 422, "provider_rejected")
         create(client, fresh_number(), client_ip="192.0.2.8")
+
+
+def test_parallel_starts_never_answer_a_verification_that_a_budget_refused(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """With the tenant's cap spent, parallel starts all get 429: none is told of a pending verification
+    that will never ring."""
+    with running_service(redis_url, sandbox.url, daily_call_cap=1) as service, service.client() as client:
+        client.delete(f"/otp/{create(client, fresh_number())['id']}")
+        phone = fresh_number()
+
+        async def race() -> list[int]:
+            async with service.async_client() as parallel:
+                answers = await asyncio.gather(
+                    *(parallel.post("/otp", json={"phone": phone}) for _ in range(10))
+                )
+            return [answer.status_code for answer in answers]
+
+        assert asyncio.run(race()) == [429] * 10
+    assert not sandbox.calls(phone)
+
+
+def test_the_longest_refusal_is_the_one_answered(redis_url: str, sandbox: SandboxHandle) -> None:
+    """When several budgets refuse, the answer names the one that refuses longest, so its Retry-After
+    is surely enough."""
+    prefix = f"091{secrets.randbelow(10**4):04d}"
+    with (
+        running_service(
+            redis_url, sandbox.url, prefix_limits=parse_limits("1/10s"), daily_call_cap=1
+        ) as service,
+        service.client() as client,
+    ):
+        create(client, prefix + "001")
+        refused = start(client, prefix + "002")
+        assert_problem(refused, 429, "tenant_call_cap_reached")
+        assert int(refused.headers["retry-after"]) > 10

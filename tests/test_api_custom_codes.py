@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from otpservice.tenants import Tenant, hash_api_key
@@ -93,3 +94,47 @@ def test_a_start_for_a_pending_number_must_carry_its_code(
             client.post("/otp", json={"phone": generated, "code": CODE}), 422, "custom_code_mismatch"
         )
     assert len(sandbox.calls(phone)) == 1
+
+
+def test_guessing_a_chosen_code_through_resend_spends_attempts(service: ServiceHandle) -> None:
+    """A wrong code given to resend counts as a wrong code: guessing there is bounded like /verify."""
+    phone = f"096{secrets.randbelow(10**7):07d}"
+    with service.client(FALLBACK_KEY) as client:
+        vid = create(client, phone, code=CODE)["id"]
+        service.clock.advance(30)
+        for n in range(service.settings.max_attempts):
+            guess = client.post(f"/otp/{vid}/resend", json={"code": f"{n:08d}"})
+            assert guess.status_code in (409, 422), guess.text
+        assert client.get(f"/otp/{vid}").json()["status"] == "max_attempts_reached"
+        assert_problem(client.post(f"/otp/{vid}/resend", json={"code": CODE}), 409, "max_attempts_reached")
+
+
+def test_a_chosen_code_whose_first_call_is_unconfirmed_can_be_resent(redis_url: str) -> None:
+    """While the first call's outcome is unknown, the chosen code is still recognised for a resend."""
+    placed: list[str] = []
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("generate_access_token"):
+            return httpx.Response(200, json={"data": {"access_token": "t", "expire_at": 3600}})
+        placed.append(request.url.path)
+        if len(placed) == 1:
+            raise httpx.ReadTimeout("the provider took the call but its answer never came", request=request)
+        return httpx.Response(
+            200, json={"data": {"campaign_id": "1", "results": {"fail": [], "success": ["c2"]}}}
+        )
+
+    tenants = (Tenant("fallback", (hash_api_key(FALLBACK_KEY),), allow_custom_code=True),)
+    transport = httpx.MockTransport(provider)
+    with (
+        running_service(
+            redis_url, "http://provider.invalid", provider_transport=transport, tenants=tenants
+        ) as svc,
+        svc.client(FALLBACK_KEY) as client,
+    ):
+        first = client.post("/otp", json={"phone": "0961112223", "code": CODE})
+        body = assert_problem(first, 503, "provider_unavailable")
+        assert body["call_may_have_rung"] is True
+        svc.clock.advance(30)
+        resent = client.post(f"/otp/{body['id']}/resend", json={"code": CODE})
+        assert resent.status_code == 200, resent.text
+        assert resent.json()["attempts"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from otpservice.domain.limits import parse_limits
@@ -50,3 +51,28 @@ def test_the_lock_is_per_tenant(redis_url: str, sandbox: SandboxHandle) -> None:
         assert_problem(client.post("/otp", json={"phone": phone}), 429, "phone_locked")
     with running_service(redis_url, sandbox.url, failure_lock=lock) as other, other.client() as client:
         create(client, phone)
+
+
+def test_parallel_guesses_cannot_slip_under_the_lock(redis_url: str, sandbox: SandboxHandle) -> None:
+    """Guesses sent all at once count towards the lock while being checked: at most the lock's count
+    are judged, the rest are refused without being checked."""
+    phone = f"095{secrets.randbelow(10**7):07d}"
+    lock = parse_limits("3/1h")
+    with running_service(redis_url, sandbox.url, failure_lock=lock, max_attempts=10) as service:
+        with service.client() as client:
+            vid = create(client, phone)["id"]
+            wrong = wrong_code(heard_code(sandbox, phone))
+
+        async def guess_all() -> list[int]:
+            async with service.async_client() as client:
+                answers = await asyncio.gather(
+                    *(client.post("/verify", json={"id": vid, "code": wrong}) for _ in range(10))
+                )
+            return [answer.status_code for answer in answers]
+
+        statuses = asyncio.run(guess_all())
+        with service.client() as client:
+            assert client.get(f"/otp/{vid}").json()["attempts"] <= 3
+            assert_problem(client.post("/verify", json={"id": vid, "code": wrong}), 409, "phone_locked")
+    assert statuses.count(200) <= 3
+    assert set(statuses) <= {200, 409}

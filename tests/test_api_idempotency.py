@@ -32,6 +32,15 @@ def test_a_repeat_replays_the_first_answer(service: ServiceHandle, sandbox: Sand
     assert len(sandbox.calls(phone)) == 1
 
 
+def test_the_same_fields_in_another_order_are_the_same_request(service: ServiceHandle) -> None:
+    """A repeat whose JSON lists the same fields in another order is replayed, not refused."""
+    phone, key = _number(), _key()
+    with service.client() as client:
+        first = client.post("/otp", json={"phone": phone, "metadata": {"a": 1, "b": 2}}, headers=key)
+        again = client.post("/otp", json={"metadata": {"b": 2, "a": 1}, "phone": phone}, headers=key)
+    assert (again.status_code, again.content) == (first.status_code, first.content)
+
+
 def test_a_key_reused_with_another_body_is_refused(service: ServiceHandle, sandbox: SandboxHandle) -> None:
     """The same key with a different body answers 422 idempotency_key_reused and places nothing."""
     key = _key()

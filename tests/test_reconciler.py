@@ -158,6 +158,7 @@ async def _begin_send(redis_url: str, vid: str, code_hash: str, now: datetime) -
         return await store.begin_send(
             vid,
             now + timedelta(seconds=60),
+            token="crashed",
             cooldown_seconds=30,
             max_sends=5,
             code_hash=code_hash,

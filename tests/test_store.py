@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import zlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +16,7 @@ from otpservice.adapters.storage import keys
 from otpservice.adapters.storage.budget import Budget, CallBudgets, Charges, Refusal
 from otpservice.adapters.storage.records import pack_hash, unpack_hash
 from otpservice.adapters.storage.scripts import Storage
-from otpservice.adapters.storage.store import NewVerification, VerificationStore
+from otpservice.adapters.storage.store import NewVerification, NumberPolicy, VerificationStore
 from otpservice.domain import errors
 from otpservice.domain.codes import CodeHasher
 from otpservice.domain.limits import Limit
@@ -135,6 +137,7 @@ async def begin(store: VerificationStore, vid: str, code: str, at: datetime) -> 
     return await store.begin_send(
         vid,
         at,
+        token=secrets.token_hex(4),
         cooldown_seconds=30,
         max_sends=5,
         code_hash=HASHER.hash(vid, code),
@@ -340,7 +343,7 @@ async def test_every_key_has_a_ttl(store: VerificationStore, redis: Redis) -> No
     await placed(store, vid, 1, "c1")
     budgets = CallBudgets(Storage(redis, operation_timeout_seconds=5))
     prefix = Budget("prefix", "r:+84987654", (Limit(10, 3_600_000),))
-    await budgets.give_back(Charges("vf_0:1:t", (prefix,)))
+    await budgets.give_back(Charges("vf_0:1:t", MS, (prefix,)))
     await budgets.take("vf_1:1:t", [prefix], MS)
     async for key in redis.scan_iter("otp:*"):
         assert await redis.pttl(key) > 0, key
@@ -368,7 +371,59 @@ async def test_a_call_given_back_before_its_count_lands_is_not_counted(redis: Re
     """A budget count landing after its give-back (a stalled server) does not spend the budget."""
     budgets = CallBudgets(Storage(redis, operation_timeout_seconds=5))
     prefix = Budget("prefix", f"r:{new_verification_id()}", (Limit(1, 3_600_000),))
-    await budgets.give_back(Charges("vf_late:1:t", (prefix,)))
+    await budgets.give_back(Charges("vf_late:1:t", MS, (prefix,)))
     assert isinstance(await budgets.take("vf_late:1:t", [prefix], MS), Charges)
     assert isinstance(await budgets.take("vf_next:1:t", [prefix], MS), Charges)
     assert isinstance(await budgets.take("vf_over:1:t", [prefix], MS), Refusal)
+
+
+async def test_a_resend_refused_by_the_number_budget_keeps_every_code_heard(redis: Redis) -> None:
+    """A resend refused by the number's budget changes nothing: an unconfirmed call's code and the
+    one before it both stay accepted."""
+    policy = NumberPolicy(call_limits=(Limit(2, 3_600_000),))
+    store = VerificationStore(Storage(redis, operation_timeout_seconds=5), 86400, policy)
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    seq = await begin(store, vid, "222222", NOW + timedelta(seconds=30))
+    await store.placement_unknown(vid, NOW + timedelta(seconds=31), seq, "timeout")
+    with pytest.raises(errors.PhoneRateLimited):
+        await begin(store, vid, "333333", NOW + timedelta(seconds=90))
+    reservation = await store.reserve(
+        vid, "t1", NOW + timedelta(seconds=90), 6, LEASE + timedelta(seconds=90)
+    )
+    assert [code.send_seq for code in reservation.codes] == [1, seq]
+
+
+async def test_a_resend_whose_request_gave_up_is_undone_in_either_order(store: VerificationStore) -> None:
+    """Releasing a resend's token undoes the send it began, and voids a begin that lands after it."""
+    at = NOW + timedelta(seconds=30)
+    for release_first in (False, True):
+        vid = await new_pending(store)
+        await placed(store, vid, 1, "c1")
+        before = await store.get(vid)
+
+        async def begin_with(token: str, vid: str = vid) -> int:
+            return await store.begin_send(
+                vid,
+                at,
+                token=token,
+                cooldown_seconds=30,
+                max_sends=5,
+                code_hash=HASHER.hash(vid, "222222"),
+                ttl_seconds=300,
+                placement_deadline=at + timedelta(seconds=20),
+            )
+
+        if release_first:
+            await store.release(vid, "gave-up", at)
+            with pytest.raises(errors.StorageUnavailable):
+                await begin_with("gave-up")
+        else:
+            await begin_with("gave-up")
+            await store.release(vid, "gave-up", at)
+        after = await store.get(vid)
+        assert after is not None
+        assert before is not None
+        assert replace(after, updated_at=before.updated_at) == before
+        reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
+        assert [code.send_seq for code in reservation.codes] == [1]

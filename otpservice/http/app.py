@@ -163,7 +163,10 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 randbelow=seams.randbelow,
             )
             app.state.idempotency = Idempotency(
-                IdempotencyRecords(storage), repairs, lease_seconds=_request_bound_seconds(settings)
+                IdempotencyRecords(storage),
+                repairs,
+                lease_seconds=_request_bound_seconds(settings),
+                pepper=settings.pepper,
             )
             app.state.deliveries = DeliveryTracker(
                 settings=settings,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -62,17 +63,21 @@ class Answer:
         )
 
 
-def fingerprint(route: str, body: msgspec.Struct | None) -> str:
-    """What makes two requests "the same": the route (with its id) and the decoded body."""
-    encoded = msgspec.json.encode(body) if body is not None else b""
-    return hashlib.sha256(route.encode() + b"\x00" + encoded).hexdigest()
-
-
 class Idempotency:
-    def __init__(self, records: IdempotencyRecords, repairs: RepairQueue, lease_seconds: float):
+    def __init__(
+        self, records: IdempotencyRecords, repairs: RepairQueue, lease_seconds: float, pepper: bytes
+    ):
         self._records = records
         self._repairs = repairs
         self._lease_ms = int(lease_seconds * 1000)
+        # keyed: a body may carry a chosen code, and a plain hash of it in Redis could be reversed
+        self._fingerprint_key = hmac.new(pepper, b"idempotency-fingerprint", hashlib.sha256).digest()
+
+    def fingerprint(self, route: str, body: msgspec.Struct | None) -> str:
+        """What makes two requests "the same": the route (with its id) and the decoded body."""
+        # sorted: the same fields in another order (metadata keys, say) are the same request
+        encoded = msgspec.json.encode(body, order="sorted") if body is not None else b""
+        return hmac.new(self._fingerprint_key, route.encode() + b"\x00" + encoded, hashlib.sha256).hexdigest()
 
     async def run(
         self,
@@ -93,10 +98,7 @@ class Idempotency:
             if held.fingerprint != request_fingerprint:
                 raise errors.IdempotencyKeyReused()
             if held.state == "done":
-                headers = json.loads(held.headers) if held.headers else {}
-                return Answer(held.status, held.body, headers, _media_type(held.status)).response(
-                    replayed=True
-                )
+                return Answer(held.status, held.body, {}, _media_type(held.status)).response(replayed=True)
             if time.monotonic() >= deadline:
                 raise errors.IdempotencyInProgress(retry_after_seconds=1)
             await asyncio.sleep(_POLL_SECONDS)
@@ -116,8 +118,8 @@ class Idempotency:
 
         async def settle() -> None:
             if answer is not None and answer.changed_something:
-                headers = json.dumps(answer.headers)
-                await self._records.keep(tenant.name, key, owner, answer.status, headers, answer.body)
+                # no headers kept: a Retry-After replayed hours later would only invite pointless retries
+                await self._records.keep(tenant.name, key, owner, answer.status, "", answer.body)
             else:
                 await self._records.release(tenant.name, key, owner)
 

@@ -14,7 +14,7 @@ from otpservice.domain.verification import DeliveryStatus, Verification, Verific
 
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=64)]
 MetadataValue = Annotated[str, Meta(max_length=512)] | int | float | bool | None
-_ID_PATTERN = r"^[A-Za-z0-9_\-]+$"
+_ID_PATTERN = r"^vf_[A-Za-z0-9_\-]+$"  # our ids; also keeps ids off the shard keys ("calls")
 VerificationId = Annotated[str, Meta(min_length=1, max_length=64, pattern=_ID_PATTERN)]
 VerificationIdInPath = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=_ID_PATTERN)]
 IdempotencyKeyHeader = Annotated[

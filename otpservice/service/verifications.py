@@ -9,17 +9,16 @@ request either changed nothing, or says what it did and gives the id to follow u
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import structlog
 
 from otpservice.adapters.storage.budget import Budget, CallBudgets, Charges, Refusal
-from otpservice.adapters.storage.store import NewVerification, VerificationStore, call_name
+from otpservice.adapters.storage.store import NewVerification, Reservation, VerificationStore, call_name
 from otpservice.domain import errors
 from otpservice.domain.client_ip import client_subject
 from otpservice.domain.clock import Clock, to_millis
@@ -56,6 +55,14 @@ def _resend_not_placed(verification_id: str) -> errors.StorageUnavailable:
         verification_id=verification_id,
         call_placed=False,
     )
+
+
+_REFUSALS: dict[str, Callable[[int], errors.BudgetSpent]] = {
+    "client": errors.ClientRateLimited,
+    "prefix": errors.PrefixRateLimited,
+    "tenant_day": errors.TenantCallCapReached,
+    "global": errors.CallBudgetExhausted,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +122,11 @@ class VerificationService:
         code: str | None = None,
     ) -> StartResult:
         """Create a verification and place its first call, unless the tenant has one pending for the
-        number: then answer that one (calling again, as a resend would, once its cooldown passed)."""
+        number: then answer that one (calling again, as a resend would, once its cooldown passed).
+
+        The budgets beyond the number's own are taken first, so a verification is only ever created
+        (and seen by a parallel start) once every budget allowed its call.
+        """
         if code is not None:
             code = self._chosen_code(tenant, code, code_length)
         client = client_subject(client_ip) if client_ip is not None else None
@@ -123,13 +134,11 @@ class VerificationService:
         length = len(code) if code else code_length or tenant.code_length or self._settings.code_length
         ttl = ttl_seconds or tenant.ttl_seconds or self._settings.ttl_seconds
         verification_id = self._store.new_id(phone.e164, self._new_id)
-        token = self._new_token()
         now = self._clock.now()
-        spoken = code or generate_code(length, self._randbelow)
         new = NewVerification(
             id=verification_id,
             tenant=tenant.name,
-            call=call_name(verification_id, 1, token),
+            call=call_name(verification_id, self._new_token()),
             phone=phone.e164,
             code_length=length,
             ttl_seconds=ttl,
@@ -140,42 +149,29 @@ class VerificationService:
             metadata=metadata or {},
             custom_code=code is not None,
         )
+        budgets = self._budgets_for(tenant, phone, client, now)
+        charges = await self._charge(verification_id, new.call, budgets, now, phone)
+        spoken = code or generate_code(length, self._randbelow)
         code_hash = await self._hashing.hash(verification_id, spoken)
         try:
             started = await self._store.create(new, code_hash, self._placer.placement_deadline(now))
         except errors.StorageUnavailable as exc:
             self._void_later(new, "not placed: storage unavailable")
+            await self._placer.give_back(charges, verification_id, now=False)
             raise errors.StorageUnavailable(
                 "storage did not answer, so no call was placed; start again (this id, if it ever "
                 "appears, is failed)",
                 verification_id=verification_id,
                 call_placed=False,
             ) from exc
-        except errors.PhoneRateLimited:
-            self._refused("phone", phone)
+        except errors.VerificationError as exc:
+            await self._placer.give_back(charges, verification_id)
+            if isinstance(exc, errors.PhoneRateLimited):
+                self._log_refusal("phone", phone)
             raise
         if started.outcome == "existing":
+            await self._placer.give_back(charges, verification_id)
             return await self._answer_pending(tenant, started.verification, code)
-        budgets = self._budgets_for(tenant, phone, client, now)
-        try:
-            charged = await self._budgets.take(new.call, budgets, to_millis(now))
-        except errors.StorageUnavailable as exc:
-            self._void_later(new, "not placed: storage unavailable")
-            await self._placer.give_back(Charges(new.call, tuple(budgets)), verification_id, now=False)
-            raise errors.StorageUnavailable(
-                "storage did not answer, so no call was placed; start again (this id, if it ever "
-                "appears, is failed)",
-                verification_id=verification_id,
-                call_placed=False,
-            ) from exc
-        if isinstance(charged, Refusal):
-            await self._repairs.write(
-                "void_create",
-                lambda: self._store.void_create(new, f"not placed: {charged.budget.kind} budget spent"),
-                now=True,
-                verification_id=verification_id,
-            )
-            raise self._refused(charged.budget.kind, phone, charged.wait_ms)
         log.info(
             "verification.created",
             verification_id=verification_id,
@@ -184,9 +180,29 @@ class VerificationService:
         )
         metrics.VERIFICATIONS_STARTED.labels(tenant.name).inc()
         placed = await self._placer.place(
-            CallRequest(verification_id, tenant.name, phone, spoken, 1, ttl, new.call, charged)
+            CallRequest(verification_id, tenant.name, phone, spoken, 1, ttl, new.call, charges)
         )
         return StartResult(created=True, verification=placed.as_of(self._clock.now()))
+
+    async def _charge(
+        self, verification_id: str, call: str, budgets: list[Budget], now: datetime, phone: PhoneNumber
+    ) -> Charges:
+        """Take the call from every budget beyond the number's own, or refuse before anything changed."""
+        try:
+            charged = await self._budgets.take(call, budgets, to_millis(now))
+        except errors.StorageUnavailable as exc:
+            # a count may still land: give every budget back in the background
+            await self._placer.give_back(
+                Charges(call, to_millis(now), tuple(budgets)), verification_id, now=False
+            )
+            raise errors.StorageUnavailable(
+                "storage did not answer, so nothing was stored and no call was placed; try again",
+                call_placed=False,
+            ) from exc
+        if isinstance(charged, Refusal):
+            self._log_refusal(charged.budget.kind, phone)
+            raise _REFUSALS[charged.budget.kind](max(1, -(-charged.wait_ms // 1000)))
+        return charged
 
     def _chosen_code(self, tenant: Tenant, code: str, code_length: int | None) -> str:
         """A code the tenant chose (the one its SMS carried): allowed tenants only, 4-10 digits."""
@@ -201,27 +217,56 @@ class VerificationService:
     async def _answer_pending(self, tenant: Tenant, pending: Verification, code: str | None) -> StartResult:
         """The tenant's pending verification of the number, called again if its cooldown passed."""
         if code is not None or pending.custom_code:
-            # a start carrying a code must match the pending one's: the user may hold either code
-            await self._check_chosen_code(pending, code)
+            # the user may hold either code: a start must not switch it
+            await self._check_chosen_code(tenant, pending, code)
         now = self._clock.now()
         if now >= pending.resend_available_at:
-            with contextlib.suppress(errors.ResendTooSoon):  # another start got there first
+            try:
                 return StartResult(False, await self._resend(tenant, pending, code))
+            except errors.ResendTooSoon:
+                pass  # another start got there first
+            except errors.SendLimitReached:
+                raise errors.SendLimitReached(
+                    f"this number's pending verification {pending.id} has used its calls; cancel it "
+                    "(DELETE /otp/{id}) or let it expire before starting again"
+                ) from None
         log.info("verification.start_answered_pending", verification_id=pending.id, tenant=tenant.name)
         return StartResult(created=False, verification=pending.as_of(now))
 
-    async def _check_chosen_code(self, verification: Verification, code: str | None) -> None:
+    async def _check_chosen_code(self, tenant: Tenant, verification: Verification, code: str | None) -> None:
+        """A chosen code given again must be the verification's. A wrong one is judged like a wrong
+        code at /verify (it spends an attempt and counts towards the lock), else guessing were free."""
         if not verification.custom_code:
             raise errors.CustomCodeMismatch(
                 "this number has a pending verification with a generated code; cancel it to choose one"
             )
         if code is None:
             raise errors.CustomCodeMismatch(
-                'this verification\'s code was chosen by the client: send it as "code"'
+                'this verification\'s code was chosen by the client: send it again as "code"'
             )
-        encoded = await self._store.current_code_hash(verification.id)
-        if encoded is None or not await self._hashing.matches(verification.id, code, encoded):
-            raise errors.CustomCodeMismatch("this is not the code of the number's pending verification")
+        token = self._new_token()
+        now = self._clock.now()
+        lease_until = now + timedelta(seconds=ATTEMPT_LEASE_SECONDS)
+        reservation = await self._store.reserve(
+            verification.id, token, now, len(code), lease_until, tenant=tenant.name
+        )
+        if await self._matched_send(verification.id, code, reservation) is not None:
+            await self._store.release(verification.id, token, now, tenant=tenant.name)
+            return
+        judgement = await self._store.judge(
+            verification.id, token, self._clock.now(), None, tenant=tenant.name
+        )
+        raise errors.CustomCodeMismatch(
+            "this is not the verification's code (it counts as a wrong code: "
+            f"{judgement.verification.attempts_remaining} attempts remain)"
+        )
+
+    async def _matched_send(self, verification_id: str, code: str, reservation: Reservation) -> int | None:
+        """Which accepted code ``code`` is (its send), checked off the event loop; None if none."""
+        for accepted in reservation.codes:
+            if await self._hashing.matches(verification_id, code, accepted.encoded_hash):
+                return accepted.send_seq
+        return None
 
     def _void_later(self, new: NewVerification, reason: str) -> None:
         """The create may still land later: make sure it can only land as failed, never pending."""
@@ -255,8 +300,7 @@ class VerificationService:
             budgets.append(Budget("global", "all", (Limit(settings.global_calls_per_minute, 60_000),)))
         return budgets
 
-    def _refused(self, kind: str, phone: PhoneNumber, wait_ms: int | None = None) -> errors.BudgetSpent:
-        """Log and count a budget's refusal, and the error the client gets."""
+    def _log_refusal(self, kind: str, phone: PhoneNumber) -> None:
         metrics.BUDGET_REFUSALS.labels(kind).inc()
         if kind == "global":
             log.warning(
@@ -264,15 +308,6 @@ class VerificationService:
             )
         else:
             log.warning("call.refused", budget=kind, phone=mask_phone(phone.e164))
-        retry_after = max(1, -(-(wait_ms or 0) // 1000))
-        refusal: dict[str, Callable[[int], errors.BudgetSpent]] = {
-            "phone": errors.PhoneRateLimited,
-            "client": errors.ClientRateLimited,
-            "prefix": errors.PrefixRateLimited,
-            "tenant_day": errors.TenantCallCapReached,
-            "global": errors.CallBudgetExhausted,
-        }
-        return refusal[kind](retry_after)
 
     async def resend(self, tenant: Tenant, verification_id: str, code: str | None = None) -> Verification:
         """Call again with a new code (or the chosen one again); the old code works until the new
@@ -283,19 +318,23 @@ class VerificationService:
         if code is not None and not tenant.allow_custom_code:
             raise errors.CustomCodeNotAllowed()
         if code is not None or current.custom_code:
-            await self._check_chosen_code(current, code)
+            await self._check_chosen_code(tenant, current, code)
         return await self._resend(tenant, current, code)
 
     async def _resend(self, tenant: Tenant, current: Verification, code: str | None) -> Verification:
+        """Take the budgets, begin the send atomically (cooldown, lock, the number's budget), call."""
         verification_id = current.id
         phone = stored_phone(current.phone)
+        token = self._new_token()
+        name = call_name(verification_id, token)
+        now = self._clock.now()
+        budgets = self._budgets_for(tenant, phone, None, now)
+        charges = await self._charge(verification_id, name, budgets, now, phone)
         if current.custom_code and code is not None:
             spoken, code_hash = code, None
         else:
             spoken = generate_code(current.code_length, self._randbelow)
             code_hash = await self._hashing.hash(verification_id, spoken)
-        token = self._new_token()
-        now = self._clock.now()
         try:
             send_seq = await self._store.begin_send(
                 verification_id,
@@ -309,24 +348,19 @@ class VerificationService:
                 placement_deadline=self._placer.placement_deadline(now),
             )
         except errors.StorageUnavailable as exc:
+            self._release(verification_id, tenant.name, token, now)  # the begin may land later
+            await self._placer.give_back(charges, verification_id, now=False)
             raise _resend_not_placed(verification_id) from exc
-        except errors.PhoneRateLimited:
-            self._refused("phone", phone)
+        except errors.VerificationError as exc:
+            await self._placer.give_back(charges, verification_id)
+            if isinstance(exc, errors.PhoneRateLimited):
+                self._log_refusal("phone", phone)
             raise
-        name = call_name(verification_id, send_seq, token)
-        call = CallRequest(verification_id, tenant.name, phone, spoken, send_seq, current.ttl_seconds, name)
-        budgets = self._budgets_for(tenant, phone, None, now)
-        try:
-            charged = await self._budgets.take(name, budgets, to_millis(now))
-        except errors.StorageUnavailable as exc:
-            await self._placer.abandon(
-                replace(call, charges=Charges(name, tuple(budgets))), "storage unavailable", later=True
+        placed = await self._placer.place(
+            CallRequest(
+                verification_id, tenant.name, phone, spoken, send_seq, current.ttl_seconds, name, charges
             )
-            raise _resend_not_placed(verification_id) from exc
-        if isinstance(charged, Refusal):
-            await self._placer.abandon(call, f"the {charged.budget.kind} budget is spent")
-            raise self._refused(charged.budget.kind, phone, charged.wait_ms)
-        placed = await self._placer.place(replace(call, charges=charged))
+        )
         return placed.as_of(self._clock.now())
 
     async def cancel(self, tenant: Tenant, verification_id: str) -> Verification:
@@ -358,11 +392,7 @@ class VerificationService:
                 "storage did not answer; the code was not checked and no attempt was spent; submit it again",
                 verification_id=verification_id,
             ) from exc
-        matched = None
-        for accepted in reservation.codes:
-            if await self._hashing.matches(verification_id, code, accepted.encoded_hash):
-                matched = accepted.send_seq
-                break
+        matched = await self._matched_send(verification_id, code, reservation)
         try:
             judgement = await self._store.judge(
                 verification_id, token, self._clock.now(), matched, tenant=tenant.name

@@ -44,6 +44,7 @@ class Charges:
     """The budgets one named call was counted against; given back together if it never left."""
 
     call: str
+    at_ms: int
     budgets: tuple[Budget, ...] = ()
 
 
@@ -54,16 +55,19 @@ class CallBudgets:
         self._storage = storage
 
     async def take(self, call: str, budgets: Sequence[Budget], now_ms: int) -> Charges | Refusal:
-        """Count ``call`` in every budget; when one refuses, give back the others and say which."""
+        """Count ``call`` in every budget; when any refuses, give back the others and name the one
+        that refuses longest (its wait is the Retry-After that will surely be enough)."""
         waits = await asyncio.gather(*(self._take(call, budget, now_ms) for budget in budgets))
-        refused = [(budget, wait) for budget, wait in zip(budgets, waits, strict=True) if wait > 0]
+        refused = [
+            (budget, budget.resets_at_ms - now_ms if budget.resets_at_ms is not None else wait)
+            for budget, wait in zip(budgets, waits, strict=True)
+            if wait > 0
+        ]
         if not refused:
-            return Charges(call, tuple(budgets))
+            return Charges(call, now_ms, tuple(budgets))
         taken = tuple(budget for budget, wait in zip(budgets, waits, strict=True) if wait == 0)
-        await self.give_back(Charges(call, taken))
-        budget, wait = refused[0]
-        if budget.resets_at_ms is not None:
-            wait = budget.resets_at_ms - now_ms
+        await self.give_back(Charges(call, now_ms, taken))
+        budget, wait = max(refused, key=lambda refusal: refusal[1])
         return Refusal(budget, max(1, wait))
 
     async def _take(self, call: str, budget: Budget, now_ms: int) -> int:
@@ -80,7 +84,7 @@ class CallBudgets:
                 self._storage.run(
                     "give_back_calls",
                     list(keys.budget_keys(budget.subject)),
-                    [charges.call, limit_lists.longest_window_ms(budget.limits)],
+                    [charges.at_ms, charges.call, limit_lists.longest_window_ms(budget.limits)],
                 )
                 for budget in charges.budgets
             )

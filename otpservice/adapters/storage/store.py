@@ -161,14 +161,6 @@ class VerificationStore:
             return None
         return to_verification(verification_id, fields)
 
-    async def current_code_hash(self, verification_id: str) -> str | None:
-        """The encoded hash of the verification's current code (a resend of a chosen code checks it)."""
-        key = keys.verification_key(verification_id)
-        packed, params = await self._storage.call(
-            lambda: self._storage.client.hmget(key, ["hc", "hp"]), "code_hash"
-        )
-        return unpack_hash(text(params), text(packed)) if packed and params else None
-
     async def create(self, new: NewVerification, code_hash: str, placement_deadline: datetime) -> Started:
         """Store a pending verification whose first call (send 1) is about to be placed.
 
@@ -267,7 +259,7 @@ class VerificationStore:
         now: datetime,
         *,
         tenant: str = "",
-        token: str = "",
+        token: str,
         cooldown_seconds: int,
         max_sends: int,
         code_hash: str | None,
@@ -278,7 +270,7 @@ class VerificationStore:
 
         Until the placement resolves both the current code and the new one are accepted. No hash
         (``None``): the same code again (one the tenant chose). The call is named
-        ``<id>:<send>:<token>`` in the budgets (:func:`call_name`).
+        ``<id>:<token>`` in the budgets (:func:`call_name`); a retry with the same token begins once.
         """
         params, packed = pack_hash(code_hash) if code_hash else ("", "")
         reply = await self._run(
@@ -302,6 +294,8 @@ class VerificationStore:
             return int(detail)
         if verdict == "phone_limited":
             raise errors.PhoneRateLimited(retry_after_seconds=-(-int(detail) // 1000))
+        if verdict == "voided":  # this request's begin landed after its request gave up
+            raise errors.StorageUnavailable()
         if verdict == "too_soon":
             raise errors.ResendTooSoon(from_millis(int(detail)), _seconds_until(int(detail), now))
         if verdict == "max_sends":
@@ -443,8 +437,18 @@ class VerificationStore:
         raise self._refusal(verification_id, now, verdict, detail)
 
     async def release(self, verification_id: str, token: str, now: datetime, *, tenant: str = "") -> None:
-        """Give back an attempt whose request gave up; a reservation landing later changes nothing."""
-        await self._run("release", verification_id, now, token, tenant=tenant, schedule=False)
+        """Give back what a request that gave up began under ``token`` (an attempt, or a resend not
+        yet placed); a reservation or begin landing later changes nothing."""
+        await self._run(
+            "release",
+            verification_id,
+            now,
+            token,
+            verification_id,
+            self._retention_ms,
+            limit_lists.longest_window_ms(self._policy.call_limits),
+            tenant=tenant,
+        )
 
     async def cancel(
         self, verification_id: str, token: str, now: datetime, *, tenant: str = ""
@@ -514,9 +518,9 @@ def _seconds_until(moment_ms: int, now: datetime) -> int:
     return max(1, -(-(moment_ms - to_millis(now)) // 1000))
 
 
-def call_name(verification_id: str, send_seq: int, token: str) -> str:
+def call_name(verification_id: str, token: str) -> str:
     """How one call is named in every budget: unique per request, so a give-back is exact."""
-    return f"{verification_id}:{send_seq}:{token}"
+    return f"{verification_id}:{token}"
 
 
 def _limit_list(limits: Limits) -> list[int]:

@@ -10,7 +10,7 @@ from litestar.params import JSONBody
 
 from otpservice.http.auth import require_api_key
 from otpservice.http.dependencies import IdempotencyDependency, TenantDependency, Verifications
-from otpservice.http.idempotency import Answer, fingerprint
+from otpservice.http.idempotency import Answer
 from otpservice.http.schemas import (
     CreateVerification,
     IdempotencyKeyHeader,
@@ -66,13 +66,13 @@ class VerificationController(Controller):
             return Answer.of(201 if started.created else 200, VerificationView.of(started.verification))
 
         return await idempotency.run(  # type: ignore[return-value]
-            request, tenant, idempotency_key, fingerprint("POST /otp", data), start
+            request, tenant, idempotency_key, idempotency.fingerprint("POST /otp", data), start
         )
 
     @get(
         "/{verification_id:str}",
         summary="Read a verification",
-        responses=problem_responses(400, 401, 404, 503),
+        responses=problem_responses(400, 401, 404, 422, 503),
     )
     async def read(
         self, verifications: Verifications, tenant: TenantDependency, verification_id: VerificationIdInPath
@@ -103,14 +103,14 @@ class VerificationController(Controller):
 
         route = f"POST /otp/{verification_id}/resend"
         return await idempotency.run(  # type: ignore[return-value]
-            request, tenant, idempotency_key, fingerprint(route, data), resend
+            request, tenant, idempotency_key, idempotency.fingerprint(route, data), resend
         )
 
     @delete(
         "/{verification_id:str}",
         status_code=200,
         summary="Cancel a pending verification",
-        responses=problem_responses(400, 401, 404, 409, 503),
+        responses=problem_responses(400, 401, 404, 409, 422, 503),
     )
     async def cancel(
         self, verifications: Verifications, tenant: TenantDependency, verification_id: VerificationIdInPath

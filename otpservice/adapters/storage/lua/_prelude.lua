@@ -8,7 +8,7 @@
 -- ra resend available at, md metadata, tn tenant (absent: "default"), cc 1 when the tenant chose
 -- the code; the current code hc/hp/hs (packed hash, argon2 parameters,
 -- the send that carried it); the code of a send whose placement is unresolved nc/np/ns, with px/pr
--- the expiry and resend time to restore if it surely never left; the delivery ds (send), dst
+-- the expiry and resend time to restore if it surely never left, and bt the token that began it; the delivery ds (send), dst
 -- (status), dci (call id), dps (provider's word), ddu (duration), drs (reason), dua (updated).
 -- Per-request marks: r:<token> = lease end of a reserved, unjudged attempt; j:<token> = the verdict
 -- of a judged one (so a retried request gets the same answer); x:<token> = when a token was
@@ -40,6 +40,42 @@ local function owner(v) return v.tn or 'default' end
 -- pending verification ('pending:<tenant>') and its wrong codes ('wrong:<tenant>').
 local function number_key(phone, what) return shard .. 'n:' .. phone .. ':' .. what end
 
+-- A number's failure log for a tenant holds its judged wrong codes ('w:<token>') and the attempts
+-- reserved but not judged yet ('r:<token>'), so parallel guesses cannot all slip under the lock.
+local function failure_log(phone, owner_tenant) return number_key(phone, 'wrong:' .. owner_tenant) end
+
+-- The failure lock: ms until it lifts (> 0); -1 when only attempts being checked right now fill it
+-- (counted when `lease_ms` is given: reservations older than a lease are dead); 0 when open.
+local function lock_state(phone, owner_tenant, lock, lease_ms)
+  if #lock == 0 then return 0 end
+  local entries = redis.call('ZRANGEBYSCORE', failure_log(phone, owner_tenant),
+                             '(' .. int(now - longest(lock)), '+inf', 'WITHSCORES')
+  local wait, busy = 0, false
+  for i = 1, #lock, 2 do
+    local count, span = tonumber(lock[i]), tonumber(lock[i + 1])
+    local judged, live, nth = 0, 0, nil
+    for j = #entries - 1, 1, -2 do  -- newest first
+      local at = tonumber(entries[j + 1])
+      if at > now - span then
+        if string.sub(entries[j], 1, 2) == 'w:' then
+          judged = judged + 1
+          if judged == count then nth = at end
+        elseif lease_ms and at > now - lease_ms then
+          live = live + 1
+        end
+      end
+    end
+    if nth then
+      wait = math.max(wait, nth + span - now, 1)
+    elseif judged + live >= count then
+      busy = true
+    end
+  end
+  if wait > 0 then return wait end
+  if busy then return -1 end
+  return 0
+end
+
 -- A reply: a verdict, one detail, then the record's fields as they are now (the caller's view).
 local function answer(verdict, detail)
   local reply = redis.call('HGETALL', key)
@@ -56,13 +92,13 @@ end
 
 -- A verification that stops being pending accepts no code any more.
 local function drop_codes()
-  redis.call('HDEL', key, 'hc', 'hp', 'hs', 'nc', 'np', 'ns', 'px', 'pr')
+  redis.call('HDEL', key, 'hc', 'hp', 'hs', 'nc', 'np', 'ns', 'px', 'pr', 'bt')
 end
 
 -- The code of a send now known to be placed becomes the one current code.
 local function promote(v)
   redis.call('HSET', key, 'hc', v.nc, 'hp', v.np, 'hs', v.ns)
-  redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr')
+  redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
 end
 
 -- Rank of a delivery status: a report of lower or equal rank never replaces the one recorded.
@@ -84,6 +120,7 @@ local function live_reservations(v)
         if soonest == nil or lease < soonest then soonest = lease end
       else
         redis.call('HDEL', key, field)  -- its request never came back: the attempt returns
+        redis.call('ZREM', failure_log(v.ph, owner(v)), field)
       end
     elseif kind == 'x:' and tonumber(value) + TOMBSTONE_MS < now then
       redis.call('HDEL', key, field)
@@ -92,16 +129,23 @@ local function live_reservations(v)
   return live, soonest
 end
 
+-- Undo a begun resend that surely never left: its code goes, the expiry (and, when asked, the
+-- cooldown and the send number) come back, and it leaves the schedule and the number's budget.
+local function unbegin(v, seq, schedule_key, member, call, span, retention, give_back_cooldown)
+  redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
+  redis.call('HSET', key, 'ex', v.px)
+  redis.call('PEXPIRE', key, int(math.max(1, tonumber(v.px) - now + retention)))
+  if give_back_cooldown then
+    redis.call('HSET', key, 'ra', v.pr)
+    if v.sq == seq then redis.call('HSET', key, 'sq', int(tonumber(v.sq) - 1)) end
+  end
+  redis.call('ZREM', schedule_key, member)
+  budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), call, now, span)
+end
+
 -- Put a call on the shard's schedule; the schedule lives at least as long as the record.
 local function schedule(schedule_key, at, member)
   redis.call('ZADD', schedule_key, at, member)
   local ttl = redis.call('PTTL', key)
   if ttl > 0 and redis.call('PTTL', schedule_key) < ttl then redis.call('PEXPIRE', schedule_key, ttl) end
-end
-
-
--- The failure lock of a number for a tenant: ms until it lifts (0: not locked).
-local function locked_for(phone, owner_tenant, lock_limits)
-  if #lock_limits == 0 then return 0 end
-  return window_wait(number_key(phone, 'wrong:' .. owner_tenant), now, lock_limits)
 end

@@ -31,21 +31,21 @@ end
 
 -- Take one named call from a budget: 0 when it may go (also when this name was already counted,
 -- or was given back before its count landed), else the milliseconds until it could.
--- `back` is the budget's set of calls given back (calls that surely never left).
+-- `back` is the budget's log of calls given back (calls that surely never left).
 local function budget_take(log, back, name, at, limits)
   if redis.call('ZSCORE', log, name) then return 0 end
-  if redis.call('SISMEMBER', back, name) == 1 then return 0 end
+  if redis.call('ZSCORE', back, name) then return 0 end
   local wait = window_wait(log, at, limits)
   if wait > 0 then return wait end
   window_add(log, name, at, longest(limits))
   return 0
 end
 
--- A call that surely never left no longer counts; remembered, so a count landing later is void too.
-local function budget_give_back(log, back, name, span)
+-- A call that surely never left no longer counts; remembered as long as the budget could count it,
+-- so a count landing later is void too.
+local function budget_give_back(log, back, name, at, span)
   redis.call('ZREM', log, name)
-  redis.call('SADD', back, name)
-  redis.call('PEXPIRE', back, string.format('%.0f', span))
+  window_add(back, name, at, span)
 end
 
 -- Limit lists travel as: how many numbers follow, then the numbers. Answers the list and the index

@@ -20,7 +20,7 @@ if ARGV[3] == 'create' then
     if v.vd then return answer('voided') end
     return answer('created')  -- a retry of this create: the id is fresh, so the record is ours
   end
-  local wait = locked_for(phone, tenant, lock)
+  local wait = lock_state(phone, tenant, lock)
   if wait > 0 then return {'locked', int(now + wait)} end
   local other = redis.call('GET', pending_key)
   if other and other ~= id then
@@ -51,5 +51,5 @@ elseif v.st == 'pending' and v.ns == '1' and tonumber(v.ds) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[5])
 end
 if redis.call('GET', pending_key) == id then redis.call('DEL', pending_key) end
-budget_give_back(number_key(phone, 'calls'), number_key(phone, 'back'), call, longest(number_limits))
+budget_give_back(number_key(phone, 'calls'), number_key(phone, 'back'), call, now, longest(number_limits))
 return answer('voided')

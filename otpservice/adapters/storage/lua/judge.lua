@@ -10,6 +10,8 @@ local judged = v['j:' .. ARGV[3]]
 if judged then return answer(judged) end
 local reservation = 'r:' .. ARGV[3]
 local st = status(v)
+local log = failure_log(v.ph, owner(v))
+redis.call('ZREM', log, reservation)
 if st ~= 'pending' then
   redis.call('HDEL', key, reservation)
   return answer('not_pending', st)
@@ -28,7 +30,7 @@ elseif redis.call('HINCRBY', key, 'fl', 1) >= tonumber(v.ma) then
 end
 if verdict ~= 'approved' then
   local lock = limits_at(ARGV, 5)
-  if #lock > 0 then window_add(number_key(v.ph, 'wrong:' .. owner(v)), ARGV[3], now, longest(lock)) end
+  if #lock > 0 then window_add(log, 'w:' .. ARGV[3], now, longest(lock)) end
 end
 redis.call('HSET', key, 'j:' .. ARGV[3], verdict, 'ua', ARGV[1])
 return answer(verdict)

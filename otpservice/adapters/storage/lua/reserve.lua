@@ -2,7 +2,8 @@
 -- The reservation is leased: one whose request never comes back is released when its lease ends.
 -- Answers the codes accepted now: the current one and the one of a placement not yet resolved.
 -- A retry with the same token gets the same reservation.
--- Refused while the number is locked for the tenant (too many wrong codes across its verifications).
+-- Refused while the number is locked for the tenant (too many wrong codes across its verifications);
+-- the attempt is logged in the number's failure log until judged, so parallel guesses count too.
 -- KEYS: record.  ARGV: now, tenant, token, code length, lease end (ms), failure lock limits.
 local v = load()
 if not v then return {'not_found'} end
@@ -12,10 +13,14 @@ if not v[reservation] then
   local st = status(v)
   if st ~= 'pending' then return {'not_pending', st} end
   if tonumber(ARGV[4]) ~= tonumber(v.cl) then return {'bad_length', v.cl} end
-  local wait = locked_for(v.ph, owner(v), limits_at(ARGV, 6))
+  local lock = limits_at(ARGV, 6)
+  local lease_ms = tonumber(ARGV[5]) - now
+  local wait = lock_state(v.ph, owner(v), lock, lease_ms)
   if wait > 0 then return {'locked', int(now + wait)} end
+  if wait < 0 then return {'in_flight', ARGV[5]} end
   local live, soonest = live_reservations(v)
   if tonumber(v.fl) + live >= tonumber(v.ma) then return {'in_flight', int(soonest)} end
   redis.call('HSET', key, reservation, ARGV[5])
+  if #lock > 0 then window_add(failure_log(v.ph, owner(v)), reservation, now, longest(lock)) end
 end
 return {'reserved', '', v.hs or '', v.hp or '', v.hc or '', v.ns or '', v.np or '', v.nc or ''}

@@ -9,23 +9,17 @@
 local v = load()
 if not v then return {'not_found'} end
 if v.ns ~= ARGV[3] then return answer('ignored') end
-redis.call('ZREM', KEYS[2], ARGV[8])
-budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), ARGV[11], tonumber(ARGV[12]))
 local describe = ARGV[7] == '1'
 if ARGV[3] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[8])
+  budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), ARGV[11], now, tonumber(ARGV[12]))
   drop_codes()
   if v.st == 'pending' then redis.call('HSET', key, 'st', 'failed') end
   local pending_key = number_key(v.ph, 'pending:' .. owner(v))
   if redis.call('GET', pending_key) == ARGV[10] then redis.call('DEL', pending_key) end
   describe = true
 else
-  redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr')
-  redis.call('HSET', key, 'ex', v.px)
-  redis.call('PEXPIRE', key, int(math.max(1, tonumber(v.px) - now + tonumber(ARGV[9]))))
-  if ARGV[6] == '1' then
-    redis.call('HSET', key, 'ra', v.pr)
-    if v.sq == ARGV[3] then redis.call('HSET', key, 'sq', int(tonumber(v.sq) - 1)) end
-  end
+  unbegin(v, ARGV[3], KEYS[2], ARGV[8], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[9]), ARGV[6] == '1')
 end
 if describe then
   redis.call('HSET', key, 'ds', ARGV[3], 'dst', ARGV[4], 'drs', ARGV[5], 'dua', ARGV[1])
