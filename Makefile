@@ -32,10 +32,11 @@ typecheck: install
 test: install lint typecheck  ## the one test command: lint, types, then the whole suite
 	$(RUN) pytest
 
-bench: install  ## argon2 cost, Redis memory per verification, HTTP throughput and latency
+bench: install  ## argon2 cost, Redis memory per verification, HTTP throughput and latency, budget cost
 	$(RUN) python -m bench.argon2_cost
 	$(RUN) python -m bench.redis_memory
 	$(RUN) python -m bench.load
+	$(RUN) python -m bench.start_cost
 
 openapi: install  ## regenerate the published contract from the app
 	$(RUN) otpservice openapi > openapi.yaml

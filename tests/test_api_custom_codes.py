@@ -138,3 +138,16 @@ def test_a_chosen_code_whose_first_call_is_unconfirmed_can_be_resent(redis_url: 
         resent = client.post(f"/otp/{body['id']}/resend", json={"code": CODE})
         assert resent.status_code == 200, resent.text
         assert resent.json()["attempts"] == 0
+
+
+def test_a_repeated_wrong_code_with_one_idempotency_key_spends_one_attempt(service: ServiceHandle) -> None:
+    """A wrong chosen code spent an attempt, so its answer is kept: the repeat replays it for free."""
+    phone = f"096{secrets.randbelow(10**7):07d}"
+    key = {"Idempotency-Key": "resend-" + secrets.token_hex(4)}
+    with service.client(FALLBACK_KEY) as client:
+        vid = create(client, phone, code=CODE)["id"]
+        service.clock.advance(30)
+        first = client.post(f"/otp/{vid}/resend", json={"code": "11112222"}, headers=key)
+        again = client.post(f"/otp/{vid}/resend", json={"code": "11112222"}, headers=key)
+        assert (first.status_code, again.content) == (422, first.content)
+        assert client.get(f"/otp/{vid}").json()["attempts"] == 1

@@ -427,3 +427,62 @@ async def test_a_resend_whose_request_gave_up_is_undone_in_either_order(store: V
         assert replace(after, updated_at=before.updated_at) == before
         reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
         assert [code.send_seq for code in reservation.codes] == [1]
+
+
+def number_calls_key(vid: str) -> str:
+    """The calls log of the verification's number (the layout ``lua/_prelude.lua`` names)."""
+    shard_prefix = keys.verification_key(vid).rsplit(":", 1)[0]
+    return f"{shard_prefix}:n:{phone_for(vid)}:calls"
+
+
+async def test_a_given_up_resend_is_undone_even_after_it_was_called_unknown(redis: Redis) -> None:
+    """A release landing after the reconciler called the begun send unknown still gives its budget back
+    and drops its code, and says the send failed instead of leaving "unknown"."""
+    policy = NumberPolicy(call_limits=(Limit(10, 3_600_000),))
+    store = VerificationStore(Storage(redis, operation_timeout_seconds=5), 86400, policy)
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await store.begin_send(
+        vid,
+        at,
+        token="gave-up",
+        cooldown_seconds=30,
+        max_sends=5,
+        code_hash=HASHER.hash(vid, "222222"),
+        ttl_seconds=300,
+        placement_deadline=at,
+    )
+    assert await redis.zscore(number_calls_key(vid), f"{vid}:gave-up") is not None
+    await store.placement_unknown(vid, at + timedelta(seconds=1), seq, "deadline passed")
+    await store.release(vid, "gave-up", at + timedelta(seconds=2))
+    assert await redis.zscore(number_calls_key(vid), f"{vid}:gave-up") is None
+    after = await store.get(vid)
+    assert after is not None
+    assert after.delivery.status is DeliveryStatus.FAILED
+    reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
+    assert [code.send_seq for code in reservation.codes] == [1]
+
+
+async def test_a_given_up_resend_of_an_ended_verification_leaves_nothing_behind(redis: Redis) -> None:
+    """A verification canceled between a resend's begin and its release keeps no budget count and no
+    schedule entry for that send."""
+    policy = NumberPolicy(call_limits=(Limit(10, 3_600_000),))
+    store = VerificationStore(Storage(redis, operation_timeout_seconds=5), 86400, policy)
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await store.begin_send(
+        vid,
+        at,
+        token="gave-up",
+        cooldown_seconds=30,
+        max_sends=5,
+        code_hash=HASHER.hash(vid, "222222"),
+        ttl_seconds=300,
+        placement_deadline=at,
+    )
+    await store.cancel(vid, "c", at)
+    await store.release(vid, "gave-up", at)
+    assert await redis.zscore(number_calls_key(vid), f"{vid}:gave-up") is None
+    assert await redis.zscore(keys.schedule_key_for(vid), keys.scheduled_call(vid, seq)) is None

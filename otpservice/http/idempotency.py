@@ -56,10 +56,11 @@ class Answer:
         if self.status < 400:
             return True
         problem = json.loads(self.body)
+        # provider_rejected: a verification was created (failed); custom_code_mismatch: an attempt was spent
         return bool(
             problem.get("call_placed")
             or problem.get("call_may_have_rung")
-            or problem.get("code") == "provider_rejected"
+            or problem.get("code") in ("provider_rejected", "custom_code_mismatch")
         )
 
 

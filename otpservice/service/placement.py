@@ -216,15 +216,6 @@ class CallPlacer:
         if call.charges is not None:
             await self.give_back(call.charges, call.verification_id, now=not later)
 
-    async def abandon(self, call: CallRequest, why: str, *, later: bool = False) -> None:
-        """A resend that will not be placed after all: as if it had never begun.
-
-        ``later``: storage just failed, so write it in the background instead of waiting again.
-        """
-        await self._unplaced(
-            call, DeliveryStatus.FAILED, f"not placed: {why}", give_back_cooldown=True, later=later
-        )
-
     async def give_back(self, charges: Charges, verification_id: str, *, now: bool = True) -> None:
         """Return a call's counts to its budgets; ``now=False`` when storage just failed."""
         if not charges.budgets:

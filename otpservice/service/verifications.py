@@ -152,7 +152,7 @@ class VerificationService:
         budgets = self._budgets_for(tenant, phone, client, now)
         charges = await self._charge(verification_id, new.call, budgets, now, phone)
         spoken = code or generate_code(length, self._randbelow)
-        code_hash = await self._hashing.hash(verification_id, spoken)
+        code_hash = await self._hash_or_give_back(verification_id, spoken, charges)
         try:
             started = await self._store.create(new, code_hash, self._placer.placement_deadline(now))
         except errors.StorageUnavailable as exc:
@@ -171,7 +171,7 @@ class VerificationService:
             raise
         if started.outcome == "existing":
             await self._placer.give_back(charges, verification_id)
-            return await self._answer_pending(tenant, started.verification, code)
+            return await self._answer_pending(tenant, started.verification, code, client)
         log.info(
             "verification.created",
             verification_id=verification_id,
@@ -214,7 +214,19 @@ class VerificationService:
             raise errors.InvalidCodeFormat("code_length must match the chosen code's length, or be left out")
         return code
 
-    async def _answer_pending(self, tenant: Tenant, pending: Verification, code: str | None) -> StartResult:
+    async def _hash_or_give_back(self, verification_id: str, code: str, charges: Charges) -> str:
+        """The code's hash; should hashing fail, the budgets already taken go back first."""
+        try:
+            return await self._hashing.hash(verification_id, code)
+        except BaseException:
+            self._repairs.submit(
+                "give_back_budget", lambda: self._budgets.give_back(charges), verification_id=verification_id
+            )
+            raise
+
+    async def _answer_pending(
+        self, tenant: Tenant, pending: Verification, code: str | None, client: str | None
+    ) -> StartResult:
         """The tenant's pending verification of the number, called again if its cooldown passed."""
         if code is not None or pending.custom_code:
             # the user may hold either code: a start must not switch it
@@ -222,7 +234,7 @@ class VerificationService:
         now = self._clock.now()
         if now >= pending.resend_available_at:
             try:
-                return StartResult(False, await self._resend(tenant, pending, code))
+                return StartResult(False, await self._resend(tenant, pending, code, client))
             except errors.ResendTooSoon:
                 pass  # another start got there first
             except errors.SendLimitReached:
@@ -247,15 +259,33 @@ class VerificationService:
         token = self._new_token()
         now = self._clock.now()
         lease_until = now + timedelta(seconds=ATTEMPT_LEASE_SECONDS)
-        reservation = await self._store.reserve(
-            verification.id, token, now, len(code), lease_until, tenant=tenant.name
-        )
+        try:
+            reservation = await self._store.reserve(
+                verification.id, token, now, len(code), lease_until, tenant=tenant.name
+            )
+        except errors.StorageUnavailable as exc:
+            self._release(verification.id, tenant.name, token, now)
+            raise errors.StorageUnavailable(
+                "storage did not answer; the code was not checked, no attempt was spent and no call "
+                "was placed; try again",
+                verification_id=verification.id,
+                call_placed=False,
+            ) from exc
         if await self._matched_send(verification.id, code, reservation) is not None:
-            await self._store.release(verification.id, token, now, tenant=tenant.name)
+            self._release(verification.id, tenant.name, token, now)  # a right code spends nothing
             return
-        judgement = await self._store.judge(
-            verification.id, token, self._clock.now(), None, tenant=tenant.name
-        )
+        try:
+            judgement = await self._store.judge(
+                verification.id, token, self._clock.now(), None, tenant=tenant.name
+            )
+        except errors.StorageUnavailable as exc:
+            self._release(verification.id, tenant.name, token, now)
+            raise errors.StorageUnavailable(
+                "storage did not answer while a wrong code was recorded, and no call was placed; GET "
+                "the verification to see whether an attempt was spent",
+                verification_id=verification.id,
+                call_placed=False,
+            ) from exc
         raise errors.CustomCodeMismatch(
             "this is not the verification's code (it counts as a wrong code: "
             f"{judgement.verification.attempts_remaining} attempts remain)"
@@ -321,20 +351,23 @@ class VerificationService:
             await self._check_chosen_code(tenant, current, code)
         return await self._resend(tenant, current, code)
 
-    async def _resend(self, tenant: Tenant, current: Verification, code: str | None) -> Verification:
+    async def _resend(
+        self, tenant: Tenant, current: Verification, code: str | None, client: str | None = None
+    ) -> Verification:
         """Take the budgets, begin the send atomically (cooldown, lock, the number's budget), call."""
         verification_id = current.id
         phone = stored_phone(current.phone)
         token = self._new_token()
         name = call_name(verification_id, token)
         now = self._clock.now()
-        budgets = self._budgets_for(tenant, phone, None, now)
+        budgets = self._budgets_for(tenant, phone, client, now)
         charges = await self._charge(verification_id, name, budgets, now, phone)
+        code_hash: str | None = None
         if current.custom_code and code is not None:
-            spoken, code_hash = code, None
+            spoken = code
         else:
             spoken = generate_code(current.code_length, self._randbelow)
-            code_hash = await self._hashing.hash(verification_id, spoken)
+            code_hash = await self._hash_or_give_back(verification_id, spoken, charges)
         try:
             send_seq = await self._store.begin_send(
                 verification_id,

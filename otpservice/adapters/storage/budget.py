@@ -33,7 +33,7 @@ class Budget:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """The first budget that refused a call, and how long until it would allow one (ms)."""
+    """The budget that refuses a call longest, and how long until it would allow one (ms)."""
 
     budget: Budget
     wait_ms: int

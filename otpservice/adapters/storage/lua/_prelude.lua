@@ -90,9 +90,10 @@ local function status(v)
   return v.st
 end
 
--- A verification that stops being pending accepts no code any more.
+-- A verification that stops being pending accepts no code any more. (bt stays: a resend's request
+-- that gave up still finds what it began, to give its budget back.)
 local function drop_codes()
-  redis.call('HDEL', key, 'hc', 'hp', 'hs', 'nc', 'np', 'ns', 'px', 'pr', 'bt')
+  redis.call('HDEL', key, 'hc', 'hp', 'hs', 'nc', 'np', 'ns', 'px', 'pr')
 end
 
 -- The code of a send now known to be placed becomes the one current code.

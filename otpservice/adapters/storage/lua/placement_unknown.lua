@@ -5,7 +5,11 @@
 -- ARGV: now, tenant, send, reason, member.
 local v = load()
 if not v then return {'not_found'} end
-if v.ns ~= ARGV[3] then return answer('ignored') end  -- resolved meanwhile
+if v.ns ~= ARGV[3] then
+  -- resolved meanwhile (its resolver owns the schedule entry), or the verification ended first
+  if not v.ns and tonumber(v.ds) < tonumber(ARGV[3]) then redis.call('ZREM', KEYS[2], ARGV[5]) end
+  return answer('ignored')
+end
 if tonumber(v.ds) < tonumber(ARGV[3]) then
   redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'unknown', 'drs', ARGV[4], 'dua', ARGV[1], 'ua', ARGV[1])
   redis.call('HDEL', key, 'dci', 'dps', 'ddu')

@@ -1,16 +1,31 @@
 -- Give back what a request that gave up (storage failed on the way) may have begun: a reserved
--- attempt, or a resend it began but never placed. Leaves a tombstone, so a reservation or a begin
--- that lands after this (a stalled server applying queued writes) changes nothing.
+-- attempt, or a resend it began but never gave the provider. Leaves a tombstone, so a reservation
+-- or a begin that lands after this (a stalled server applying queued writes) changes nothing.
 -- KEYS: record, the shard's call schedule.
 -- ARGV: now, tenant, token, verification id, retention (ms), the number budget's longest window (ms).
 local v = load()
 if not v then return {'released'} end
-if v['j:' .. ARGV[3]] then return {'judged'} end
-redis.call('HDEL', key, 'r:' .. ARGV[3])
-redis.call('ZREM', failure_log(v.ph, owner(v)), 'r:' .. ARGV[3])
-if v.bt == ARGV[3] and v.ns and tonumber(v.ds) < tonumber(v.ns) then
-  unbegin(v, v.ns, KEYS[2], ARGV[4] .. '|' .. v.ns, ARGV[4] .. ':' .. ARGV[3], tonumber(ARGV[6]),
-          tonumber(ARGV[5]), true)
+local token, id = ARGV[3], ARGV[4]
+if v['j:' .. token] then return {'judged'} end
+redis.call('HDEL', key, 'r:' .. token)
+redis.call('ZREM', failure_log(v.ph, owner(v)), 'r:' .. token)
+if v.bt == token then
+  local call, span = id .. ':' .. token, tonumber(ARGV[6])
+  if v.ns then
+    -- the reconciler may have called it unknown meanwhile; this request never gave it to the provider
+    local settled = tonumber(v.ds) >= tonumber(v.ns)
+    unbegin(v, v.ns, KEYS[2], id .. '|' .. v.ns, call, span, tonumber(ARGV[5]), not settled)
+    if settled then
+      redis.call('HSET', key, 'ra', v.pr, 'dst', 'failed', 'drs', 'not placed: storage unavailable',
+                 'dua', ARGV[1])
+      redis.call('HDEL', key, 'dci', 'dps', 'ddu')
+    end
+  else
+    -- the verification ended meanwhile: only its schedule entry and its budget count are left
+    redis.call('ZREM', KEYS[2], id .. '|' .. v.sq)
+    budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), call, now, span)
+  end
+  redis.call('HDEL', key, 'bt')
 end
-redis.call('HSET', key, 'x:' .. ARGV[3], ARGV[1])
+redis.call('HSET', key, 'x:' .. token, ARGV[1])
 return {'released'}

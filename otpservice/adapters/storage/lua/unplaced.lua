@@ -8,7 +8,13 @@
 --       longest window (ms).
 local v = load()
 if not v then return {'not_found'} end
-if v.ns ~= ARGV[3] then return answer('ignored') end
+if v.ns ~= ARGV[3] then
+  if not v.ns then  -- the verification ended while the call was being placed: still give back
+    redis.call('ZREM', KEYS[2], ARGV[8])
+    budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), ARGV[11], now, tonumber(ARGV[12]))
+  end
+  return answer('ignored')
+end
 local describe = ARGV[7] == '1'
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[8])
