@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from otpservice.domain.limits import Limit, Limits, parse_limits
+from otpservice.domain.webhook_endpoints import secret_problem, url_problem
 from otpservice.redis_url import parse_redis_url
 from otpservice.tenants import DEFAULT_TENANT, Tenant, check_tenants, hash_api_key, load_tenants_file
 
@@ -88,6 +89,9 @@ class Settings:
     failure_lock: Limits = (Limit(10, 86_400_000),)
     daily_call_cap: int | None = 10_000
     global_calls_per_minute: int | None = None
+    webhook_url: str = ""  # the default tenant's receiver (tenants have their own)
+    webhook_secret: str = field(default="", repr=False)
+    webhook_retry_hours: float = 24.0
     tenants_file: str = ""
     tenants: tuple[Tenant, ...] = ()  # from OTP_TENANTS_FILE; OTP_API_KEYS adds "default"
     notices: tuple[str, ...] = ()  # deprecated settings in use, logged at start
@@ -141,6 +145,9 @@ class Settings:
             global_calls_per_minute=reader.optional_integer(
                 "OTP_GLOBAL_CALLS_PER_MINUTE", None, 1, 10_000_000
             ),
+            webhook_url=reader.text("OTP_WEBHOOK_URL", ""),
+            webhook_secret=reader.secret("OTP_WEBHOOK_SECRET"),
+            webhook_retry_hours=reader.number("OTP_WEBHOOK_RETRY_HOURS", 24.0, 0.001, 168),
             tenants_file=reader.text("OTP_TENANTS_FILE", ""),
             tenants=reader.tenants("OTP_TENANTS_FILE"),
             retention_seconds=reader.integer("OTP_RETENTION_SECONDS", 86400, 60, 30 * 86400),
@@ -156,6 +163,7 @@ class Settings:
             notices=tuple(reader.notices),
         )
         problems = reader.problems
+        problems += settings.webhook_problems()
         if any(tenant.name == DEFAULT_TENANT for tenant in settings.tenants) and settings.api_keys:
             problems.append(
                 "OTP_TENANTS_FILE defines a tenant named default, which OTP_API_KEYS also defines: use one"
@@ -211,8 +219,33 @@ class Settings:
         """The tenants of the tenants file, and ``default`` holding OTP_API_KEYS when those are set."""
         if not self.api_keys:
             return self.tenants
-        default = Tenant(DEFAULT_TENANT, tuple(dict.fromkeys(hash_api_key(key) for key in self.api_keys)))
+        default = Tenant(
+            DEFAULT_TENANT,
+            tuple(dict.fromkeys(hash_api_key(key) for key in self.api_keys)),
+            webhook_url=self.webhook_url or None,
+            webhook_secret=self.webhook_secret or None,
+        )
         return (*self.tenants, default)
+
+    def webhook_problems(self) -> list[str]:
+        """OTP_WEBHOOK_URL and OTP_WEBHOOK_SECRET: both or neither, each in its form."""
+        if not self.webhook_url and not self.webhook_secret:
+            return []
+        if not self.webhook_url or not self.webhook_secret:
+            return ["OTP_WEBHOOK_URL and OTP_WEBHOOK_SECRET go together"]
+        found = [
+            f"{name} {problem}"
+            for name, problem in (
+                ("OTP_WEBHOOK_URL", url_problem(self.webhook_url)),
+                ("OTP_WEBHOOK_SECRET", secret_problem(self.webhook_secret)),
+            )
+            if problem
+        ]
+        if not found and not self.api_keys:
+            found.append(
+                "OTP_WEBHOOK_URL is for the tenant of OTP_API_KEYS; tenants file entries have their own"
+            )
+        return found
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (tests and dev mode)."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 
+from otpservice.domain.webhook_endpoints import secret_problem, url_problem
+
 DEFAULT_TENANT = "default"
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
@@ -31,7 +33,7 @@ _INTEGER_BOUNDS = {
     "max_attempts": (1, 20),
     "daily_call_cap": (1, 10_000_000),
 }
-_FIELDS = ("api_keys", *_TEXT_FIELDS, *_INTEGER_BOUNDS, "allow_custom_code")
+_FIELDS = ("api_keys", *_TEXT_FIELDS, *_INTEGER_BOUNDS, "allow_custom_code", "webhook_url", "webhook_secret")
 _HASH_KEY_HINT = "store the line `otpservice tenants hash-key` prints for the key, never the key itself"
 
 
@@ -49,6 +51,8 @@ class Tenant:
     max_attempts: int | None = None
     daily_call_cap: int | None = None
     allow_custom_code: bool = False
+    webhook_url: str | None = None  # where its events go (with webhook_secret), if anywhere
+    webhook_secret: str | None = field(default=None, repr=False)
 
 
 def hash_api_key(key: str) -> str:
@@ -178,7 +182,28 @@ def _read_tenant(name: str, entry: object, problems: list[str]) -> Tenant | None
         max_attempts=_integer(place, "max_attempts", entry, problems),
         daily_call_cap=_integer(place, "daily_call_cap", entry, problems),
         allow_custom_code=isinstance(allow_custom_code, bool) and allow_custom_code,
+        **_webhook(place, entry, problems),
     )
+
+
+def _webhook(place: str, entry: Mapping[str, object], problems: list[str]) -> dict[str, str]:
+    """webhook_url and webhook_secret: both or neither, each valid (the secret is never echoed)."""
+    url, secret = entry.get("webhook_url"), entry.get("webhook_secret")
+    if url is None and secret is None:
+        return {}
+    if url is None or secret is None:
+        problems.append(f"{place}: webhook_url and webhook_secret go together")
+        return {}
+    if not isinstance(url, str) or not isinstance(secret, str):
+        problems.append(f"{place}: webhook_url and webhook_secret must be strings")
+        return {}
+    found = [
+        f"{place}.{name} {problem}"
+        for name, problem in (("webhook_url", url_problem(url)), ("webhook_secret", secret_problem(secret)))
+        if problem
+    ]
+    problems += found
+    return {} if found else {"webhook_url": url, "webhook_secret": secret}
 
 
 def _key_hashes(place: str, value: object, problems: list[str]) -> tuple[str, ...]:

@@ -99,7 +99,7 @@ def test_serve_refuses_a_bad_tenants_file_with_exit_code_2(tmp_path: Path) -> No
     tenants = tmp_path / "tenants.toml"
     tenants.write_text(
         f'[tenants.shop]\napi_keys = ["{hash_api_key("k_live_shop_0123456789abcdef")}"]\n'
-        'webhook_url = "https://shop.example.vn/hook"\n'
+        'sms_sender = "SHOP"\n'
         "ttl_seconds = 5\n"
         f'[tenants.bank]\napi_keys = ["{hash_api_key("k_live_bank_0123456789abcdef")}"]\n',
         encoding="utf-8",
@@ -121,7 +121,7 @@ def test_serve_refuses_a_bad_tenants_file_with_exit_code_2(tmp_path: Path) -> No
     problem_lines = [line for line in result.output.splitlines() if line.startswith("  - ")]
     assert len(problem_lines) == 2, result.output
     assert all(line.startswith("  - OTP_TENANTS_FILE: ") for line in problem_lines), result.output
-    assert sum("tenants.shop.webhook_url is not a tenant setting" in line for line in problem_lines) == 1
+    assert sum("tenants.shop.sms_sender is not a tenant setting" in line for line in problem_lines) == 1
     assert (
         sum("tenants.shop.ttl_seconds must be between 60 and 600, got 5" in line for line in problem_lines)
         == 1

@@ -157,10 +157,10 @@ def test_tenant_entry_must_be_a_table(tmp_path: Path) -> None:
 
 
 def test_unknown_tenant_key_is_named(tmp_path: Path) -> None:
-    """A key a tenant does not know (webhooks come later) is named without echoing its value."""
-    problem = only_problem(tmp_path, shop('webhook_secret = "whsec_very_secret"'))
-    assert problem.startswith("OTP_TENANTS_FILE: tenants.shop.webhook_secret is not a tenant setting")
-    assert "whsec_very_secret" not in problem
+    """A key a tenant does not know is named without echoing its value."""
+    problem = only_problem(tmp_path, shop('sms_secret = "very_secret"'))
+    assert problem.startswith("OTP_TENANTS_FILE: tenants.shop.sms_secret is not a tenant setting")
+    assert "very_secret" not in problem
 
 
 @pytest.mark.parametrize(

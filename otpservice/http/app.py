@@ -25,6 +25,7 @@ from otpservice.adapters.storage.budget import CallBudgets
 from otpservice.adapters.storage.connection import connect
 from otpservice.adapters.storage.health import warn_about_eviction
 from otpservice.adapters.storage.idempotency import IdempotencyRecords
+from otpservice.adapters.storage.outbox import EventOutbox
 from otpservice.adapters.storage.schedule import CallSchedule
 from otpservice.adapters.storage.scripts import Storage
 from otpservice.adapters.storage.store import NumberPolicy, VerificationStore
@@ -39,13 +40,17 @@ from otpservice.http.controllers.verifications import VerificationController, Ve
 from otpservice.http.dependencies import DEPENDENCIES
 from otpservice.http.idempotency import Idempotency
 from otpservice.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
+from otpservice.http.schemas import webhook_event_body
 from otpservice.redis_url import parse_redis_url
+from otpservice.service.background import run_rounds
 from otpservice.service.delivery import DeliveryTracker
+from otpservice.service.expiry import ExpirySweep
 from otpservice.service.hashing import HashingPool
 from otpservice.service.placement import CallPlacer, VoiceRoute
 from otpservice.service.reconciler import reconcile_forever
 from otpservice.service.repairs import RepairQueue
 from otpservice.service.verifications import VerificationService
+from otpservice.service.webhooks import POLL_SECONDS, RECEIVER_TIMEOUT, Endpoint, WebhookDispatcher
 from otpservice.settings import Settings
 from otpservice.tenants import TenantDirectory
 
@@ -101,6 +106,14 @@ def _voice_routes(
             caller = AutocallClient.from_settings(autocall, http)
         routes[tenant.name] = VoiceRoute(caller, tenant.template or settings.autocall.template)
     return routes
+
+
+def _webhook_endpoints(settings: Settings) -> dict[str, Endpoint]:
+    return {
+        tenant.name: Endpoint.of(tenant.webhook_url, tenant.webhook_secret)
+        for tenant in settings.all_tenants()
+        if tenant.webhook_url and tenant.webhook_secret
+    }
 
 
 def _request_bound_seconds(settings: Settings) -> float:
@@ -176,13 +189,29 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 clock=seams.clock,
                 signer=signer,
             )
+            endpoints = _webhook_endpoints(settings)
+            webhook_http = httpx.AsyncClient(timeout=RECEIVER_TIMEOUT, follow_redirects=False)
+            opened.push_async_callback(webhook_http.aclose)
+            dispatcher = WebhookDispatcher(
+                outbox=EventOutbox(storage),
+                http=webhook_http,
+                clock=seams.clock,
+                endpoints=endpoints,
+                render=lambda event: webhook_event_body(event.type, event.at, event.verification),
+                retry_hours=settings.webhook_retry_hours,
+            )
+            sweep = ExpirySweep(store, seams.clock, settings.reconcile_interval_seconds)
             stop = asyncio.Event()
+            interval = settings.reconcile_interval_seconds
             background = [
-                asyncio.create_task(
-                    reconcile_forever(app.state.deliveries, settings.reconcile_interval_seconds, stop)
-                ),
+                asyncio.create_task(reconcile_forever(app.state.deliveries, interval, stop)),
+                asyncio.create_task(run_rounds("expiry_sweep", sweep.sweep_round, interval, stop)),
                 asyncio.create_task(warn_about_eviction(storage)),
             ]
+            if endpoints:  # no tenant with a webhook: no event is ever recorded, nothing to poll for
+                background.append(
+                    asyncio.create_task(run_rounds("webhooks", dispatcher.dispatch_round, POLL_SECONDS, stop))
+                )
             opened.push_async_callback(_finish, background, stop, settings.storage_bound_seconds)
             log.info("storage.target", redis=target.describe())
             log.info("tenants.loaded", tenants=sorted(t.name for t in app.state.tenants))

@@ -123,6 +123,19 @@ class VerifyResult(VerificationView):
     valid: bool = False
 
 
+class WebhookEvent(msgspec.Struct):
+    """The body POSTed to a tenant's webhook: what happened, when, and the verification as GET
+    showed it at that moment (never a code, never more of the number than GET shows)."""
+
+    type: str
+    timestamp: datetime
+    data: VerificationView
+
+
+def webhook_event_body(kind: str, at: datetime, verification: Verification) -> bytes:
+    return msgspec.json.encode(WebhookEvent(kind, at, VerificationView.of(verification.as_of(at))))
+
+
 class CallbackAck(msgspec.Struct):
     """What a provider callback did: ``recorded``, ``duplicate`` or ``stale`` (older or another call)."""
 

@@ -6,7 +6,7 @@ PROMETHEUS_MULTIPROC_DIR as prometheus_client documents.
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 # Tenants are labelled by name (never by key); their number is bounded by the tenants file.
 VERIFICATIONS_STARTED = Counter("otp_verifications_started", "Verifications created", ["tenant"])
@@ -21,3 +21,15 @@ BUDGET_REFUSALS = Counter(
     "otp_budget_refusals", "Calls refused by a budget before dialling, by budget", ["budget"]
 )
 CALLBACKS = Counter("otp_callbacks", "Provider callbacks received, by outcome", ["outcome"])
+EXPIRED = Counter("otp_verifications_expired", "Pending verifications stored as expired by the sweep")
+WEBHOOK_EVENTS = Counter(
+    "otp_webhook_events",
+    "Webhook events by outcome: emitted (first attempt), delivered, retried, dead_lettered, dropped "
+    "(its tenant has no webhook any more)",
+    ["outcome"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "otp_webhook_delivery_seconds",
+    "From an event's recording to its receiver's 2xx answer",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)

@@ -148,6 +148,7 @@ class VerificationService:
             max_attempts=tenant.max_attempts or self._settings.max_attempts,
             metadata=metadata or {},
             custom_code=code is not None,
+            webhook=tenant.webhook_url is not None,
         )
         budgets = self._budgets_for(tenant, phone, client, now)
         charges = await self._charge(verification_id, new.call, budgets, now, phone)

@@ -74,3 +74,14 @@ def id_in_number_shard(phone_e164: str, draw: Callable[[], str]) -> str:
 def budget_keys(subject: str) -> tuple[str, str]:
     """A budget's log of calls and its set of calls given back; ``subject`` is its own hash tag."""
     return f"{PREFIX}:{{{subject}}}:calls", f"{PREFIX}:{{{subject}}}:back"
+
+
+def outbox_keys(shard: int) -> tuple[str, str, str]:
+    """A shard's event delivery schedule, its outbox (payloads) and its dead letters."""
+    prefix = _shard_prefix(shard)
+    return f"{prefix}:deliveries", f"{prefix}:outbox", f"{prefix}:dead"
+
+
+def expiry_schedule_key(shard: int) -> str:
+    """A shard's sorted set of verifications by expiry (the expiry sweep's work list)."""
+    return f"{_shard_prefix(shard)}:expiry"

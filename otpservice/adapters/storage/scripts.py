@@ -30,7 +30,16 @@ OPERATIONS = Counter("otp_storage_operations", "Storage round trips, by script o
 
 # Scripts that work on something other than a verification record, so go without the prelude.
 _STANDALONE = frozenset(
-    {"claim_due_calls", "take_calls", "give_back_calls", "idempotency_claim", "idempotency_settle"}
+    {
+        "claim_due_calls",
+        "take_calls",
+        "give_back_calls",
+        "idempotency_claim",
+        "idempotency_settle",
+        "claim_events",
+        "event_settled",
+        "event_revive",
+    }
 )
 # Server answers that mean "not now" rather than "wrong": a failover, a full memory, a busy script.
 _TRANSIENT_REPLIES = ("BUSY", "NOREPLICAS", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "OOM")

@@ -50,6 +50,7 @@ class NewVerification:
     max_attempts: int
     metadata: dict[str, Any]
     custom_code: bool = False
+    webhook: bool = False  # its tenant has a webhook: its changes are recorded as events
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,27 @@ class VerificationStore:
             return None
         return to_verification(verification_id, fields)
 
+    async def due_to_expire(self, shard: int, now: datetime, most: int) -> list[str]:
+        """Ids of a shard whose expiry has come (some may have been extended or ended meanwhile)."""
+        key = keys.expiry_schedule_key(shard)
+        ids = await self._storage.call(
+            lambda: self._storage.client.zrangebyscore(key, "-inf", to_millis(now), start=0, num=most),
+            "due_to_expire",
+        )
+        return [text(verification_id) for verification_id in ids]
+
+    async def expire(self, verification_id: str, now: datetime) -> bool:
+        """Store "expired" on a pending verification whose time passed; True when this call did."""
+        reply = await self._storage.run(
+            "expire",
+            [
+                keys.verification_key(verification_id),
+                keys.expiry_schedule_key(keys.shard_of(verification_id)),
+            ],
+            [to_millis(now), ""],
+        )
+        return text(reply[0]) == "expired"
+
     async def create(self, new: NewVerification, code_hash: str, placement_deadline: datetime) -> Started:
         """Store a pending verification whose first call (send 1) is about to be placed.
 
@@ -249,6 +271,8 @@ class VerificationStore:
             fields["tn"] = new.tenant
         if new.custom_code:
             fields["cc"] = "1"
+        if new.webhook:
+            fields["wh"] = "1"
         if new.metadata:
             fields["md"] = json.dumps(new.metadata, separators=(",", ":"))
         return fields

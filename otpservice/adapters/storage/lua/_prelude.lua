@@ -6,7 +6,7 @@
 -- Record fields: st status, ph phone, cl code length, tt code lifetime (s), ca/ua created/updated,
 -- ex expires, fl wrong codes judged, ma max attempts, sq sends begun, sn sends known placed,
 -- ra resend available at, md metadata, tn tenant (absent: "default"), cc 1 when the tenant chose
--- the code; the current code hc/hp/hs (packed hash, argon2 parameters,
+-- the code, wh 1 when its tenant has a webhook, en events emitted; the current code hc/hp/hs (packed hash, argon2 parameters,
 -- the send that carried it); the code of a send whose placement is unresolved nc/np/ns, with px/pr
 -- the expiry and resend time to restore if it surely never left, and bt the token that began it; the delivery ds (send), dst
 -- (status), dci (call id), dps (provider's word), ddu (duration), drs (reason), dua (updated).
@@ -24,6 +24,9 @@ local TOMBSTONE_MS = 600000
 -- Whole numbers as digits: Lua would write large ones as 1.7e+12.
 local function int(n) return string.format('%.0f', n) end
 
+-- The record as load() first found it: the events a script emits report what changed since.
+local before = nil
+
 -- The record as a table of its fields, or nil when there is none.
 local function load()
   local flat = redis.call('HGETALL', key)
@@ -31,7 +34,47 @@ local function load()
   local v = {}
   for i = 1, #flat, 2 do v[flat[i]] = flat[i + 1] end
   if tenant ~= '' and (v.tn or 'default') ~= tenant then return nil end
+  if before == nil then before = {st = v.st, dst = v.dst, ds = v.ds} end
   return v
+end
+
+-- Events, for tenants with a webhook (records marked wh): each is recorded in this same script, in
+-- the shard's outbox (a hash of payloads by event id <id>:<n>) and its delivery schedule (a sorted
+-- set), so a state change and its event are stored together or not at all.
+local EVENT_KEEP_MS = 8 * 86400000
+local SNAPSHOT = {st = 1, ph = 1, cl = 1, tt = 1, ca = 1, ua = 1, ex = 1, fl = 1, ma = 1, sn = 1, ra = 1,
+                  md = 1, ds = 1, dst = 1, dci = 1, dps = 1, ddu = 1, drs = 1, dua = 1, tn = 1, cc = 1}
+local DELIVERY_EVENTS = {calling = 1, answered = 1, no_answer = 1, busy = 1, congestion = 1,
+                         invalid_number = 1, rejected = 1, error = 1, canceled = 1, failed = 1}
+local STATUS_EVENTS = {approved = 1, max_attempts_reached = 1, canceled = 1, expired = 1, failed = 1}
+
+local function emit(kind)
+  local n = redis.call('HINCRBY', key, 'en', 1)
+  local flat = redis.call('HGETALL', key)
+  local fields = {}
+  for i = 1, #flat, 2 do
+    if SNAPSHOT[flat[i]] then fields[flat[i]] = flat[i + 1] end
+  end
+  local event = string.sub(key, #shard + 1) .. ':' .. n
+  local outbox, schedule_key = shard .. 'outbox', shard .. 'deliveries'
+  redis.call('HSET', outbox, event, cjson.encode({type = kind, at = now, fields = fields}))
+  redis.call('ZADD', schedule_key, now, event)
+  redis.call('PEXPIRE', outbox, EVENT_KEEP_MS)
+  redis.call('PEXPIRE', schedule_key, EVENT_KEEP_MS)
+end
+
+-- Emit what this script changed: a new verification, a new delivery status, a new final status.
+local function emit_changes()
+  local now_st, now_dst, now_ds, marked = unpack(redis.call('HMGET', key, 'st', 'dst', 'ds', 'wh'))
+  if marked ~= '1' or not now_st then return end
+  if before == nil then
+    if now_st == 'pending' then emit('verification.created') end
+    return
+  end
+  if (now_dst ~= before.dst or now_ds ~= before.ds) and DELIVERY_EVENTS[now_dst] then
+    emit('verification.delivery_updated')
+  end
+  if now_st ~= before.st and STATUS_EVENTS[now_st] then emit('verification.' .. now_st) end
 end
 
 local function owner(v) return v.tn or 'default' end
@@ -77,7 +120,9 @@ local function lock_state(phone, owner_tenant, lock, lease_ms)
 end
 
 -- A reply: a verdict, one detail, then the record's fields as they are now (the caller's view).
+-- Every script that changes a record ends here (or calls emit_changes), so its events are recorded.
 local function answer(verdict, detail)
+  emit_changes()
   local reply = redis.call('HGETALL', key)
   table.insert(reply, 1, detail or '')
   table.insert(reply, 1, verdict)

@@ -28,4 +28,5 @@ if v.bt == token then
   redis.call('HDEL', key, 'bt')
 end
 redis.call('HSET', key, 'x:' .. token, ARGV[1])
+emit_changes()
 return {'released'}

@@ -1,0 +1,24 @@
+-- Settle one delivery attempt of an event: 'delivered' (the receiver accepted it), 'retry' (try again
+-- at a given time) or 'dead' (its retry window is over: kept aside for operators). A delivered or
+-- dead event lets the next event of its verification go at once.
+-- KEYS: the shard's delivery schedule, its outbox, its dead letters.
+-- ARGV: event id, now, outcome, next attempt (ms, for retry), tries so far, last error.
+local event, outcome = ARGV[1], ARGV[3]
+local payload = redis.call('HGET', KEYS[2], event)
+if not payload then return 0 end  -- settled already (a retried settle, or another worker's lease)
+if outcome == 'retry' then
+  redis.call('HSET', KEYS[2], event .. '|t', ARGV[5], event .. '|e', ARGV[6])
+  redis.call('ZADD', KEYS[1], ARGV[4], event)
+  return 1
+end
+if outcome == 'dead' then
+  redis.call('HSET', KEYS[3], event, payload, event .. '|t', ARGV[5], event .. '|e', ARGV[6],
+             event .. '|at', ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], 30 * 86400000)
+end
+redis.call('HDEL', KEYS[2], event, event .. '|t', event .. '|e')
+redis.call('ZREM', KEYS[1], event)
+local id, n = string.match(event, '^(.*):(%d+)$')
+local next_event = id .. ':' .. (tonumber(n) + 1)
+if redis.call('HEXISTS', KEYS[2], next_event) == 1 then redis.call('ZADD', KEYS[1], ARGV[2], next_event) end
+return 1

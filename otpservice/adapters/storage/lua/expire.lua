@@ -1,0 +1,22 @@
+-- Store "expired" on a pending verification whose time has passed (the sweep; reads already show it),
+-- so that it is recorded once and its event emitted once, whichever worker gets there first.
+-- Answers 'expired', 'later' (its expiry moved; the sweep entry is moved with it) or 'ended'.
+-- KEYS: record, the shard's expiry schedule.  ARGV: now, tenant ('').
+local v = load()
+local id = string.sub(key, #shard + 1)
+if not v then
+  redis.call('ZREM', KEYS[2], id)
+  return {'ended'}
+end
+if v.st ~= 'pending' then
+  redis.call('ZREM', KEYS[2], id)
+  return {'ended'}
+end
+if now < tonumber(v.ex) then
+  redis.call('ZADD', KEYS[2], v.ex, id)
+  return {'later'}
+end
+drop_codes()
+redis.call('HSET', key, 'st', 'expired', 'ua', ARGV[1])
+redis.call('ZREM', KEYS[2], id)
+return answer('expired')
