@@ -92,6 +92,7 @@ class Settings:
     webhook_url: str = ""  # the default tenant's receiver (tenants have their own)
     webhook_secret: str = field(default="", repr=False)
     webhook_retry_hours: float = 24.0
+    webhook_timeout_seconds: float = 10.0
     tenants_file: str = ""
     tenants: tuple[Tenant, ...] = ()  # from OTP_TENANTS_FILE; OTP_API_KEYS adds "default"
     notices: tuple[str, ...] = ()  # deprecated settings in use, logged at start
@@ -148,6 +149,7 @@ class Settings:
             webhook_url=reader.text("OTP_WEBHOOK_URL", ""),
             webhook_secret=reader.secret("OTP_WEBHOOK_SECRET"),
             webhook_retry_hours=reader.number("OTP_WEBHOOK_RETRY_HOURS", 24.0, 0.001, 168),
+            webhook_timeout_seconds=reader.number("OTP_WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.5, 60),
             tenants_file=reader.text("OTP_TENANTS_FILE", ""),
             tenants=reader.tenants("OTP_TENANTS_FILE"),
             retention_seconds=reader.integer("OTP_RETENTION_SECONDS", 86400, 60, 30 * 86400),

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.receiver import Receiver, running_receiver
 from tests.support.redis_servers import standalone_server
 from tests.support.sandbox import SandboxHandle, running_sandbox
 from tests.support.service import ServiceHandle, running_service
@@ -34,4 +35,11 @@ def sandbox() -> Iterator[SandboxHandle]:
 def service(redis_url: str, sandbox: SandboxHandle) -> Iterator[ServiceHandle]:
     """The real service on a loopback port, on real Redis, calling the sandbox."""
     with running_service(redis_url, sandbox.url) as handle:
+        yield handle
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real webhook receiver verifying every signature with standardwebhooks."""
+    with running_receiver() as handle:
         yield handle

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
+from typing import Any
 
-import pytest
+from click.testing import CliRunner
 
+from otpservice.cli import main
 from otpservice.tenants import Tenant, hash_api_key
 from tests.support.flows import create, heard_code, wrong_code
 from tests.support.receiver import Receiver, running_receiver
@@ -17,12 +21,6 @@ from tests.support.service import API_KEY, ServiceHandle, running_service
 
 def _number() -> str:
     return f"097{secrets.randbelow(10**7):07d}"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with running_receiver() as handle:
-        yield handle
 
 
 def _hooked(receiver: Receiver) -> tuple[Tenant, ...]:
@@ -37,19 +35,16 @@ def _hooked(receiver: Receiver) -> tuple[Tenant, ...]:
     )
 
 
-@pytest.fixture
-def hooked(redis_url: str, sandbox: SandboxHandle, receiver: Receiver) -> Iterator[ServiceHandle]:
-    with running_service(redis_url, sandbox.url, tenants=_hooked(receiver)) as service:
-        yield service
-
-
 def test_a_full_flow_is_told_in_order_and_signed(
-    hooked: ServiceHandle, sandbox: SandboxHandle, receiver: Receiver
+    redis_url: str, sandbox: SandboxHandle, receiver: Receiver
 ) -> None:
     """Create, an answered call, a wrong code and the right one deliver created, delivery_updated
     (calling, answered) and approved, in that order, each verified by standardwebhooks."""
     phone = _number()
-    with hooked.client() as client:
+    with (
+        running_service(redis_url, sandbox.url, tenants=_hooked(receiver)) as hooked,
+        hooked.client() as client,
+    ):
         vid = create(client, phone)["id"]
         code = heard_code(sandbox, phone)
         sandbox.wait_until_ended([client.get(f"/otp/{vid}").json()["delivery"]["call_id"]])
@@ -58,7 +53,8 @@ def test_a_full_flow_is_told_in_order_and_signed(
         )
         assert client.post("/verify", json={"id": vid, "code": wrong_code(code)}).json()["valid"] is False
         assert client.post("/verify", json={"id": vid, "code": code}).json()["valid"] is True
-    types = receiver.wait_for(4, vid)
+        types = receiver.wait_for(4, vid)
+        shown = client.get(f"/otp/{vid}").json()
     assert types == [
         "verification.created",
         "verification.delivery_updated",
@@ -71,6 +67,90 @@ def test_a_full_flow_is_told_in_order_and_signed(
     assert receiver.bad_signatures == 0
     assert len(set(receiver.ids)) == len(receiver.ids)
     assert code not in str(receiver.events)
-    with hooked.client() as client:
-        shown = client.get(f"/otp/{vid}").json()
     assert all(event["data"].keys() == shown.keys() for event in events)  # what GET shows, nothing more
+
+
+def _settle(service: ServiceHandle, done: Callable[[], bool], what: str, step: float = 5.0) -> None:
+    """Move the service's clock on (retries are scheduled by it) until ``done``."""
+    deadline = time.monotonic() + 15
+    while not done():
+        assert time.monotonic() < deadline, what
+        service.clock.advance(step)
+        time.sleep(0.1)
+
+
+def test_a_failing_receiver_gets_everything_later_in_order(redis_url: str, sandbox: SandboxHandle) -> None:
+    """A receiver answering 500 at first gets every event later, in order, each id stable across tries."""
+    with (
+        running_receiver(fail_first=3) as receiver,
+        running_service(redis_url, sandbox.url, tenants=_hooked(receiver)) as service,
+    ):
+        with service.client() as client:
+            vid = create(client, _number())["id"]
+            client.delete(f"/otp/{vid}")
+        _settle(service, lambda: "verification.canceled" in receiver.types(vid), "every event delivered")
+    types = receiver.types(vid)
+    # the sandbox may report the call's end before the cancel: answered then sits in the middle
+    assert types[:2] == ["verification.created", "verification.delivery_updated"]
+    assert set(types[2:-1]) <= {"verification.delivery_updated"}
+    assert types[-1] == "verification.canceled"
+    first_id = receiver.ids[0]
+    tries_of_first = [headers["webhook-id"] for headers in receiver.attempts].count(first_id)
+    assert tries_of_first == 4  # three 500s, then accepted: one id across its retries
+    assert receiver.ids == sorted(set(receiver.ids), key=receiver.ids.index)  # each accepted once
+
+
+def test_dead_letters_are_listed_and_sent_again(redis_url: str, sandbox: SandboxHandle) -> None:
+    """Past OTP_WEBHOOK_RETRY_HOURS an event is dead-lettered; the CLI lists it and `retry` sends it."""
+    with (
+        running_receiver(fail_first=10**6) as receiver,
+        running_service(
+            redis_url, sandbox.url, tenants=_hooked(receiver), webhook_retry_hours=0.001
+        ) as service,
+    ):
+        with service.client() as client:
+            vid = create(client, _number())["id"]
+        runner = CliRunner()
+        env = {"OTP_REDIS_URL": redis_url}
+
+        def dead() -> list[dict[str, Any]]:
+            listed = runner.invoke(main, ["webhooks", "failed"], env=env)
+            assert listed.exit_code == 0, listed.output
+            lines = [json.loads(line) for line in listed.output.splitlines()]
+            return [line for line in lines if line["verification_id"] == vid]
+
+        _settle(service, lambda: len(dead()) >= 2, "the events dead-lettered")
+        letters = dead()
+        assert letters[0]["type"] == "verification.created"
+        assert {letter["type"] for letter in letters[1:]} == {"verification.delivery_updated"}
+        assert letters[0]["last_error"] == "HTTP 500"
+        assert letters[0]["tries"] >= 1
+        receiver.fail_first = 0
+        for letter in letters:
+            revived = runner.invoke(main, ["webhooks", "retry", letter["id"]], env=env)
+            assert revived.exit_code == 0, revived.output
+        types = receiver.wait_for(len(letters), vid)
+        assert not dead()
+    assert types == [letter["type"] for letter in letters]
+
+
+def test_a_verification_left_alone_expires_once_across_two_workers(
+    redis_url: str, sandbox: SandboxHandle, receiver: Receiver
+) -> None:
+    """Two workers sweeping one Redis store "expired" once and emit verification.expired once."""
+    tenants = _hooked(receiver)
+    with (
+        running_service(redis_url, sandbox.url, tenants=tenants, reconcile_interval_seconds=0.1) as one,
+        running_service(redis_url, sandbox.url, tenants=tenants, reconcile_interval_seconds=0.1) as two,
+    ):
+        with one.client() as client:
+            vid = create(client, _number(), ttl_seconds=60)["id"]
+        receiver.wait_for(2, vid)
+        one.clock.advance(61)
+        two.clock.advance(61)
+        receiver.wait_for(3, vid)
+        time.sleep(0.5)  # both workers sweep several times meanwhile
+        with two.client() as client:
+            assert client.get(f"/otp/{vid}").json()["status"] == "expired"
+    assert receiver.types(vid).count("verification.expired") == 1
+    assert receiver.types(vid)[-1] == "verification.expired"

@@ -8,6 +8,7 @@ from otpservice.cli.autocall import autocall_group
 from otpservice.cli.sandbox import sandbox_command
 from otpservice.cli.service import dev_command, openapi_command, serve_command
 from otpservice.cli.tenants import tenants_group
+from otpservice.cli.webhooks import webhooks_group
 
 
 @click.group()
@@ -22,3 +23,4 @@ main.add_command(openapi_command)
 main.add_command(sandbox_command)
 main.add_command(autocall_group)
 main.add_command(tenants_group)
+main.add_command(webhooks_group)

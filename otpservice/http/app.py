@@ -50,7 +50,7 @@ from otpservice.service.placement import CallPlacer, VoiceRoute
 from otpservice.service.reconciler import reconcile_forever
 from otpservice.service.repairs import RepairQueue
 from otpservice.service.verifications import VerificationService
-from otpservice.service.webhooks import POLL_SECONDS, RECEIVER_TIMEOUT, Endpoint, WebhookDispatcher
+from otpservice.service.webhooks import POLL_SECONDS, Endpoint, WebhookDispatcher, lease_seconds
 from otpservice.settings import Settings
 from otpservice.tenants import TenantDirectory
 
@@ -190,7 +190,11 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 signer=signer,
             )
             endpoints = _webhook_endpoints(settings)
-            webhook_http = httpx.AsyncClient(timeout=RECEIVER_TIMEOUT, follow_redirects=False)
+            receiver_timeout = settings.webhook_timeout_seconds
+            webhook_http = httpx.AsyncClient(
+                timeout=httpx.Timeout(receiver_timeout, connect=min(5.0, receiver_timeout)),
+                follow_redirects=False,
+            )
             opened.push_async_callback(webhook_http.aclose)
             dispatcher = WebhookDispatcher(
                 outbox=EventOutbox(storage),
@@ -199,6 +203,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 endpoints=endpoints,
                 render=lambda event: webhook_event_body(event.type, event.at, event.verification),
                 retry_hours=settings.webhook_retry_hours,
+                lease_seconds=lease_seconds(receiver_timeout),
             )
             sweep = ExpirySweep(store, seams.clock, settings.reconcile_interval_seconds)
             stop = asyncio.Event()

@@ -23,6 +23,7 @@ CONTRACT_MODULES: tuple[ModuleType, ...] = tuple(
         "reconcile",
         "verifications",
         "verify",
+        "webhooks",
     )
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -28,10 +29,12 @@ class Receiver:
     url: str
     secret: str
     fail_first: int = 0
+    hang_first: float = 0.0  # seconds the first delivery is held before it is answered
     attempts: list[dict[str, str]] = field(default_factory=list)  # headers of every delivery tried
     events: list[dict[str, Any]] = field(default_factory=list)  # bodies accepted, in order
     ids: list[str] = field(default_factory=list)  # webhook-id of each accepted event
     bad_signatures: int = 0
+    arrived: int = 0  # deliveries begun, counted before any is held
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def types(self, verification_id: str | None = None) -> list[str]:
@@ -45,8 +48,8 @@ class Receiver:
 
 
 @contextmanager
-def running_receiver(fail_first: int = 0) -> Iterator[Receiver]:
-    receiver = Receiver(url="", secret=new_secret(), fail_first=fail_first)
+def running_receiver(fail_first: int = 0, hang_first: float = 0.0) -> Iterator[Receiver]:
+    receiver = Receiver(url="", secret=new_secret(), fail_first=fail_first, hang_first=hang_first)
     verifier = Webhook(receiver.secret)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -65,6 +68,14 @@ def running_receiver(fail_first: int = 0) -> Iterator[Receiver]:
             if not message.get("more_body"):
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        with receiver.lock:
+            receiver.arrived += 1
+            hang, receiver.hang_first = receiver.hang_first, 0.0
+        if hang:  # a delivery held open, so that its sender can die holding it; it counts for nothing
+            await asyncio.sleep(hang)
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         status = 204
         with receiver.lock:
             receiver.attempts.append(headers)

@@ -1,0 +1,91 @@
+"""A worker killed with SIGKILL while it delivers an event: the event is delivered anyway."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.support.receiver import running_receiver
+from tests.support.redis_servers import wait_until
+from tests.support.servers import free_port
+
+API_KEY = "crash-test-key-0123456789"
+
+
+@contextmanager
+def dev_service(
+    env: dict[str, str], port: int, sandbox_port: int, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`otpservice dev` on the given Redis, as its own process, ready to serve."""
+    with log.open("a") as stderr:
+        process = subprocess.Popen(  # noqa: S603 - our own entry point
+            [
+                sys.executable,
+                "-m",
+                "otpservice",
+                "dev",
+                "--port",
+                str(port),
+                "--sandbox-port",
+                str(sandbox_port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, 30, "the service to start")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=15)
+
+
+def test_an_event_held_by_a_killed_worker_is_delivered_after_its_restart(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL while the receiver holds the first delivery: after a restart every event arrives, in order."""
+    with running_receiver(hang_first=30) as receiver:
+        port, sandbox_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
+        env |= {
+            "OTP_REDIS_URL": redis_url,
+            "OTP_API_KEYS": API_KEY,
+            "OTP_WEBHOOK_URL": receiver.url,
+            "OTP_WEBHOOK_SECRET": receiver.secret,
+            "OTP_WEBHOOK_TIMEOUT_SECONDS": "1",  # a lease of 7 s: the takeover comes soon
+        }
+        log = tmp_path / "service.log"
+        with dev_service(env, port, sandbox_port, log) as first:
+            created = httpx.post(
+                f"http://127.0.0.1:{port}/otp",
+                json={"phone": "0987001122"},
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            )
+            assert created.status_code == 201, created.text
+            vid = created.json()["id"]
+            wait_until(lambda: receiver.arrived >= 1, 10, "the first delivery to begin")
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+        killed_at = time.monotonic()
+        with dev_service(env, port, sandbox_port, log):
+            types = receiver.wait_for(2, vid, timeout=30)
+        assert time.monotonic() - killed_at < 60
+    assert types[:2] == ["verification.created", "verification.delivery_updated"]
+    assert receiver.bad_signatures == 0
