@@ -43,3 +43,8 @@ def receiver() -> Iterator[Receiver]:
     """A real webhook receiver verifying every signature with standardwebhooks."""
     with running_receiver() as handle:
         yield handle
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests first: started last, one of them would keep a worker busy after the rest finished."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.support.flows import assert_problem, create, heard_code, wrong_code
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import ServiceHandle
@@ -72,6 +74,7 @@ def test_verify_body_validation(service: ServiceHandle) -> None:
         )
 
 
+@pytest.mark.long
 async def test_parallel_wrong_guesses_never_exceed_the_limit(
     service: ServiceHandle, sandbox: SandboxHandle
 ) -> None:

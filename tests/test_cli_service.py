@@ -36,6 +36,7 @@ def test_openapi_command_prints_the_contract() -> None:
     assert result.output == (Path(__file__).resolve().parent.parent / "openapi.yaml").read_text()
 
 
+@pytest.mark.long
 def test_dev_mode_goes_from_nothing_to_an_approved_verification(tmp_path: Path) -> None:
     """`otpservice dev` starts Redis and the sandbox, its printed flow approves, and SIGTERM stops it all."""
     port, sandbox_port = free_port(), free_port()

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.contract import contract_tests
+from tests.support.contract import CORE_MODULES, contract_tests
 from tests.support.flows import heard_code
 from tests.support.redis_servers import sentinel_setup
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import running_service
 
-globals().update(contract_tests())
+globals().update(contract_tests(CORE_MODULES))
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,7 @@ def redis_url() -> Iterator[str]:
         yield setup.url
 
 
+@pytest.mark.long
 def test_master_failover_serves_again_within_15_seconds(sandbox: SandboxHandle) -> None:
     """With the master killed, /readyz reports the outage and creates and verifies work again within 15 s."""
     with (

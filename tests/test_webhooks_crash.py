@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.receiver import running_receiver
 from tests.support.redis_servers import wait_until
@@ -57,6 +58,7 @@ def dev_service(
             process.wait(timeout=15)
 
 
+@pytest.mark.long
 def test_an_event_held_by_a_killed_worker_is_delivered_after_its_restart(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -69,7 +71,7 @@ def test_an_event_held_by_a_killed_worker_is_delivered_after_its_restart(
             "OTP_API_KEYS": API_KEY,
             "OTP_WEBHOOK_URL": receiver.url,
             "OTP_WEBHOOK_SECRET": receiver.secret,
-            "OTP_WEBHOOK_TIMEOUT_SECONDS": "1",  # a lease of 7 s: the takeover comes soon
+            "OTP_WEBHOOK_TIMEOUT_SECONDS": "0.5",  # a lease of 6 s: the takeover comes soon
         }
         log = tmp_path / "service.log"
         with dev_service(env, port, sandbox_port, log) as first:
