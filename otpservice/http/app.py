@@ -152,7 +152,8 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             caller = AutocallClient.from_settings(settings.autocall, http)
             signer = CallbackSigner(settings.pepper)
             policy = NumberPolicy(call_limits=settings.phone_limits, failure_lock=settings.failure_lock)
-            store = VerificationStore(storage, settings.retention_seconds, policy)
+            events_waiting = asyncio.Event()  # set after each state change: the dispatcher looks at once
+            store = VerificationStore(storage, settings.retention_seconds, policy, events_waiting.set)
             budgets = CallBudgets(storage)
             placer = CallPlacer(
                 settings=settings,
@@ -215,7 +216,9 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             ]
             if endpoints:  # no tenant with a webhook: no event is ever recorded, nothing to poll for
                 background.append(
-                    asyncio.create_task(run_rounds("webhooks", dispatcher.dispatch_round, POLL_SECONDS, stop))
+                    asyncio.create_task(
+                        run_rounds("webhooks", dispatcher.dispatch_round, POLL_SECONDS, stop, events_waiting)
+                    )
                 )
             opened.push_async_callback(_finish, background, stop, settings.storage_bound_seconds)
             log.info("storage.target", redis=target.describe())

@@ -29,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 BATCH = 50
 CONCURRENCY = 16
-POLL_SECONDS = 0.2
+POLL_SECONDS = 1.0  # for retries and ended leases: every change wakes the dispatcher at once
 RETRY_FIRST_SECONDS = 1.0
 RETRY_LONGEST_SECONDS = 3600.0
 

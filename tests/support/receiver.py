@@ -7,6 +7,7 @@ import base64
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Receiver:
     attempts: list[dict[str, str]] = field(default_factory=list)  # headers of every delivery tried
     events: list[dict[str, Any]] = field(default_factory=list)  # bodies accepted, in order
     ids: list[str] = field(default_factory=list)  # webhook-id of each accepted event
+    arrived_at: list[float] = field(default_factory=list)  # time.time() of each accepted event
     bad_signatures: int = 0
     arrived: int = 0  # deliveries begun, counted before any is held
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,6 +92,7 @@ def running_receiver(fail_first: int = 0, hang_first: float = 0.0) -> Iterator[R
                     status = 500
                 else:
                     receiver.events.append(json.loads(body))
+                    receiver.arrived_at.append(time.time())
                     receiver.ids.append(headers["webhook-id"])
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b""})

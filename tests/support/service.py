@@ -38,6 +38,16 @@ class ManualClock:
         self._now += timedelta(seconds=seconds)
 
 
+class WallClock(ManualClock):
+    """The real time (for benchmarks that measure it); advancing it is refused."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def advance(self, seconds: float) -> None:
+        raise RuntimeError("a wall clock cannot be moved")
+
+
 class CountingHasher(CodeHasher):
     """The real hasher, counting the codes it checks and noting which threads did the work."""
 
@@ -124,12 +134,13 @@ def running_service(
     *,
     provider_transport: httpx.AsyncBaseTransport | None = None,
     randbelow: RandomBelow = secrets.randbelow,
+    clock: ManualClock | None = None,
     **overrides: object,
 ) -> Iterator[ServiceHandle]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = test_settings(redis_url, provider_url, url, **overrides)
-    clock = ManualClock()
+    clock = clock or ManualClock()
     hasher = CountingHasher(settings.pepper, settings.argon2)
     logs = io.StringIO()
     configure_logging("INFO", json=True, stream=logs)

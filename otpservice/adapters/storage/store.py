@@ -124,10 +124,17 @@ class DeliveryUpdate:
 class VerificationStore:
     """Verification records and their atomic state moves."""
 
-    def __init__(self, storage: Storage, retention_seconds: int, policy: NumberPolicy | None = None):
+    def __init__(
+        self,
+        storage: Storage,
+        retention_seconds: int,
+        policy: NumberPolicy | None = None,
+        on_change: Callable[[], None] = lambda: None,
+    ):
         self._storage = storage
         self._retention_ms = retention_seconds * 1000
         self._policy = policy or NumberPolicy()
+        self._on_change = on_change  # told after every script: it may have recorded events
 
     @staticmethod
     def new_id(phone_e164: str, draw: Callable[[], str]) -> str:
@@ -151,6 +158,7 @@ class VerificationStore:
         record = keys.verification_key(verification_id)
         script_keys = [record, keys.schedule_key_for(verification_id)] if schedule else [record]
         reply = await self._storage.run(script, script_keys, (to_millis(now), tenant, *args))
+        self._on_change()
         return cast(list[Any], reply)
 
     async def get(self, verification_id: str, tenant: str = "") -> Verification | None:
