@@ -89,6 +89,11 @@ def test_a_failing_receiver_gets_everything_later_in_order(redis_url: str, sandb
             vid = create(client, _number())["id"]
             client.delete(f"/otp/{vid}")
         _settle(service, lambda: "verification.canceled" in receiver.types(vid), "every event delivered")
+        with service.client() as client:
+            metrics = client.get("/metrics").text
+    for outcome in ("emitted", "retried", "delivered"):
+        assert f'otp_webhook_events_total{{outcome="{outcome}"}}' in metrics
+    assert "otp_webhook_delivery_seconds_bucket" in metrics
     types = receiver.types(vid)
     # the sandbox may report the call's end before the cancel: answered then sits in the middle
     assert types[:2] == ["verification.created", "verification.delivery_updated"]

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from otpservice.cli import main
 from otpservice.tenants import hash_api_key
+from tests.support.redis_servers import wait_until
 from tests.support.servers import free_port
 
 
@@ -38,8 +39,9 @@ def test_openapi_command_prints_the_contract() -> None:
 
 @pytest.mark.long
 def test_dev_mode_goes_from_nothing_to_an_approved_verification(tmp_path: Path) -> None:
-    """`otpservice dev` starts Redis and the sandbox, its printed flow approves, and SIGTERM stops it all."""
-    port, sandbox_port = free_port(), free_port()
+    """`otpservice dev` starts Redis, the sandbox and a webhook receiver that prints each verified event;
+    its printed flow approves, and SIGTERM stops it all."""
+    port, sandbox_port, receiver_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
     stderr_path = tmp_path / "dev.err"
     with stderr_path.open("w") as stderr:
@@ -53,6 +55,8 @@ def test_dev_mode_goes_from_nothing_to_an_approved_verification(tmp_path: Path) 
                 str(port),
                 "--sandbox-port",
                 str(sandbox_port),
+                "--receiver-port",
+                str(receiver_port),
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -82,6 +86,9 @@ def test_dev_mode_goes_from_nothing_to_an_approved_verification(tmp_path: Path) 
             f"{base}/verify", json={"id": created["id"], "code": spoken.group()}, headers=headers
         )
         assert verified.json()["status"] == "approved"
+        wait_until(
+            lambda: "webhook verification.approved" in stderr_path.read_text(), 10, "the event printed"
+        )
     finally:
         process.terminate()
         exit_code = process.wait(timeout=20)

@@ -387,3 +387,59 @@ def test_tenants_file_is_also_read_in_dev_mode(tmp_path: Path) -> None:
     assert [t.name for t in Settings.from_env({"OTP_TENANTS_FILE": good}, mode="dev").tenants] == ["shop"]
     with pytest.raises(SettingsError, match="OTP_TENANTS_FILE: cannot read"):
         Settings.from_env({"OTP_TENANTS_FILE": str(tmp_path / "absent.toml")}, mode="dev")
+
+
+WEBHOOK_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIzNDU="  # base64 of 32 bytes
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://hooks.example.vn/otp", "http://127.0.0.1:9000/hooks", "http://localhost/h", "http://[::1]/h"],
+)
+def test_a_webhook_url_is_https_or_loopback(url: str) -> None:
+    """OTP_WEBHOOK_URL may be https anywhere, or http on a loopback host."""
+    settings = Settings.from_env(GOOD_ENV | {"OTP_WEBHOOK_URL": url, "OTP_WEBHOOK_SECRET": WEBHOOK_SECRET})
+    default = next(tenant for tenant in settings.all_tenants() if tenant.name == DEFAULT_TENANT)
+    assert (default.webhook_url, default.webhook_secret) == (url, WEBHOOK_SECRET)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"OTP_WEBHOOK_URL": "http://hooks.example.vn/otp"}, "OTP_WEBHOOK_URL must be https://"),
+        ({"OTP_WEBHOOK_URL": "ftp://hooks.example.vn"}, "OTP_WEBHOOK_URL must be an http(s) URL"),
+        ({"OTP_WEBHOOK_SECRET": "not-a-secret"}, "OTP_WEBHOOK_SECRET must have the Standard Webhooks form"),
+        ({"OTP_WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "OTP_WEBHOOK_SECRET must hold at least 24"),
+        ({"OTP_WEBHOOK_SECRET": ""}, "OTP_WEBHOOK_URL and OTP_WEBHOOK_SECRET go together"),
+    ],
+)
+def test_a_bad_webhook_setting_is_refused(changes: dict[str, str], expected: str) -> None:
+    """A webhook URL that is not https (off loopback), or a secret not in the whsec_ form, stops the start."""
+    env = GOOD_ENV | {"OTP_WEBHOOK_URL": "https://hooks.example.vn", "OTP_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env | changes)
+    assert any(problem.startswith(expected) for problem in refused.value.problems), refused.value.problems
+    assert all("not-a-secret" not in problem for problem in refused.value.problems)
+
+
+def test_tenant_webhooks_are_read_and_checked(tmp_path: Path) -> None:
+    """A tenant's webhook_url and webhook_secret are read together; a bad secret is named, never echoed."""
+    key = hash_api_key("k_live_shop_0123456789abcdef")
+    good = tmp_path / "good.toml"
+    good.write_text(
+        f'[tenants.shop]\napi_keys = ["{key}"]\nwebhook_url = "https://shop.example.vn/hooks"\n'
+        f'webhook_secret = "{WEBHOOK_SECRET}"\n'
+    )
+    env = {k: v for k, v in GOOD_ENV.items() if k != "OTP_API_KEYS"}
+    shop = Settings.from_env(env | {"OTP_TENANTS_FILE": str(good)}).tenants[0]
+    assert shop.webhook_url == "https://shop.example.vn/hooks"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        f'[tenants.shop]\napi_keys = ["{key}"]\nwebhook_url = "https://shop.example.vn/hooks"\n'
+        'webhook_secret = "whsec_!!!"\n'
+    )
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env | {"OTP_TENANTS_FILE": str(bad)})
+    assert refused.value.problems == [
+        "OTP_TENANTS_FILE: tenants.shop.webhook_secret must be whsec_ followed by base64"
+    ]

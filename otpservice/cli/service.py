@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 import re
@@ -21,6 +22,7 @@ import click
 import uvicorn
 import yaml
 
+from otpservice.dev_receiver import receiver_app
 from otpservice.http.app import create_app
 from otpservice.logs import configure_logging
 from otpservice.settings import Settings, SettingsError, usable_cores
@@ -107,7 +109,14 @@ def embedded_redis() -> Iterator[str]:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--sandbox-port", default=8090, show_default=True, type=int)
-def dev_command(host: str, port: int, sandbox_port: int) -> None:
+@click.option(
+    "--webhook-receiver/--no-webhook-receiver",
+    default=True,
+    show_default=True,
+    help="Run a local receiver that verifies and prints each event (unless OTP_WEBHOOK_URL is set).",
+)
+@click.option("--receiver-port", default=8091, show_default=True, type=int)
+def dev_command(host: str, port: int, sandbox_port: int, webhook_receiver: bool, receiver_port: int) -> None:
     """Run the service with an embedded Redis-compatible server and the Autocall sandbox."""
     from otpservice.sandbox.app import create_sandbox_app
     from otpservice.sandbox.config import EXAMPLE_SECRET_KEY, SandboxConfig
@@ -118,6 +127,10 @@ def dev_command(host: str, port: int, sandbox_port: int) -> None:
     environ.setdefault("OTP_AUTOCALL_SECRET_KEY", EXAMPLE_SECRET_KEY)
     api_key = environ.setdefault("OTP_API_KEYS", "dev_" + secrets.token_urlsafe(18)).split(",")[0]
     environ.setdefault("OTP_PEPPER", secrets.token_urlsafe(32))
+    receiver = webhook_receiver and not environ.get("OTP_WEBHOOK_URL")
+    if receiver:
+        environ["OTP_WEBHOOK_URL"] = f"http://127.0.0.1:{receiver_port}/webhooks"
+        environ["OTP_WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     given_redis = environ.get("OTP_REDIS_URL")
     with contextlib.nullcontext(given_redis) if given_redis else embedded_redis() as redis_url:
         environ["OTP_REDIS_URL"] = redis_url
@@ -127,7 +140,17 @@ def dev_command(host: str, port: int, sandbox_port: int) -> None:
             raise SettingsRefused(str(exc)) from exc
         configure_logging(settings.log_level, json=settings.log_json)
         sandbox_config = SandboxConfig(ring_seconds=2.0, talk_seconds=4.0, log_spoken_text=True)
-        servers: list[uvicorn.Server] = [
+        servers: list[uvicorn.Server] = []
+        if receiver:
+            app = receiver_app(environ["OTP_WEBHOOK_SECRET"], lambda line: click.echo(line, err=True))
+            servers.append(
+                _SharedProcessServer(
+                    uvicorn.Config(
+                        app, host="127.0.0.1", port=receiver_port, access_log=False, log_config=None
+                    )
+                )
+            )
+        servers += [
             _SharedProcessServer(
                 uvicorn.Config(
                     create_sandbox_app(sandbox_config),
@@ -142,6 +165,10 @@ def dev_command(host: str, port: int, sandbox_port: int) -> None:
             ),
         ]
         click.echo(_welcome(f"http://{host}:{port}", api_key, redis_url, sandbox_port), err=True)
+        if receiver:
+            click.echo(
+                f"  webhooks    {environ['OTP_WEBHOOK_URL']}   (each event is printed here)\n", err=True
+            )
         asyncio.run(_serve_all(servers))
 
 
