@@ -149,7 +149,8 @@ class Settings:
             webhook_url=reader.text("OTP_WEBHOOK_URL", ""),
             webhook_secret=reader.secret("OTP_WEBHOOK_SECRET"),
             webhook_retry_hours=reader.number("OTP_WEBHOOK_RETRY_HOURS", 24.0, 0.001, 168),
-            webhook_timeout_seconds=reader.number("OTP_WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.5, 60),
+            # at most 25: a lease (2 x timeout + 5 s) must end within 60 s when its worker dies
+            webhook_timeout_seconds=reader.number("OTP_WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.5, 25),
             tenants_file=reader.text("OTP_TENANTS_FILE", ""),
             tenants=reader.tenants("OTP_TENANTS_FILE"),
             retention_seconds=reader.integer("OTP_RETENTION_SECONDS", 86400, 60, 30 * 86400),

@@ -50,7 +50,7 @@ from otpservice.service.placement import CallPlacer, VoiceRoute
 from otpservice.service.reconciler import reconcile_forever
 from otpservice.service.repairs import RepairQueue
 from otpservice.service.verifications import VerificationService
-from otpservice.service.webhooks import POLL_SECONDS, Endpoint, WebhookDispatcher, lease_seconds
+from otpservice.service.webhooks import POLL_SECONDS, Endpoint, WebhookDispatcher
 from otpservice.settings import Settings
 from otpservice.tenants import TenantDirectory
 
@@ -204,7 +204,8 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 endpoints=endpoints,
                 render=lambda event: webhook_event_body(event.type, event.at, event.verification),
                 retry_hours=settings.webhook_retry_hours,
-                lease_seconds=lease_seconds(receiver_timeout),
+                receiver_timeout_seconds=receiver_timeout,
+                on_settled=events_waiting.set,
             )
             sweep = ExpirySweep(store, seams.clock, settings.reconcile_interval_seconds)
             stop = asyncio.Event()
@@ -220,6 +221,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                         run_rounds("webhooks", dispatcher.dispatch_round, POLL_SECONDS, stop, events_waiting)
                     )
                 )
+            opened.push_async_callback(dispatcher.drain)  # after the loops stop: deliveries under way end
             opened.push_async_callback(_finish, background, stop, settings.storage_bound_seconds)
             log.info("storage.target", redis=target.describe())
             log.info("tenants.loaded", tenants=sorted(t.name for t in app.state.tenants))

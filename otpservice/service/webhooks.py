@@ -53,6 +53,13 @@ class Endpoint:
 
 
 class WebhookDispatcher:
+    """Keeps up to ``CONCURRENCY`` deliveries going; claims only as many events as it can send now.
+
+    Why claim no more than the free slots: an event's lease runs from its claim, so an event
+    claimed but left waiting behind slow receivers could outlive its lease and be sent by another
+    worker at the same time. Each delivery is bounded by the receiver timeout, well inside its lease.
+    """
+
     def __init__(
         self,
         *,
@@ -62,7 +69,8 @@ class WebhookDispatcher:
         endpoints: Mapping[str, Endpoint],
         render: Callable[[Event], bytes],
         retry_hours: float,
-        lease_seconds: float,
+        receiver_timeout_seconds: float,
+        on_settled: Callable[[], None] = lambda: None,
         jitter: Callable[[], float] = random.random,
     ):
         self._outbox = outbox
@@ -71,24 +79,40 @@ class WebhookDispatcher:
         self._endpoints = endpoints
         self._render = render
         self._retry_window = timedelta(hours=retry_hours)
-        self._lease = timedelta(seconds=lease_seconds)
+        self._timeout = receiver_timeout_seconds
+        self._lease = timedelta(seconds=lease_seconds(receiver_timeout_seconds))
         self._jitter = jitter
+        self._on_settled = on_settled  # a slot came free, and the next event of its verification may go
+        self._sending: set[asyncio.Task[None]] = set()
+        self._next_shard = 0
 
     async def dispatch_round(self) -> float:
-        """Deliver what is due in every shard; answers how long to wait before the next round."""
+        """Claim due events for the free slots (shards in turn) and start sending them; answers how
+        long to wait before the next round."""
+        free = CONCURRENCY - len(self._sending)
         now = self._clock.now()
         lease_until = now + self._lease
-        claimed = await asyncio.gather(
-            *(self._outbox.claim(shard, now, BATCH, lease_until) for shard in range(SHARDS))
-        )
-        sending = asyncio.Semaphore(CONCURRENCY)
+        looked = 0
+        while free > 0 and looked < SHARDS:
+            shard = self._next_shard
+            self._next_shard = (shard + 1) % SHARDS
+            looked += 1
+            for event in await self._outbox.claim(shard, now, free, lease_until):
+                task = asyncio.create_task(self._deliver(event))
+                self._sending.add(task)
+                task.add_done_callback(self._sent)
+                free -= 1
+        return 0.0 if free == 0 else POLL_SECONDS
 
-        async def deliver(event: Event) -> None:
-            async with sending:
-                await self._deliver(event)
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._on_settled()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook.failed", error=type(task.exception()).__name__)
 
-        await asyncio.gather(*(deliver(event) for events in claimed for event in events))
-        return 0.0 if any(len(events) == BATCH for events in claimed) else POLL_SECONDS
+    async def drain(self) -> None:
+        """Let the deliveries under way finish (at shutdown); each is bounded by its timeout."""
+        await asyncio.gather(*self._sending, return_exceptions=True)
 
     async def _deliver(self, event: Event) -> None:
         bound = log.bind(event=event.webhook_id, type=event.type, verification_id=event.verification.id)
@@ -108,9 +132,11 @@ class WebhookDispatcher:
             "webhook-signature": endpoint.signer.sign(event.webhook_id, sent_at, body),
         }
         try:
-            response = await self._http.post(endpoint.url, content=body, headers=headers)
+            # the whole exchange, not each phase: a receiver trickling bytes must not outlive the lease
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.post(endpoint.url, content=body, headers=headers)
             error = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TimeoutError) as exc:
             error = type(exc).__name__
         now = self._clock.now()
         if not error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -31,6 +32,7 @@ class Event:
     window_start: datetime  # when its retry window began (its recording, or its revival)
     verification: Verification
     tries: int
+    lease: str = ""  # the name of the lease this worker holds it under
 
     @property
     def webhook_id(self) -> str:
@@ -51,7 +53,7 @@ class DeadLetter:
     died_at: datetime
 
 
-def _event(shard: int, key: str, payload: str, tries: int) -> Event:
+def _event(shard: int, key: str, payload: str, tries: int, lease: str = "") -> Event:
     body: dict[str, Any] = json.loads(payload)
     verification_id = key.rpartition(":")[0]
     at = from_millis(int(body["at"]))
@@ -64,6 +66,7 @@ def _event(shard: int, key: str, payload: str, tries: int) -> Event:
         window_start=from_millis(int(revived)) if revived else at,
         verification=to_verification(verification_id, {k: str(v) for k, v in body["fields"].items()}),
         tries=tries,
+        lease=lease,
     )
 
 
@@ -74,11 +77,24 @@ class EventOutbox:
     async def claim(self, shard: int, now: datetime, most: int, lease_until: datetime) -> list[Event]:
         """Lease up to ``most`` due events of a shard (in order per verification)."""
         schedule, outbox, _ = keys.outbox_keys(shard)
+        lease = secrets.token_hex(8)
         reply = await self._storage.run(
-            "claim_events", [schedule, outbox], [to_millis(now), most, to_millis(lease_until)]
+            "claim_events", [schedule, outbox], [to_millis(now), most, to_millis(lease_until), lease]
         )
         words = [text(word) for word in reply]
-        return [_event(shard, words[i], words[i + 1], int(words[i + 2])) for i in range(0, len(words), 3)]
+        events = []
+        for i in range(0, len(words), 3):
+            key, payload, tries = words[i], words[i + 1], int(words[i + 2])
+            try:
+                events.append(_event(shard, key, payload, tries, lease))
+            except (ValueError, KeyError, TypeError) as exc:
+                # one unreadable event must not hold up the others: set it aside for operators
+                await self._storage.run(
+                    "event_settled",
+                    [schedule, outbox, keys.outbox_keys(shard)[2]],
+                    [key, to_millis(now), "dead", "", tries, f"unreadable: {type(exc).__name__}", lease],
+                )
+        return events
 
     async def settle(
         self,
@@ -94,11 +110,19 @@ class EventOutbox:
         await self._storage.run(
             "event_settled",
             list(keys.outbox_keys(event.shard)),
-            [event.key, to_millis(now), outcome, to_millis(retry_at) if retry_at else "", tries, error[:500]],
+            [
+                event.key,
+                to_millis(now),
+                outcome,
+                to_millis(retry_at) if retry_at else "",
+                tries,
+                error[:500],
+                event.lease,
+            ],
         )
 
     async def dead_letters(self) -> list[DeadLetter]:
-        """Every dead-lettered event, oldest death first."""
+        """Every dead-lettered event, oldest death first (then in the order they were recorded)."""
 
         async def of_shard(shard: int) -> list[DeadLetter]:
             dead = keys.outbox_keys(shard)[2]
@@ -115,7 +139,10 @@ class EventOutbox:
             ]
 
         shards = await asyncio.gather(*(of_shard(shard) for shard in range(keys.SHARDS)))
-        return sorted((letter for letters in shards for letter in letters), key=lambda letter: letter.died_at)
+        return sorted(
+            (letter for letters in shards for letter in letters),
+            key=lambda letter: (letter.died_at, letter.event.at, int(letter.event.key.rpartition(":")[2])),
+        )
 
     async def revive(self, now: datetime, webhook_id: str | None = None) -> list[str]:
         """Send dead-lettered events again (one by its webhook-id, or all); answers their webhook-ids."""

@@ -189,6 +189,7 @@ class VerificationStore:
             ],
             [to_millis(now), ""],
         )
+        self._on_change()
         return text(reply[0]) == "expired"
 
     async def create(self, new: NewVerification, code_hash: str, placement_deadline: datetime) -> Started:

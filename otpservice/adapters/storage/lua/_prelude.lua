@@ -181,6 +181,8 @@ local function unbegin(v, seq, schedule_key, member, call, span, retention, give
   redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
   redis.call('HSET', key, 'ex', v.px)
   redis.call('PEXPIRE', key, int(math.max(1, tonumber(v.px) - now + retention)))
+  -- the expiry moves back: so does the sweep's entry (it may have followed the resend's later one)
+  redis.call('ZADD', shard .. 'expiry', v.px, string.sub(key, #shard + 1))
   if give_back_cooldown then
     redis.call('HSET', key, 'ra', v.pr)
     if v.sq == seq then redis.call('HSET', key, 'sq', int(tonumber(v.sq) - 1)) end

@@ -2,8 +2,10 @@
 -- whose predecessor is still in the outbox waits (its predecessor's delivery makes it due again).
 -- A leased event's score is its lease end: a worker that dies holding it loses nothing, the event
 -- comes due again when the lease ends.
--- KEYS: the shard's delivery schedule, its outbox.  ARGV: now, how many at most, lease end (ms).
--- Answers event id, payload, tries, ... for each event leased.
+-- Each lease is named (<event>|l): settling an attempt is only taken from the lease's holder, so a
+-- worker whose lease ended (and another's began) cannot settle the event under it.
+-- KEYS: the shard's delivery schedule, its outbox.  ARGV: now, how many at most, lease end (ms),
+-- lease name.  Answers event id, payload, tries, ... for each event leased.
 local now = tonumber(ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local leased = {}
@@ -17,6 +19,7 @@ for _, event in ipairs(due) do
       redis.call('ZADD', KEYS[1], now + 30000, event)  -- its predecessor first; 30 s is a safety net
     else
       redis.call('ZADD', KEYS[1], ARGV[3], event)
+      redis.call('HSET', KEYS[2], event .. '|l', ARGV[4])
       table.insert(leased, event)
       table.insert(leased, payload)
       table.insert(leased, redis.call('HGET', KEYS[2], event .. '|t') or '0')

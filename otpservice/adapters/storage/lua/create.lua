@@ -39,7 +39,7 @@ if ARGV[3] == 'create' then
   redis.call('PEXPIRE', key, ARGV[4])
   redis.call('SET', pending_key, id, 'PX', ARGV[4])
   schedule(KEYS[2], ARGV[6], ARGV[5])
-  -- the expiry sweep's entry; later changes only move the expiry later, and the sweep follows them
+  -- the expiry sweep's entry: a later expiry is followed by the sweep, an earlier one by unbegin
   schedule(shard .. 'expiry', redis.call('HGET', key, 'ex'), id)
   return answer('created')
 end

@@ -2,10 +2,11 @@
 -- at a given time) or 'dead' (its retry window is over: kept aside for operators). A delivered or
 -- dead event lets the next event of its verification go at once.
 -- KEYS: the shard's delivery schedule, its outbox, its dead letters.
--- ARGV: event id, now, outcome, next attempt (ms, for retry), tries so far, last error.
+-- ARGV: event id, now, outcome, next attempt (ms, for retry), tries so far, last error, lease name.
 local event, outcome = ARGV[1], ARGV[3]
 local payload = redis.call('HGET', KEYS[2], event)
-if not payload then return 0 end  -- settled already (a retried settle, or another worker's lease)
+if not payload then return 0 end  -- settled already (a retried settle)
+if redis.call('HGET', KEYS[2], event .. '|l') ~= ARGV[7] then return 0 end  -- another worker's now
 if outcome == 'retry' then
   redis.call('HSET', KEYS[2], event .. '|t', ARGV[5], event .. '|e', ARGV[6])
   redis.call('ZADD', KEYS[1], ARGV[4], event)
@@ -16,7 +17,7 @@ if outcome == 'dead' then
              event .. '|at', ARGV[2])
   redis.call('PEXPIRE', KEYS[3], 30 * 86400000)
 end
-redis.call('HDEL', KEYS[2], event, event .. '|t', event .. '|e')
+redis.call('HDEL', KEYS[2], event, event .. '|t', event .. '|e', event .. '|l')
 redis.call('ZREM', KEYS[1], event)
 local id, n = string.match(event, '^(.*):(%d+)$')
 local next_event = id .. ':' .. (tonumber(n) + 1)

@@ -13,7 +13,7 @@ if v.st ~= 'pending' then
   return {'ended'}
 end
 if now < tonumber(v.ex) then
-  redis.call('ZADD', KEYS[2], v.ex, id)
+  schedule(KEYS[2], v.ex, id)  -- followed to its new expiry, the set living at least as long
   return {'later'}
 end
 drop_codes()
