@@ -37,6 +37,7 @@ bench: install  ## argon2 cost, Redis memory per verification, HTTP throughput a
 	$(RUN) python -m bench.redis_memory
 	$(RUN) python -m bench.load
 	$(RUN) python -m bench.start_cost
+	$(RUN) python -m bench.webhook_latency
 
 openapi: install  ## regenerate the published contract from the app
 	$(RUN) otpservice openapi > openapi.yaml
