@@ -13,24 +13,35 @@ from typing import Any
 from standardwebhooks import Webhook, WebhookVerificationError
 
 
+async def serve_lifespan(receive: Any, send: Any) -> None:
+    """Answer an ASGI server's lifespan messages (a bare ASGI app has nothing to start or stop)."""
+    while True:
+        message = await receive()
+        await send({"type": message["type"] + ".complete"})
+        if message["type"] == "lifespan.shutdown":
+            return
+
+
+async def request_of(scope: dict[str, Any], receive: Any) -> tuple[bytes, dict[str, str]]:
+    """An ASGI request's whole body and its headers."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    return body, {name.decode(): value.decode() for name, value in scope["headers"]}
+
+
 def receiver_app(secret: str, show: Callable[[str], None]) -> Any:
     """An ASGI app answering 204 to events signed with ``secret`` (400 otherwise), showing each."""
     verifier = Webhook(secret)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {name.decode(): value.decode() for name, value in scope["headers"]}
+            await serve_lifespan(receive, send)
+            return
+        body, headers = await request_of(scope, receive)
         try:
             event = verifier.verify(body, headers)
         except WebhookVerificationError as exc:

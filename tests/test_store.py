@@ -133,11 +133,12 @@ async def test_callback_for_an_unknown_send_is_stale(store: VerificationStore) -
     assert update.outcome == "stale"
 
 
-async def begin(store: VerificationStore, vid: str, code: str, at: datetime) -> int:
+async def begin(store: VerificationStore, vid: str, code: str, at: datetime, token: str = "") -> int:
+    """Begin a resend of ``vid`` at ``at`` with a new code (under ``token``, else a fresh one)."""
     return await store.begin_send(
         vid,
         at,
-        token=secrets.token_hex(4),
+        token=token or secrets.token_hex(4),
         cooldown_seconds=30,
         max_sends=5,
         code_hash=HASHER.hash(vid, code),
@@ -443,16 +444,7 @@ async def test_a_given_up_resend_is_undone_even_after_it_was_called_unknown(redi
     vid = await new_pending(store)
     await placed(store, vid, 1, "c1")
     at = NOW + timedelta(seconds=30)
-    seq = await store.begin_send(
-        vid,
-        at,
-        token="gave-up",
-        cooldown_seconds=30,
-        max_sends=5,
-        code_hash=HASHER.hash(vid, "222222"),
-        ttl_seconds=300,
-        placement_deadline=at,
-    )
+    seq = await begin(store, vid, "222222", at, token="gave-up")
     assert await redis.zscore(number_calls_key(vid), f"{vid}:gave-up") is not None
     await store.placement_unknown(vid, at + timedelta(seconds=1), seq, "deadline passed")
     await store.release(vid, "gave-up", at + timedelta(seconds=2))
@@ -472,16 +464,7 @@ async def test_a_given_up_resend_of_an_ended_verification_leaves_nothing_behind(
     vid = await new_pending(store)
     await placed(store, vid, 1, "c1")
     at = NOW + timedelta(seconds=30)
-    seq = await store.begin_send(
-        vid,
-        at,
-        token="gave-up",
-        cooldown_seconds=30,
-        max_sends=5,
-        code_hash=HASHER.hash(vid, "222222"),
-        ttl_seconds=300,
-        placement_deadline=at,
-    )
+    seq = await begin(store, vid, "222222", at, token="gave-up")
     await store.cancel(vid, "c", at)
     await store.release(vid, "gave-up", at)
     assert await redis.zscore(number_calls_key(vid), f"{vid}:gave-up") is None

@@ -15,6 +15,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
+from otpservice.dev_receiver import request_of, serve_lifespan
 from tests.support.redis_servers import wait_until
 from tests.support.servers import serve_in_thread
 
@@ -56,20 +57,9 @@ def running_receiver(fail_first: int = 0, hang_first: float = 0.0) -> Iterator[R
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        if scope["type"] != "http":
+            await serve_lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        body, headers = await request_of(scope, receive)
         with receiver.lock:
             receiver.arrived += 1
             hang, receiver.hang_first = receiver.hang_first, 0.0
