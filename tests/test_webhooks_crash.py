@@ -86,7 +86,8 @@ def test_an_event_held_by_a_killed_worker_is_delivered_after_its_restart(
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
         killed_at = time.monotonic()
-        with dev_service(env, port, sandbox_port, log):
+        # fresh ports: the killed process's may already be another test's
+        with dev_service(env, free_port(), free_port(), log):
             types = receiver.wait_for(2, vid, timeout=30)
         assert time.monotonic() - killed_at < 60
     assert types[:2] == ["verification.created", "verification.delivery_updated"]

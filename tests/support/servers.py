@@ -62,10 +62,23 @@ class _PromptServer(uvicorn.Server):
             self._loop.call_soon_threadsafe(self._stop.set)
 
 
+def bound_socket(port: int = 0) -> socket.socket:
+    """A socket bound on 127.0.0.1 (to a port the kernel picks, by default), held until served.
+
+    Why not free_port() then bind: between the two another test (or a process just killed and
+    restarted) can take the port; a socket held from the start cannot lose it.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
 @contextmanager
-def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
+def serve_in_thread(app: Any, port: int | None = None, sock: socket.socket | None = None) -> Iterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 in its own thread and event loop; yield its base URL."""
-    port = port or free_port()
+    sock = sock or bound_socket(port or 0)
+    port = int(sock.getsockname()[1])
     # A long keep-alive: a slow test must not race uvicorn closing an idle connection it reuses.
     config = uvicorn.Config(
         app,
@@ -77,7 +90,7 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
         timeout_keep_alive=60,
     )
     server = _PromptServer(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
@@ -89,3 +102,4 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.stop_now()
         thread.join(timeout=10)
+        sock.close()

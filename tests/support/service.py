@@ -19,7 +19,7 @@ from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
 from otpservice.settings import Argon2Settings, AutocallSettings, Settings
 from otpservice.tenants import Tenant, hash_api_key
 from tests.support.sandbox import TLS_CONTEXT
-from tests.support.servers import free_port, serve_in_thread
+from tests.support.servers import bound_socket, serve_in_thread
 
 API_KEY = "test-api-key-0123456789"
 PEPPER = b"test-pepper-that-is-long-enough-0123456789"
@@ -137,7 +137,8 @@ def running_service(
     clock: ManualClock | None = None,
     **overrides: object,
 ) -> Iterator[ServiceHandle]:
-    port = free_port()
+    sock = bound_socket()  # held from now on: the service's URL is known before the app is built
+    port = int(sock.getsockname()[1])
     url = f"http://127.0.0.1:{port}"
     settings = test_settings(redis_url, provider_url, url, **overrides)
     clock = clock or ManualClock()
@@ -152,5 +153,5 @@ def running_service(
         tls=TLS_CONTEXT,
     )
     app = create_app(settings, seams)
-    with serve_in_thread(app, port=port):
+    with serve_in_thread(app, sock=sock):
         yield ServiceHandle(url=url, settings=settings, clock=clock, hasher=hasher, logs=logs)
