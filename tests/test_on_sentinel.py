@@ -1,4 +1,4 @@
-"""The whole API contract through Redis Sentinel, and a failover of the master under the service."""
+"""The state machine, its races and reconciliation through Redis Sentinel, and a failover of the master."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.contract import CORE_MODULES, contract_tests
+from tests.support.contract import SENTINEL_MODULES, contract_tests
 from tests.support.flows import heard_code
 from tests.support.redis_servers import sentinel_setup
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import running_service
 
-globals().update(contract_tests(CORE_MODULES))
+globals().update(contract_tests(SENTINEL_MODULES))
 
 
 @pytest.fixture(scope="module")
