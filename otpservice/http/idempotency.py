@@ -120,7 +120,7 @@ class Idempotency:
         async def settle() -> None:
             if answer is not None and answer.changed_something:
                 # no headers kept: a Retry-After replayed hours later would only invite pointless retries
-                await self._records.keep(tenant.name, key, owner, answer.status, "", answer.body)
+                await self._records.keep(tenant.name, key, owner, answer.status, answer.body)
             else:
                 await self._records.release(tenant.name, key, owner)
 

@@ -193,7 +193,6 @@ class CallPlacer:
         reason: str,
         *,
         give_back_cooldown: bool,
-        later: bool = False,
     ) -> None:
         """The call surely never left: drop its code, and give its budget back."""
         now = self._clock.now()
@@ -211,10 +210,9 @@ class CallPlacer:
                 # a resend that never reached the provider leaves the last call's delivery in view
                 describe=delivery is DeliveryStatus.REJECTED,
             ),
-            later=later,
         )
         if call.charges is not None:
-            await self.give_back(call.charges, call.verification_id, now=not later)
+            await self.give_back(call.charges, call.verification_id)
 
     async def give_back(self, charges: Charges, verification_id: str, *, now: bool = True) -> None:
         """Return a call's counts to its budgets; ``now=False`` when storage just failed."""
@@ -227,11 +225,9 @@ class CallPlacer:
             verification_id=verification_id,
         )
 
-    async def _write(
-        self, what: str, call: CallRequest, write: Callable[[], Awaitable[object]], *, later: bool = False
-    ) -> None:
+    async def _write(self, what: str, call: CallRequest, write: Callable[[], Awaitable[object]]) -> None:
         """One recording write now, or in the background when storage fails (the answer stands)."""
-        await self._repairs.write(what, write, now=not later, verification_id=call.verification_id)
+        await self._repairs.write(what, write, verification_id=call.verification_id)
 
     @staticmethod
     def _log(call: CallRequest) -> structlog.typing.FilteringBoundLogger:

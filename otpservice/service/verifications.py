@@ -220,9 +220,7 @@ class VerificationService:
         try:
             return await self._hashing.hash(verification_id, code)
         except BaseException:
-            self._repairs.submit(
-                "give_back_budget", lambda: self._budgets.give_back(charges), verification_id=verification_id
-            )
+            await self._placer.give_back(charges, verification_id, now=False)  # queued, never waits
             raise
 
     async def _answer_pending(

@@ -23,7 +23,6 @@ class StoredAnswer:
     state: Literal["running", "done"]
     fingerprint: str
     status: int
-    headers: str
     body: bytes
 
 
@@ -48,21 +47,19 @@ class IdempotencyRecords:
             return None
         state: Literal["running", "done"] = "done" if text(reply[0]) == "done" else "running"
         status = text(reply[2])
-        body = reply[4] if isinstance(reply[4], bytes) else text(reply[4]).encode()
-        return StoredAnswer(state, text(reply[1]), int(status) if status else 0, text(reply[3]), body)
+        body = reply[3] if isinstance(reply[3], bytes) else text(reply[3]).encode()
+        return StoredAnswer(state, text(reply[1]), int(status) if status else 0, body)
 
-    async def keep(
-        self, tenant: str, idempotency_key: str, owner: str, status: int, headers: str, body: bytes
-    ) -> None:
+    async def keep(self, tenant: str, idempotency_key: str, owner: str, status: int, body: bytes) -> None:
         """Keep the answer for repeats of the request."""
         await self._storage.run(
             "idempotency_settle",
             [_record_key(tenant, idempotency_key)],
-            [owner, "keep", status, headers, body.decode(), KEEP_SECONDS * 1000],
+            [owner, "keep", status, body.decode(), KEEP_SECONDS * 1000],
         )
 
     async def release(self, tenant: str, idempotency_key: str, owner: str) -> None:
         """Let the key go: the request changed nothing, so a repeat may run again."""
         await self._storage.run(
-            "idempotency_settle", [_record_key(tenant, idempotency_key)], [owner, "release", "", "", "", 0]
+            "idempotency_settle", [_record_key(tenant, idempotency_key)], [owner, "release", "", "", 0]
         )
