@@ -5,7 +5,7 @@ UV_VERSION := 0.13.9
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
-RUN := $(UV) run --frozen
+RUN := $(UV) run --frozen --extra dev
 
 .PHONY: install run test lint typecheck check openapi bench sandbox clean
 
@@ -14,7 +14,7 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 install: $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --extra dev
 
 run: install  ## the service in dev mode: embedded Redis-compatible server and Autocall sandbox
 	$(RUN) otpservice dev

@@ -104,6 +104,9 @@ class Settings:
     hash_workers: int = field(default_factory=usable_cores)
     log_level: str = "INFO"
     log_json: bool = True
+    docs: bool = True  # /docs and /schema (OTP_DOCS)
+    metrics_keys: tuple[str, ...] = field(default=(), repr=False)  # may read /metrics and nothing else
+    client_timeout_seconds: float = 10.0  # a request's head and body must arrive within this
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, mode: Mode = "production") -> Settings:
@@ -163,6 +166,9 @@ class Settings:
             hash_workers=reader.integer("OTP_HASH_WORKERS", usable_cores(), 1, 256),
             log_level=reader.text("OTP_LOG_LEVEL", "INFO").upper(),
             log_json=reader.flag("OTP_LOG_JSON", True),
+            docs=reader.flag("OTP_DOCS", True),
+            metrics_keys=tuple(k.strip() for k in reader.secret("OTP_METRICS_KEYS").split(",") if k.strip()),
+            client_timeout_seconds=reader.number("OTP_CLIENT_TIMEOUT_SECONDS", 10.0, 0.5, 300),
             notices=tuple(reader.notices),
         )
         problems = reader.problems
@@ -253,6 +259,11 @@ class Settings:
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some fields replaced (tests and dev mode)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def settings_help() -> str:
+    """The settings ``serve`` reads, for ``serve --help``."""
+    return "Settings come from OTP_* environment variables (secrets also from OTP_*_FILE); see the README."
 
 
 class _EnvReader:

@@ -24,8 +24,9 @@ import yaml
 
 from otpservice.dev_receiver import receiver_app
 from otpservice.http.app import create_app
+from otpservice.http.edge import server_options
 from otpservice.logs import configure_logging
-from otpservice.settings import Settings, SettingsError, usable_cores
+from otpservice.settings import Settings, SettingsError, settings_help, usable_cores
 
 _DEV_DEFAULTS = {
     "OTP_AUTOCALL_URL": "http://127.0.0.1:{sandbox_port}",
@@ -42,7 +43,7 @@ class SettingsRefused(click.ClickException):
     exit_code = 2
 
 
-@click.command("serve")
+@click.command("serve", epilog=settings_help())
 @click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 - a server listens on all interfaces
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
@@ -64,6 +65,7 @@ def serve_command(host: str, port: int, workers: int) -> None:
         workers=workers,
         access_log=False,
         log_config=None,
+        **server_options(settings),
     )
 
 
@@ -146,7 +148,12 @@ def dev_command(host: str, port: int, sandbox_port: int, webhook_receiver: bool,
             servers.append(
                 _SharedProcessServer(
                     uvicorn.Config(
-                        app, host="127.0.0.1", port=receiver_port, access_log=False, log_config=None
+                        app,
+                        host="127.0.0.1",
+                        port=receiver_port,
+                        access_log=False,
+                        log_config=None,
+                        **server_options(settings),
                     )
                 )
             )
@@ -158,10 +165,18 @@ def dev_command(host: str, port: int, sandbox_port: int, webhook_receiver: bool,
                     port=sandbox_port,
                     access_log=False,
                     log_config=None,
+                    **server_options(settings),
                 )
             ),
             _SharedProcessServer(
-                uvicorn.Config(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+                uvicorn.Config(
+                    create_app(settings),
+                    host=host,
+                    port=port,
+                    access_log=False,
+                    log_config=None,
+                    **server_options(settings),
+                )
             ),
         ]
         click.echo(_welcome(f"http://{host}:{port}", api_key, redis_url, sandbox_port), err=True)

@@ -14,12 +14,8 @@ import httpx
 import structlog
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
-from otpservice import __version__
 from otpservice.adapters.autocall.client import AutocallClient, create_http_client
 from otpservice.adapters.storage.budget import CallBudgets
 from otpservice.adapters.storage.connection import connect
@@ -38,8 +34,10 @@ from otpservice.http.controllers.callbacks import autocall_callback
 from otpservice.http.controllers.health import healthz, readyz
 from otpservice.http.controllers.verifications import VerificationController, VerifyController
 from otpservice.http.dependencies import DEPENDENCIES
+from otpservice.http.docs import docs_routes, openapi_config
 from otpservice.http.idempotency import Idempotency
 from otpservice.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
+from otpservice.http.request import OtpRequest
 from otpservice.http.schemas import webhook_event_body
 from otpservice.redis_url import parse_redis_url
 from otpservice.service.background import run_rounds
@@ -237,6 +235,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             healthz,
             readyz,
             MetricsController,
+            *docs_routes(settings),
         ],
         lifespan=[clients],
         dependencies=DEPENDENCIES,
@@ -245,18 +244,8 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[access_log_middleware, _PROMETHEUS.middleware],
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(
-            title="otpservice",
-            version=__version__,
-            description="Voice one-time-password verification over TEL4VN Autocall.",
-            path="/docs",
-            render_plugins=[SwaggerRenderPlugin()],
-            components=Components(
-                security_schemes={
-                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="An API key")
-                }
-            ),
-        ),
+        openapi_config=openapi_config(settings),
+        request_class=OtpRequest,
         # Logging is configured once by otpservice.logs; Litestar's own config would replace it.
         logging_config=None,
         debug=False,

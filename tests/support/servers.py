@@ -75,7 +75,9 @@ def bound_socket(port: int = 0) -> socket.socket:
 
 
 @contextmanager
-def serve_in_thread(app: Any, port: int | None = None, sock: socket.socket | None = None) -> Iterator[str]:
+def serve_in_thread(
+    app: Any, port: int | None = None, sock: socket.socket | None = None, **options: Any
+) -> Iterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 in its own thread and event loop; yield its base URL."""
     sock = sock or bound_socket(port or 0)
     port = int(sock.getsockname()[1])
@@ -87,7 +89,7 @@ def serve_in_thread(app: Any, port: int | None = None, sock: socket.socket | Non
         log_level="warning",
         lifespan="on",
         loop="asyncio",
-        timeout_keep_alive=60,
+        **{"timeout_keep_alive": 60, **options},
     )
     server = _PromptServer(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
