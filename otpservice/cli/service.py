@@ -56,17 +56,44 @@ def serve_command(host: str, port: int, workers: int) -> None:
     except SettingsError as exc:
         raise SettingsRefused(f"refusing to start: {exc}") from exc
     configure_logging(settings.log_level, json=settings.log_json)
-    # Each worker process builds the app from the same environment through the factory.
-    uvicorn.run(
-        "otpservice.cli.service:production_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_config=None,
-        **server_options(settings),
-    )
+    with metrics_across_workers(workers):
+        # Each worker process builds the app from the same environment through the factory.
+        uvicorn.run(
+            "otpservice.cli.service:production_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_config=None,
+            **server_options(settings),
+        )
+
+
+@contextmanager
+def metrics_across_workers(workers: int) -> Iterator[None]:
+    """Prometheus multiprocess mode in a fresh directory, so every scrape answers all workers' totals.
+
+    Worker processes are spawned, so they import prometheus_client after the variable is set; files
+    of a worker that died stay, and its counts with them, so totals never go backwards. One worker
+    serves from this process, whose registry already holds the totals, so the variable is removed:
+    a directory left by an operator would otherwise add another run's counts.
+    """
+    previous = os.environ.pop(_MULTIPROC_DIR, None)
+    try:
+        if workers == 1:
+            yield
+            return
+        with tempfile.TemporaryDirectory(prefix="otpservice-metrics-") as directory:
+            os.environ[_MULTIPROC_DIR] = directory
+            yield
+    finally:
+        os.environ.pop(_MULTIPROC_DIR, None)
+        if previous is not None:
+            os.environ[_MULTIPROC_DIR] = previous
+
+
+_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def production_app() -> Any:

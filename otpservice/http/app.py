@@ -29,7 +29,7 @@ from otpservice.domain.callback_auth import CallbackSigner
 from otpservice.domain.clock import Clock, SystemClock
 from otpservice.domain.codes import CodeHasher, RandomBelow
 from otpservice.http.access_log import access_log_middleware
-from otpservice.http.auth import require_api_key
+from otpservice.http.auth import require_metrics_key
 from otpservice.http.controllers.callbacks import autocall_callback
 from otpservice.http.controllers.health import healthz, readyz
 from otpservice.http.controllers.verifications import VerificationController, VerifyController
@@ -45,12 +45,13 @@ from otpservice.service.delivery import DeliveryTracker
 from otpservice.service.expiry import ExpirySweep
 from otpservice.service.hashing import HashingPool
 from otpservice.service.placement import CallPlacer, VoiceRoute
+from otpservice.service.provider_health import ProviderProbe
 from otpservice.service.reconciler import reconcile_forever
 from otpservice.service.repairs import RepairQueue
 from otpservice.service.verifications import VerificationService
 from otpservice.service.webhooks import POLL_SECONDS, Endpoint, WebhookDispatcher
 from otpservice.settings import Settings
-from otpservice.tenants import TenantDirectory
+from otpservice.tenants import TenantDirectory, hash_api_key
 
 log = structlog.get_logger(__name__)
 
@@ -82,10 +83,14 @@ async def _finish(tasks: list[asyncio.Task[None]], stop: asyncio.Event, grace_se
 
 
 class MetricsController(PrometheusController):
-    """Prometheus exposition at /metrics: for the scraper (with an API key), not in the published API."""
+    """Prometheus exposition at /metrics: for the scraper, not in the published API.
+
+    Under ``serve --workers N`` the controller reads every worker's files in PROMETHEUS_MULTIPROC_DIR
+    (set by ``serve``), so each scrape answers the totals of all workers.
+    """
 
     include_in_schema = False
-    guards = [require_api_key]
+    guards = [require_metrics_key]
 
 
 def _voice_routes(
@@ -148,6 +153,11 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             repairs = RepairQueue()
             opened.push_async_callback(repairs.close)
             caller = AutocallClient.from_settings(settings.autocall, http)
+            # Asked at once: a refused secret key or an unreachable provider shows in the log and
+            # in /readyz before the first user is called.
+            app.state.provider = ProviderProbe(caller, caller.host)
+            app.state.provider.start_check()
+            opened.push_async_callback(app.state.provider.stop)
             signer = CallbackSigner(settings.pepper)
             policy = NumberPolicy(call_limits=settings.phone_limits, failure_lock=settings.failure_lock)
             events_waiting = asyncio.Event()  # set after each state change: the dispatcher looks at once
@@ -239,7 +249,13 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
         ],
         lifespan=[clients],
         dependencies=DEPENDENCIES,
-        state=State({"settings": settings, "tenants": TenantDirectory(settings.all_tenants())}),
+        state=State(
+            {
+                "settings": settings,
+                "tenants": TenantDirectory(settings.all_tenants()),
+                "metrics_key_hashes": frozenset(hash_api_key(key) for key in settings.metrics_keys),
+            }
+        ),
         plugins=[problem_details_plugin()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[access_log_middleware, _PROMETHEUS.middleware],

@@ -8,7 +8,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 
-from otpservice.tenants import Tenant, TenantDirectory
+from otpservice.tenants import Tenant, TenantDirectory, hash_api_key
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -35,3 +35,14 @@ def request_tenant(connection: ASGIConnection[Any, Any, Any, Any]) -> Tenant:
     """The tenant :func:`require_api_key` found for this request."""
     tenant: Tenant = connection.state.tenant
     return tenant
+
+
+def require_metrics_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard for /metrics: a metrics key (OTP_METRICS_KEYS, good for nothing else) or any API key."""
+    presented = bearer_token(connection.headers.get("authorization"))
+    if presented:
+        metrics_keys: frozenset[str] = connection.app.state.metrics_key_hashes
+        tenants: TenantDirectory = connection.app.state.tenants
+        if hash_api_key(presented) in metrics_keys or tenants.for_key(presented) is not None:
+            return
+    raise NotAuthorizedException("send Authorization: Bearer <metrics key or api key>")

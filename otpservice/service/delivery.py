@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -120,7 +121,12 @@ class DeliveryTracker:
         results = await asyncio.gather(*(self._reconcile_shard(shard, checks) for shard in range(SHARDS)))
         if any(result == "provider_down" for result in results):
             self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
-            log.warning("reconcile.provider_unreachable", retry_in_seconds=self._backoff)
+            log.warning(
+                "reconcile.provider_unreachable",
+                retry_in_seconds=self._backoff,
+                host=urlsplit(self._settings.autocall.url).netloc,
+                operation="report",
+            )
             return self._backoff
         self._backoff = self._settings.reconcile_interval_seconds
         # a full batch may mean more are due: go on at once

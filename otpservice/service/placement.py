@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -81,6 +82,7 @@ class CallPlacer:
         repairs: RepairQueue,
     ):
         self._settings = settings
+        self._provider_host = urlsplit(settings.autocall.url).netloc
         self._store = store
         self._budgets = budgets
         self._routes = routes
@@ -118,7 +120,9 @@ class CallPlacer:
             raise await self._failed(call, type(exc).__name__, may_have_rung) from exc
         rejection = placement.rejection_for(call.phone.national)
         if rejection is not None:
-            self._log(call).warning("call.rejected", reason=rejection.reason)
+            self._log(call).warning(
+                "call.rejected", reason=rejection.reason, host=self._provider_host, operation="otp_call"
+            )
             metrics.CALLS.labels("rejected").inc()
             await self._unplaced(call, DeliveryStatus.REJECTED, rejection.reason, give_back_cooldown=False)
             raise errors.ProviderRejected(vid, rejection.reason)
@@ -162,7 +166,13 @@ class CallPlacer:
 
     async def _failed(self, call: CallRequest, why: str, may_have_rung: bool) -> errors.ProviderUnavailable:
         """Record a placement that failed or cannot be tracked, and say so as provider_unavailable."""
-        self._log(call).warning("call.placement_failed", error=why, may_have_rung=may_have_rung)
+        self._log(call).warning(
+            "call.placement_failed",
+            error=why,
+            may_have_rung=may_have_rung,
+            host=self._provider_host,
+            operation="otp_call",
+        )
         if may_have_rung:
             metrics.CALLS.labels("unknown").inc()
             now = self._clock.now()

@@ -29,7 +29,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import structlog
@@ -103,6 +103,7 @@ class AutocallClient:
         refresh_margin_seconds: float = 60.0,
     ):
         self._base_url = base_url.rstrip("/")
+        self.host = urlsplit(self._base_url).netloc  # named in every failure logged, never a secret
         self._secret_key = secret_key
         self._campaign_path = f"/api/v2/campaigns/{quote(campaign_id, safe='')}"
         self._campaign_id = campaign_id
@@ -273,7 +274,7 @@ class AutocallClient:
         try:
             return await self._http.request(method, url, json=body, headers=headers)
         except httpx.ConnectError:
-            log.info("autocall.request.retrying", operation=operation, reason="connect_error")
+            log.info("autocall.request.retrying", operation=operation, host=self.host, reason="connect_error")
         except httpx.HTTPError as exc:
             raise self._failed(operation, _transport_failure(exc)) from exc
         await asyncio.sleep(CONNECT_RETRY_DELAY_SECONDS)
@@ -317,7 +318,9 @@ class AutocallClient:
         log.warning(
             "autocall.request.failed",
             operation=operation,
+            host=self.host,
             error=type(error).__name__,
+            detail=str(error),
             status_code=getattr(error, "status_code", None),
             may_have_reached_provider=getattr(error, "request_may_have_reached_provider", None),
         )
