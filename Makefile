@@ -16,11 +16,16 @@ $(UV):
 install: $(UV)
 	$(UV) sync --frozen --extra dev
 
+# Ports of `make run`: make run PORT=8001 SANDBOX_PORT=8092 RECEIVER_PORT=8093
+PORT ?= 8000
+SANDBOX_PORT ?= 8090
+RECEIVER_PORT ?= 8091
+
 run: install  ## the service in dev mode: embedded Redis-compatible server and Autocall sandbox
-	$(RUN) otpservice dev
+	$(RUN) otpservice dev --port $(PORT) --sandbox-port $(SANDBOX_PORT) --receiver-port $(RECEIVER_PORT)
 
 sandbox: install
-	$(RUN) otpservice sandbox --host 127.0.0.1 --port 8090
+	$(RUN) otpservice sandbox --host 127.0.0.1 --port $(SANDBOX_PORT)
 
 lint: install
 	$(RUN) ruff check .

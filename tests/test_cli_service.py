@@ -93,7 +93,11 @@ def test_dev_mode_goes_from_nothing_to_an_approved_verification(tmp_path: Path) 
         process.terminate()
         exit_code = process.wait(timeout=20)
     assert exit_code == 0, stderr_path.read_text()[-2000:]
-    redis_port = re.search(r"redis\s+redis://127\.0\.0\.1:(\d+)", stderr_path.read_text())
+    banner = stderr_path.read_text()
+    # every URL quoted (zsh globs an unquoted "?"), the dev budgets named
+    assert f"'http://127.0.0.1:{sandbox_port}/_sandbox/calls?phone=0987654321'" in banner
+    assert "calls per number 30/10m,300/1d" in banner
+    redis_port = re.search(r"redis\s+'redis://127\.0\.0\.1:(\d+)", banner)
     assert redis_port
     with pytest.raises(ConnectionRefusedError):  # the embedded Redis went down with dev mode
         socket.create_connection(("127.0.0.1", int(redis_port.group(1))), timeout=2).close()
@@ -136,3 +140,35 @@ def test_serve_refuses_a_bad_tenants_file_with_exit_code_2(tmp_path: Path) -> No
     )
     assert "refusing to start" in result.output
     assert "shop.example.vn" not in result.output  # an unknown key's value may be a secret
+
+
+def test_dev_mode_refuses_a_taken_port_before_starting_anything() -> None:
+    """`otpservice dev` on a port in use exits 2 with one line naming the port and the option, no banner."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(  # noqa: S603 - our own entry point
+            [sys.executable, "-m", "otpservice", "dev", "--port", str(port), "--no-webhook-receiver"],
+            env={k: v for k, v in os.environ.items() if not k.startswith("OTP_")},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port (make run PORT=...)" in result.stderr
+    assert "otpservice dev mode" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_make_run_passes_its_ports_to_dev_mode() -> None:
+    """`make run PORT=8001 SANDBOX_PORT=8092 RECEIVER_PORT=8093` starts dev mode on those ports."""
+    root = Path(__file__).resolve().parent.parent
+    dry_run = subprocess.run(
+        ["make", "-n", "-o", "install", "run", "PORT=8001", "SANDBOX_PORT=8092", "RECEIVER_PORT=8093"],  # noqa: S607
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "otpservice dev --port 8001 --sandbox-port 8092 --receiver-port 8093" in dry_run.stdout

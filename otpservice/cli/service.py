@@ -10,6 +10,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ import uvicorn
 import yaml
 
 from otpservice.dev_receiver import receiver_app
+from otpservice.domain.limits import describe
 from otpservice.http.app import create_app
 from otpservice.http.edge import server_options
 from otpservice.logs import configure_logging
@@ -34,6 +36,10 @@ _DEV_DEFAULTS = {
     "OTP_PUBLIC_URL": "http://127.0.0.1:{port}",
     "OTP_RESEND_COOLDOWN_SECONDS": "10",
     "OTP_LOG_JSON": "false",
+    # Trying things calls the same number and types wrong codes: production's 3 calls per 10 minutes
+    # and 10 wrong codes a day would lock the example number within minutes.
+    "OTP_PHONE_LIMITS": "30/10m,300/24h",
+    "OTP_PHONE_FAILURE_LOCK": "100/1h",
 }
 
 
@@ -150,13 +156,19 @@ def dev_command(host: str, port: int, sandbox_port: int, webhook_receiver: bool,
     from otpservice.sandbox.app import create_sandbox_app
     from otpservice.sandbox.config import EXAMPLE_SECRET_KEY, SandboxConfig
 
+    # Every port is taken before anything starts or is printed: a busy port is one clear line.
+    receiver = webhook_receiver and not os.environ.get("OTP_WEBHOOK_URL")
+    service_socket = _listen(host, port, "--port", "PORT")
+    sandbox_socket = _listen("127.0.0.1", sandbox_port, "--sandbox-port", "SANDBOX_PORT")
+    receiver_socket = (
+        _listen("127.0.0.1", receiver_port, "--receiver-port", "RECEIVER_PORT") if receiver else None
+    )
     environ = dict(os.environ)
     for name, value in _DEV_DEFAULTS.items():
         environ.setdefault(name, value.format(port=port, sandbox_port=sandbox_port))
     environ.setdefault("OTP_AUTOCALL_SECRET_KEY", EXAMPLE_SECRET_KEY)
     api_key = environ.setdefault("OTP_API_KEYS", "dev_" + secrets.token_urlsafe(18)).split(",")[0]
     environ.setdefault("OTP_PEPPER", secrets.token_urlsafe(32))
-    receiver = webhook_receiver and not environ.get("OTP_WEBHOOK_URL")
     if receiver:
         environ["OTP_WEBHOOK_URL"] = f"http://127.0.0.1:{receiver_port}/webhooks"
         environ["OTP_WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -169,47 +181,56 @@ def dev_command(host: str, port: int, sandbox_port: int, webhook_receiver: bool,
             raise SettingsRefused(str(exc)) from exc
         configure_logging(settings.log_level, json=settings.log_json)
         sandbox_config = SandboxConfig(ring_seconds=2.0, talk_seconds=4.0, log_spoken_text=True)
-        servers: list[uvicorn.Server] = []
-        if receiver:
+        servers: list[tuple[uvicorn.Server, socket.socket]] = []
+        if receiver_socket is not None:
             app = receiver_app(environ["OTP_WEBHOOK_SECRET"], lambda line: click.echo(line, err=True))
             servers.append(
+                (
+                    _SharedProcessServer(
+                        uvicorn.Config(
+                            app,
+                            host="127.0.0.1",
+                            port=receiver_port,
+                            access_log=False,
+                            log_config=None,
+                            **server_options(settings),
+                        )
+                    ),
+                    receiver_socket,
+                )
+            )
+        servers += [
+            (
                 _SharedProcessServer(
                     uvicorn.Config(
-                        app,
+                        create_sandbox_app(sandbox_config),
                         host="127.0.0.1",
-                        port=receiver_port,
+                        port=sandbox_port,
                         access_log=False,
                         log_config=None,
                         **server_options(settings),
                     )
-                )
-            )
-        servers += [
-            _SharedProcessServer(
-                uvicorn.Config(
-                    create_sandbox_app(sandbox_config),
-                    host="127.0.0.1",
-                    port=sandbox_port,
-                    access_log=False,
-                    log_config=None,
-                    **server_options(settings),
-                )
+                ),
+                sandbox_socket,
             ),
-            _SharedProcessServer(
-                uvicorn.Config(
-                    create_app(settings),
-                    host=host,
-                    port=port,
-                    access_log=False,
-                    log_config=None,
-                    **server_options(settings),
-                )
+            (
+                _SharedProcessServer(
+                    uvicorn.Config(
+                        create_app(settings),
+                        host=host,
+                        port=port,
+                        access_log=False,
+                        log_config=None,
+                        **server_options(settings),
+                    )
+                ),
+                service_socket,
             ),
         ]
-        click.echo(_welcome(f"http://{host}:{port}", api_key, redis_url, sandbox_port), err=True)
+        click.echo(_welcome(f"http://{host}:{port}", api_key, redis_url, sandbox_port, settings), err=True)
         if receiver:
             click.echo(
-                f"  webhooks    {environ['OTP_WEBHOOK_URL']}   (each event is printed here)\n", err=True
+                f"  webhooks    '{environ['OTP_WEBHOOK_URL']}'   (each event is printed here)\n", err=True
             )
         asyncio.run(_serve_all(servers))
 
@@ -226,33 +247,55 @@ class _SharedProcessServer(uvicorn.Server):
         yield
 
 
-async def _serve_all(servers: list[uvicorn.Server]) -> None:
+def _listen(host: str, port: int, option: str, make_variable: str) -> socket.socket:
+    """A listening socket on host:port, or a one-line refusal naming how to choose another port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise PortUnavailable(
+            f"cannot listen on {host}:{port} ({exc.strerror}): choose another port with {option} "
+            f"(make run {make_variable}=...)"
+        ) from exc
+
+
+class PortUnavailable(click.ClickException):
+    """A port dev mode needs is taken (or not ours to take): exit 2, before anything starts."""
+
+    exit_code = 2
+
+
+async def _serve_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
     """Serve until SIGINT or SIGTERM, then stop every server and return (so cleanup runs)."""
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
-        for server in servers:
+        for server, _ in servers:
             server.should_exit = True
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop)
-    await asyncio.gather(*(server.serve() for server in servers))
+    await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
 
 
-def _welcome(url: str, api_key: str, redis_url: str, sandbox_port: int) -> str:
+def _welcome(url: str, api_key: str, redis_url: str, sandbox_port: int, settings: Settings) -> str:
+    # URLs are single-quoted: zsh would take the "?" of a query for a glob and refuse the line.
+    sandbox = f"http://127.0.0.1:{sandbox_port}"
     return f"""
 otpservice dev mode
-  service     {url}   (docs: {url}/docs)
-  sandbox     http://127.0.0.1:{sandbox_port}   (calls you would hear: /_sandbox/calls)
-  redis       {redis_url}
+  service     '{url}'   (docs: '{url}/docs')
+  sandbox     '{sandbox}'   (calls you would hear: '{sandbox}/_sandbox/calls')
+  redis       '{redis_url}'
   API key     {api_key}
+  budgets     calls per number {describe(settings.phone_limits)}, wrong codes before a lock \
+{describe(settings.failure_lock)} (raised for trying things)
 
 Try it (the sandbox "speaks" each code in this log, and lists it at /_sandbox/calls):
-  export KEY={api_key}
-  curl -s -X POST {url}/otp -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+  export KEY='{api_key}'
+  curl -s -X POST '{url}/otp' -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
        -d '{{"phone": "0987654321"}}'
-  curl -s http://127.0.0.1:{sandbox_port}/_sandbox/calls?phone=0987654321
-  curl -s -X POST {url}/verify -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+  curl -s '{sandbox}/_sandbox/calls?phone=0987654321'
+  curl -s -X POST '{url}/verify' -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
        -d '{{"id": "<id from the first answer>", "code": "<the code you heard>"}}'
 """
 

@@ -1,4 +1,4 @@
-"""Reading the provider's call-ended callback, whose format is undocumented (see autocall-notes.md).
+"""Reading the provider's call-ended callback, whose body format the provider does not document.
 
 Accepted shapes: the CDR bare, the CDR inside ``{"data": ...}``, and the older API's body
 (``call_id``, ``status`` of ``Success``/``Fail``). Status words are matched in any case.
