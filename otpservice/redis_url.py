@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio.connection import parse_url as redis_parse_url
 
 Kind = Literal["single", "sentinel", "cluster"]
 
@@ -54,6 +56,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     if not sep:
         raise ValueError("OTP_REDIS_URL must look like redis://host:6379/0 (see the README for the forms)")
     if scheme in _SINGLE_SCHEMES:
+        _check_single(scheme, url)
         return RedisTarget(kind="single", url=url, tls=scheme == "rediss")
     if scheme not in _MULTI_SCHEMES:
         raise ValueError(
@@ -70,14 +73,33 @@ def parse_redis_url(url: str) -> RedisTarget:
     parts = [p for p in path.split("/") if p]
     if kind == "cluster":
         if parts:
-            raise ValueError("a redis+cluster URL has no path (a Cluster has only database 0)")
+            raise ValueError("OTP_REDIS_URL: a redis+cluster URL has no path (a Cluster has only database 0)")
         return RedisTarget(kind, url, nodes, username=username, password=password, tls=tls)
     if not parts or len(parts) > 2:
-        raise ValueError("a redis+sentinel URL ends in /<master-name> or /<master-name>/<db>")
+        raise ValueError("OTP_REDIS_URL: a redis+sentinel URL ends in /<master-name> or /<master-name>/<db>")
     if len(parts) == 2 and not parts[1].isdigit():
-        raise ValueError("the database in a redis+sentinel URL is a number")
+        raise ValueError("OTP_REDIS_URL: the database in a redis+sentinel URL is a number")
     db = int(parts[1]) if len(parts) == 2 else 0
     return RedisTarget(kind, url, nodes, parts[0], db, username, password, tls)
+
+
+def _check_single(scheme: str, url: str) -> None:
+    """What redis-py would only find at the first connection (or never: it ignores a bad database)."""
+    try:
+        options = redis_parse_url(url)
+    except ValueError as exc:  # its messages name the part, never the password
+        raise ValueError(f"OTP_REDIS_URL: {exc}") from None
+    if scheme == "unix":
+        if not options.get("path"):
+            raise ValueError(
+                "OTP_REDIS_URL: a unix:// URL names the socket, as in unix:///run/redis.sock?db=0"
+            )
+        return
+    if not options.get("host"):
+        raise ValueError("OTP_REDIS_URL names no host, as in redis://host:6379/0")
+    database = urlsplit(url).path.strip("/")
+    if database and not database.isdigit():
+        raise ValueError("OTP_REDIS_URL: the database is a number, as in redis://host:6379/0")
 
 
 def _host_port(item: str) -> tuple[str, int]:

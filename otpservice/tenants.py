@@ -60,6 +60,13 @@ def hash_api_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+def caller_problem(caller: str) -> str | None:
+    """Why CALLER cannot be a caller number (OTP_AUTOCALL_CALLER or a tenant's caller), or None."""
+    if _CALLER.fullmatch(caller) and 3 <= len(caller) <= 20:
+        return None
+    return "must be 3 to 20 characters, digits with an optional leading +"
+
+
 def load_tenants_file(path: Path) -> tuple[tuple[Tenant, ...], list[str]]:
     """Tenants read from the file, and every problem found (one line each; empty when valid).
 
@@ -237,10 +244,8 @@ def _text(place: str, key: str, entry: Mapping[str, object], problems: list[str]
         problems.append(f"{place} must be a string, got {_toml_type(value)}{quote_hint}")
     elif not value.strip():
         problems.append(f"{place} must not be empty")
-    elif key == "caller" and not (_CALLER.fullmatch(value) and 3 <= len(value) <= 20):
-        problems.append(
-            f"{place} must be 3 to 20 characters, digits with an optional leading +, got {json.dumps(value)}"
-        )
+    elif key == "caller" and (problem := caller_problem(value)):
+        problems.append(f"{place} {problem}, got {json.dumps(value)}")
     else:
         return value
     return None

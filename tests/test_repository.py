@@ -61,3 +61,13 @@ def test_source_comments_cite_only_documents_in_the_repository() -> None:
         if name not in documents
     ]
     assert not missing, "\n".join(missing)
+
+
+def test_both_readmes_say_the_same_about_hash_threads_in_containers() -> None:
+    """README.md and deploy/README.md carry the same paragraph on sizing hash threads by cgroup quota."""
+    paragraphs = [
+        {" ".join(block.split()) for block in (ROOT / name).read_text().split("\n\n")}
+        for name in ("README.md", "deploy/README.md")
+    ]
+    shared = [p for p in paragraphs[0] & paragraphs[1] if "cpu.max" in p and "cpu.cfs_quota_us" in p]
+    assert shared, "the cgroup sizing paragraph differs between README.md and deploy/README.md"

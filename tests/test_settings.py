@@ -1,14 +1,22 @@
-"""Settings: production refuses to start on missing or placeholder secrets."""
+"""Settings: production refuses to start on missing, placeholder or malformed values, one line each."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from otpservice.cli import main
+from otpservice.cli.service import _DEV_DEFAULTS
 from otpservice.domain.limits import Limit
+from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
 from otpservice.settings import Settings, SettingsError
 from otpservice.tenants import DEFAULT_TENANT, Tenant, hash_api_key
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 GOOD_ENV = {
     "OTP_REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -83,7 +91,7 @@ def test_dev_mode_accepts_defaults() -> None:
 @pytest.mark.parametrize(
     "url",
     [
-        "redis://user:secret@10.0.0.5:6379/2",
+        "redis://user:Rd1s-pw-0c2f@10.0.0.5:6379/2",
         "rediss://10.0.0.5:6380/0",
         "unix:///run/redis.sock?db=1",
         "redis+sentinel://s1:26379,s2:26379,s3:26379/otp",
@@ -118,9 +126,9 @@ def test_a_bad_redis_url_is_refused_at_start(url: str) -> None:
 def test_redis_url_may_come_from_a_file(tmp_path: Path) -> None:
     """OTP_REDIS_URL_FILE is read like the other secrets (the URL may carry a password)."""
     secret = tmp_path / "redis-url"
-    secret.write_text("rediss://user:secret@redis.internal:6380/0\n")
+    secret.write_text("rediss://user:Rd1s-pw-0c2f@redis.internal:6380/0\n")
     env = {k: v for k, v in GOOD_ENV.items() if k != "OTP_REDIS_URL"} | {"OTP_REDIS_URL_FILE": str(secret)}
-    assert Settings.from_env(env).redis_url == "rediss://user:secret@redis.internal:6380/0"
+    assert Settings.from_env(env).redis_url == "rediss://user:Rd1s-pw-0c2f@redis.internal:6380/0"
 
 
 SHOP_KEY = "k_live_shop_0123456789abcdef"
@@ -443,3 +451,402 @@ def test_tenant_webhooks_are_read_and_checked(tmp_path: Path) -> None:
     assert refused.value.problems == [
         "OTP_TENANTS_FILE: tenants.shop.webhook_secret must be whsec_ followed by base64"
     ]
+
+
+def refusal(env: dict[str, str], mode: str = "production") -> list[str]:
+    """The problems from_env names for ENV (and fails when it names none)."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env, mode=mode)  # type: ignore[arg-type]
+    return refused.value.problems
+
+
+SECRETS_IN_FILES = (
+    "OTP_REDIS_URL",
+    "OTP_API_KEYS",
+    "OTP_PEPPER",
+    "OTP_AUTOCALL_SECRET_KEY",
+    "OTP_WEBHOOK_SECRET",
+    "OTP_METRICS_KEYS",
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "name"),
+    [
+        ({"OTP_AUTOCALL_URL": "http://<API_HOST>"}, "OTP_AUTOCALL_URL"),
+        ({"OTP_AUTOCALL_URL": "https://{API_HOST}/api"}, "OTP_AUTOCALL_URL"),
+        ({"OTP_AUTOCALL_URL": "https://your-provider.vn"}, "OTP_AUTOCALL_URL"),
+        ({"OTP_PUBLIC_URL": "https://<public host>"}, "OTP_PUBLIC_URL"),
+        ({"OTP_AUTOCALL_CALLER": "<caller number>"}, "OTP_AUTOCALL_CALLER"),
+        ({"OTP_AUTOCALL_CAMPAIGN_ID": "TODO"}, "OTP_AUTOCALL_CAMPAIGN_ID"),
+        ({"OTP_AUTOCALL_CAMPAIGN_ID": "<campaign id>"}, "OTP_AUTOCALL_CAMPAIGN_ID"),
+        ({"OTP_AUTOCALL_TEMPLATE": "changeme"}, "OTP_AUTOCALL_TEMPLATE"),
+        ({"OTP_TENANTS_FILE": "/etc/otpservice/<tenants>.toml"}, "OTP_TENANTS_FILE"),
+        ({"OTP_REDIS_URL": "redis://<host>:6379/0"}, "OTP_REDIS_URL"),
+        ({"OTP_REDIS_URL": "redis://:changeme@redis.internal:6379/0"}, "OTP_REDIS_URL"),
+        ({"OTP_AUTOCALL_SECRET_KEY": "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"}, "OTP_AUTOCALL_SECRET_KEY"),
+        ({"OTP_AUTOCALL_SECRET_KEY": "your-secret-key"}, "OTP_AUTOCALL_SECRET_KEY"),
+        ({"OTP_AUTOCALL_SECRET_KEY": '"<Autocall secret key>"'}, "OTP_AUTOCALL_SECRET_KEY"),
+        ({"OTP_PEPPER": "<32+ random bytes, e.g. the output of: openssl rand -base64 48>"}, "OTP_PEPPER"),
+        ({"OTP_API_KEYS": "<comma-separated API keys, 16+ random characters each>"}, "OTP_API_KEYS"),
+        ({"OTP_API_KEYS": "k_live_0123456789abcdef,changeme"}, "OTP_API_KEYS"),
+        ({"OTP_METRICS_KEYS": "changeme"}, "OTP_METRICS_KEYS"),
+        (
+            {"OTP_WEBHOOK_URL": "https://<receiver>/otp-events", "OTP_WEBHOOK_SECRET": WEBHOOK_SECRET},
+            "OTP_WEBHOOK_URL",
+        ),
+    ],
+)
+def test_a_placeholder_is_one_line_naming_its_setting(changes: dict[str, str], name: str) -> None:
+    """A placeholder in any setting, URLs and caller included, is refused in one line naming the setting."""
+    problems = refusal(GOOD_ENV | changes)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(name)
+    assert "placeholder" in problems[0]
+    if name in SECRETS_IN_FILES:  # a secret is never echoed, not even a placeholder
+        assert changes[name].strip('"') not in problems[0]
+
+
+@pytest.mark.parametrize("name", ["OTP_PUBLIC_URL", "OTP_AUTOCALL_URL"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com",
+        "https://otp.example.com",
+        "https://otp.example.org/base",
+        "https://EXAMPLE.NET",
+        "https://otp.example",
+        "https://api.invalid",
+    ],
+)
+def test_a_host_reserved_for_documentation_is_refused(name: str, url: str) -> None:
+    """URLs on example.com/.net/.org, *.example or *.invalid (RFC 2606) are refused in every mode."""
+    for mode in ("production", "dev"):
+        (problem,) = refusal(GOOD_ENV | {name: url}, mode)
+        assert problem.startswith(f"{name} names ")
+        assert "RFC 2606" in problem
+
+
+@pytest.mark.parametrize("name", ["OTP_PUBLIC_URL", "OTP_AUTOCALL_URL"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000", "http://127.9.9.9/otp", "http://[::1]:8000", "http://localhost:8000"]
+)
+def test_plain_http_is_accepted_on_loopback(name: str, url: str) -> None:
+    """Production accepts http:// for the public and provider URLs when the host is loopback."""
+    settings = Settings.from_env(GOOD_ENV | {name: url + "/"})
+    assert url in (settings.public_url, settings.autocall.url)
+
+
+def test_plain_http_off_loopback_is_refused_for_callbacks_and_warned_about_for_the_provider() -> None:
+    """Production refuses an http:// public URL off loopback; an http:// provider starts with a notice."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(GOOD_ENV | {"OTP_PUBLIC_URL": "http://otp.vn"})
+    assert any("OTP_PUBLIC_URL must be https://" in line for line in refused.value.problems)
+    settings = Settings.from_env(GOOD_ENV | {"OTP_AUTOCALL_URL": "http://autocall.provider.vn"})
+    assert settings.autocall.url == "http://autocall.provider.vn"
+    assert any(notice.startswith("OTP_AUTOCALL_URL is plain http") for notice in settings.notices)
+
+
+@pytest.mark.parametrize("name", ["OTP_PUBLIC_URL", "OTP_AUTOCALL_URL"])
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://", "URL with a host"),
+        ("otp.vn", "URL with a host"),
+        ("http://[::1", "URL with a host"),
+        ("ftp://otp.vn", "must be an http:// or https://"),
+        ("https://otp.vn/?a=1", "query"),
+        ("https://otp.vn/base#top", "fragment"),
+        ("https://user:pw@otp.vn", "credentials"),
+        ("https://otp.vn:99999", "port"),
+    ],
+)
+def test_a_base_url_that_cannot_work_is_refused(name: str, url: str, expected: str) -> None:
+    """Base URLs need http(s) and a host, no query, fragment or credentials, and https off loopback."""
+    (problem,) = refusal(GOOD_ENV | {name: url})
+    assert problem.startswith(name)
+    assert expected in problem
+    assert "pw" not in problem
+
+
+def test_dev_mode_accepts_plain_http_anywhere() -> None:
+    """Dev mode lets the public and provider URLs be http:// on any host (a laptop on a LAN)."""
+    settings = Settings.from_env(
+        {"OTP_PUBLIC_URL": "http://laptop.lan:8000", "OTP_AUTOCALL_URL": "http://provider.vn"}, mode="dev"
+    )
+    assert settings.public_url == "http://laptop.lan:8000"
+
+
+def test_dev_mode_accepts_its_own_defaults() -> None:
+    """`otpservice dev`'s defaults (sandbox URL, caller, example secret key) pass every check."""
+    env = {name: value.format(port=8000, sandbox_port=8090) for name, value in _DEV_DEFAULTS.items()}
+    env |= {
+        "OTP_AUTOCALL_SECRET_KEY": EXAMPLE_SECRET_KEY,
+        "OTP_API_KEYS": "dev_0123456789abcdefghijkl",
+        "OTP_PEPPER": "dev-pepper",
+        "OTP_REDIS_URL": "redis://127.0.0.1:6390/0",
+        "OTP_WEBHOOK_URL": "http://127.0.0.1:8091/webhooks",
+        "OTP_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
+    settings = Settings.from_env(env, mode="dev")
+    assert settings.autocall.secret_key == EXAMPLE_SECRET_KEY
+    assert settings.log_json is False
+
+
+def test_dev_mode_leaves_weak_secrets_alone_but_not_template_text() -> None:
+    """Dev mode takes short or stand-in secrets, yet still refuses a whole <...> left from an example."""
+    assert Settings.from_env({"OTP_API_KEYS": "test", "OTP_PEPPER": "changeme"}, mode="dev").api_keys == (
+        "test",
+    )
+    (problem,) = refusal({"OTP_AUTOCALL_SECRET_KEY": "<secret key>"}, "dev")
+    assert problem.startswith("OTP_AUTOCALL_SECRET_KEY holds a placeholder")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("VN", ("VN",)), ("vn, th", ("VN", "TH")), ("VN,VN", ("VN",)), ("", ("VN",))],
+)
+def test_allowed_countries_are_read_as_region_codes(value: str, expected: tuple[str, ...]) -> None:
+    """OTP_ALLOWED_COUNTRIES takes two-letter regions in any case, and defaults to VN."""
+    assert Settings.from_env(GOOD_ENV | {"OTP_ALLOWED_COUNTRIES": value}).allowed_countries == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("Vietnam", "'Vietnam'"), ("VN,USA", "'USA'"), ("UK", "'UK'"), ("VN,001", "'001'"), (",", "no region")],
+)
+def test_a_country_phonenumbers_does_not_know_is_refused(value: str, shown: str) -> None:
+    """A name that is not an ISO 3166 alpha-2 region phonenumbers knows is one line pointing to VN."""
+    (problem,) = refusal(GOOD_ENV | {"OTP_ALLOWED_COUNTRIES": value})
+    assert problem.startswith("OTP_ALLOWED_COUNTRIES")
+    assert shown in problem
+    assert "use two-letter ISO 3166 codes such as VN" in problem
+
+
+@pytest.mark.parametrize(("value", "expected"), [("debug", "DEBUG"), (" Warning ", "WARNING"), ("", "INFO")])
+def test_log_level_is_read_in_any_case(value: str, expected: str) -> None:
+    """OTP_LOG_LEVEL takes the standard level names in any case, INFO when unset."""
+    assert Settings.from_env(GOOD_ENV | {"OTP_LOG_LEVEL": value}).log_level == expected
+
+
+@pytest.mark.parametrize("value", ["verbose", "10", "trace"])
+def test_an_unknown_log_level_is_refused(value: str) -> None:
+    """A level logging does not know is one line listing the accepted ones, not a traceback at start."""
+    (problem,) = refusal(GOOD_ENV | {"OTP_LOG_LEVEL": value})
+    assert problem == f"OTP_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {value!r}"
+
+
+@pytest.mark.parametrize("name", ["OTP_LOG_JSON", "OTP_DOCS"])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("true", True),
+        ("FALSE", False),
+        ("1", True),
+        ("0", False),
+        ("Yes", True),
+        ("no", False),
+        ("on", True),
+        ("OFF", False),
+    ],
+)
+def test_booleans_take_the_usual_spellings(name: str, value: str, expected: bool) -> None:
+    """true/false, 1/0, yes/no and on/off, in any case, are booleans."""
+    settings = Settings.from_env(GOOD_ENV | {name: value})
+    assert (settings.log_json if name == "OTP_LOG_JSON" else settings.docs) is expected
+
+
+@pytest.mark.parametrize("name", ["OTP_LOG_JSON", "OTP_DOCS"])
+@pytest.mark.parametrize("value", ["flase", "nope", "2", "y"])
+def test_a_boolean_that_is_neither_is_refused(name: str, value: str) -> None:
+    """A misspelt boolean is refused naming the accepted forms, instead of silently reading as false."""
+    (problem,) = refusal(GOOD_ENV | {name: value})
+    assert problem == f"{name} must be true or false (or 1/0, yes/no, on/off), got {value!r}"
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://h:abc/0", "redis://h:6379/x", "redis:///0", "unix://", "redis:6379"]
+)
+def test_a_single_server_redis_url_is_checked_at_start(url: str) -> None:
+    """A one-server Redis URL with a bad port, database, host or socket is one line at start."""
+    (problem,) = refusal(GOOD_ENV | {"OTP_REDIS_URL": url})
+    assert problem.startswith("OTP_REDIS_URL")
+
+
+def test_a_quoted_value_is_refused() -> None:
+    """Quotes that an env file kept (docker --env-file does) are named instead of failing obscurely."""
+    (problem,) = refusal(GOOD_ENV | {"OTP_LOG_LEVEL": '"INFO"'})
+    assert problem.startswith("OTP_LOG_LEVEL is wrapped in quotes")
+
+
+@pytest.mark.parametrize(
+    ("caller", "accepted"), [("+84281234567", True), ("028-730", False), ("02 8730", False), ("12", False)]
+)
+def test_the_caller_is_digits_with_an_optional_plus(caller: str, accepted: bool) -> None:
+    """OTP_AUTOCALL_CALLER follows the tenant caller rule: 3 to 20 digits, optionally after a +."""
+    env = GOOD_ENV | {"OTP_AUTOCALL_CALLER": caller}
+    if accepted:
+        assert Settings.from_env(env).autocall.caller == caller
+    else:
+        (problem,) = refusal(env)
+        assert problem.startswith("OTP_AUTOCALL_CALLER must be 3 to 20 characters, digits")
+
+
+WEBHOOK_ENV = {"OTP_WEBHOOK_URL": "https://hooks.example.vn/otp"}
+FILE_CASES: list[tuple[str, str, Callable[[Settings], object], object]] = [
+    (
+        "OTP_REDIS_URL",
+        "rediss://user:Rd1s-pw-0c2f@redis.internal:6380/0",
+        lambda s: s.redis_url,
+        "rediss://user:Rd1s-pw-0c2f@redis.internal:6380/0",
+    ),
+    (
+        "OTP_API_KEYS",
+        "k_file_0123456789abcdef\nk_file_fedcba9876543210",
+        lambda s: s.api_keys,
+        ("k_file_0123456789abcdef", "k_file_fedcba9876543210"),
+    ),
+    ("OTP_PEPPER", "f" * 40, lambda s: s.pepper, b"f" * 40),
+    (
+        "OTP_AUTOCALL_SECRET_KEY",
+        "file-secret-key-0123",
+        lambda s: s.autocall.secret_key,
+        "file-secret-key-0123",
+    ),
+    ("OTP_WEBHOOK_SECRET", WEBHOOK_SECRET, lambda s: s.webhook_secret, WEBHOOK_SECRET),
+    ("OTP_METRICS_KEYS", "scrape-0123456789abcdef", lambda s: s.metrics_keys, ("scrape-0123456789abcdef",)),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "read", "expected"), FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_each_secret_may_come_from_its_file(
+    tmp_path: Path, name: str, text: str, read: Callable[[Settings], object], expected: object
+) -> None:
+    """Every secret setting is read from the file NAME_FILE names (trailing newline dropped)."""
+    path = tmp_path / name
+    path.write_text(text + "\n")
+    env = without(GOOD_ENV | WEBHOOK_ENV | {"OTP_WEBHOOK_SECRET": WEBHOOK_SECRET}, name)
+    assert read(Settings.from_env(env | {f"{name}_FILE": str(path)})) == expected
+
+
+@pytest.mark.parametrize("name", SECRETS_IN_FILES)
+def test_a_secret_and_its_file_together_are_refused(tmp_path: Path, name: str) -> None:
+    """Setting both NAME and NAME_FILE is ambiguous: one line says so, whatever either holds."""
+    path = tmp_path / name
+    path.write_text("whatever\n")
+    env = GOOD_ENV | WEBHOOK_ENV | {"OTP_WEBHOOK_SECRET": WEBHOOK_SECRET, "OTP_METRICS_KEYS": "m" * 20}
+    (problem,) = refusal(env | {f"{name}_FILE": str(path)})
+    assert problem == f"{name} and {name}_FILE are both set: set one"
+
+
+def test_an_unreadable_or_empty_secret_file_is_refused(tmp_path: Path) -> None:
+    """A required secret's file that is missing or empty is named as such, once, not as a missing setting."""
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    env = without(GOOD_ENV, "OTP_PEPPER", "OTP_AUTOCALL_SECRET_KEY")
+    problems = refusal(
+        env | {"OTP_PEPPER_FILE": str(tmp_path / "absent"), "OTP_AUTOCALL_SECRET_KEY_FILE": str(empty)}
+    )
+    assert problems == [
+        f"OTP_AUTOCALL_SECRET_KEY_FILE names an empty file: {empty}",
+        f"OTP_PEPPER_FILE cannot be read: {tmp_path / 'absent'}: No such file or directory",
+    ]
+
+
+def test_an_empty_file_leaves_an_optional_secret_unset(tmp_path: Path) -> None:
+    """Empty files for the webhook secret and metrics keys (mounted though unused) mean neither is set."""
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    env = GOOD_ENV | {"OTP_WEBHOOK_SECRET_FILE": str(empty), "OTP_METRICS_KEYS_FILE": str(empty)}
+    settings = Settings.from_env(env)
+    assert (settings.webhook_secret, settings.metrics_keys) == ("", ())
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ("short", "OTP_METRICS_KEYS: key 1 is shorter than 16 characters"),
+        ("scrape-0123456789abcdef,xxx", "OTP_METRICS_KEYS: key 2 is a placeholder"),
+        (GOOD_ENV["OTP_API_KEYS"], "OTP_METRICS_KEYS holds a key that is also an API key"),
+    ],
+)
+def test_metrics_keys_follow_the_api_key_rules_and_stay_apart(keys: str, expected: str) -> None:
+    """Metrics keys are 16+ characters, no placeholder, and never an API key too."""
+    (problem,) = refusal(GOOD_ENV | {"OTP_METRICS_KEYS": keys})
+    assert problem.startswith(expected)
+    assert GOOD_ENV["OTP_API_KEYS"] not in problem
+
+
+def test_a_metrics_key_held_by_a_file_tenant_is_refused(tmp_path: Path) -> None:
+    """A metrics key that is some tenant's API key (by its hash in the tenants file) is refused too."""
+    path = tenants_file(tmp_path, f'[tenants.shop]\napi_keys = ["{hash_api_key(SHOP_KEY)}"]\n')
+    (problem,) = refusal(GOOD_ENV | {"OTP_TENANTS_FILE": path, "OTP_METRICS_KEYS": SHOP_KEY})
+    assert problem.startswith("OTP_METRICS_KEYS holds a key that is also an API key")
+
+
+def test_metrics_keys_are_read() -> None:
+    """OTP_METRICS_KEYS holds comma-separated keys of 16+ characters."""
+    settings = Settings.from_env(
+        GOOD_ENV | {"OTP_METRICS_KEYS": "scrape-0123456789abcdef, scrape-2-0123456789ab"}
+    )
+    assert settings.metrics_keys == ("scrape-0123456789abcdef", "scrape-2-0123456789ab")
+
+
+def test_a_setting_with_several_faults_is_one_line() -> None:
+    """A caller that is a placeholder and not digits, or a pepper set twice and short, is one line each."""
+    problems = refusal(
+        GOOD_ENV | {"OTP_AUTOCALL_CALLER": "<caller number>", "OTP_PEPPER": "short", "OTP_PEPPER_FILE": "/x"}
+    )
+    assert [problem.split()[0] for problem in problems] == ["OTP_AUTOCALL_CALLER", "OTP_PEPPER"]
+
+
+def test_a_misspelt_setting_is_pointed_at() -> None:
+    """A required setting that is missing names a close misspelling; other misspellings become notices."""
+    (problem,) = refusal(without(GOOD_ENV, "OTP_PEPPER") | {"OTP_PEPER": "p" * 40})
+    assert problem == "OTP_PEPPER is required (OTP_PEPER is set: misspelt?)"
+    settings = Settings.from_env(
+        GOOD_ENV | {"OTP_LOG_LEVLE": "DEBUG", "OTP_PUBLIC_URL_FILE": "/x", "OTP_PORT": "tcp://10.0.0.1:80"}
+    )
+    assert settings.notices == (
+        "OTP_LOG_LEVLE is not a setting: did you mean OTP_LOG_LEVEL?",
+        "OTP_PUBLIC_URL_FILE is not read: only secrets come from files (OTP_API_KEYS, "
+        "OTP_AUTOCALL_SECRET_KEY, OTP_METRICS_KEYS, OTP_PEPPER, OTP_REDIS_URL, OTP_WEBHOOK_SECRET)",
+    )
+
+
+class RecordingEnviron(dict[str, str]):
+    """An (empty) environment that notes every name looked up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked_up: set[str] = set()
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        self.looked_up.add(name)
+        return super().get(name, default)
+
+
+def settings_read() -> tuple[set[str], set[str]]:
+    """The OTP_* settings from_env reads, and those of them it also reads from NAME_FILE."""
+    environ = RecordingEnviron()
+    refusal(environ)  # production with nothing set: every setting is read, then refused
+    names = {name for name in environ.looked_up if name.startswith("OTP_")}
+    from_files = {name for name in names if f"{name}_FILE" in names}
+    return names - {f"{name}_FILE" for name in from_files}, from_files
+
+
+def test_serve_help_lists_every_setting() -> None:
+    """`serve --help` names every setting from_env reads, marking with * those that may come from a file."""
+    names, from_files = settings_read()
+    assert from_files == set(SECRETS_IN_FILES)
+    help_text = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+    listed = re.findall(r"^ +(OTP_[A-Z0-9_]+)(\*?) ", help_text, re.MULTILINE)
+    assert sorted(name for name, _ in listed) == sorted(names)
+    assert {name for name, star in listed if star} == from_files
+
+
+def test_readme_documents_every_setting() -> None:
+    """README.md names every setting from_env reads."""
+    names, _ = settings_read()
+    readme = README.read_text()
+    assert sorted(name for name in names if f"`{name}`" not in readme) == []

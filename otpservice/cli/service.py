@@ -23,12 +23,13 @@ import click
 import uvicorn
 import yaml
 
+from otpservice.cpus import usable_cores
 from otpservice.dev_receiver import receiver_app
 from otpservice.domain.limits import describe
 from otpservice.http.app import create_app
 from otpservice.http.edge import server_options
 from otpservice.logs import configure_logging
-from otpservice.settings import Settings, SettingsError, settings_help, usable_cores
+from otpservice.settings import Settings, SettingsError, settings_help
 
 _DEV_DEFAULTS = {
     "OTP_AUTOCALL_URL": "http://127.0.0.1:{sandbox_port}",
@@ -166,10 +167,17 @@ def dev_command(host: str, port: int, sandbox_port: int, webhook_receiver: bool,
     environ = dict(os.environ)
     for name, value in _DEV_DEFAULTS.items():
         environ.setdefault(name, value.format(port=port, sandbox_port=sandbox_port))
-    environ.setdefault("OTP_AUTOCALL_SECRET_KEY", EXAMPLE_SECRET_KEY)
-    api_key = environ.setdefault("OTP_API_KEYS", "dev_" + secrets.token_urlsafe(18)).split(",")[0]
-    environ.setdefault("OTP_PEPPER", secrets.token_urlsafe(32))
+    if _unset(environ, "OTP_AUTOCALL_SECRET_KEY"):
+        environ["OTP_AUTOCALL_SECRET_KEY"] = EXAMPLE_SECRET_KEY
+    api_key = "(from OTP_API_KEYS_FILE)"
+    if _unset(environ, "OTP_API_KEYS"):
+        api_key = environ.setdefault("OTP_API_KEYS", "dev_" + secrets.token_urlsafe(18)).split(",")[0]
+    elif environ.get("OTP_API_KEYS"):
+        api_key = environ["OTP_API_KEYS"].split(",")[0]
+    if _unset(environ, "OTP_PEPPER"):
+        environ["OTP_PEPPER"] = secrets.token_urlsafe(32)
     if receiver:
+        environ.pop("OTP_WEBHOOK_SECRET_FILE", None)
         environ["OTP_WEBHOOK_URL"] = f"http://127.0.0.1:{receiver_port}/webhooks"
         environ["OTP_WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     given_redis = environ.get("OTP_REDIS_URL")
@@ -245,6 +253,11 @@ class _SharedProcessServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def _unset(environ: dict[str, str], name: str) -> bool:
+    """Neither the setting nor its ``_FILE`` form is given (dev mode may then fill it in)."""
+    return not environ.get(name) and not environ.get(name + "_FILE")
 
 
 def _listen(host: str, port: int, option: str, make_variable: str) -> socket.socket:

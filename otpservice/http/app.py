@@ -234,7 +234,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             log.info("storage.target", redis=target.describe())
             log.info("tenants.loaded", tenants=sorted(t.name for t in app.state.tenants))
             for notice in settings.notices:
-                log.warning("settings.deprecated", notice=notice)
+                log.warning("settings.notice", notice=notice)
             yield
 
     return Litestar(
