@@ -37,12 +37,13 @@ typecheck: install
 test: install lint typecheck  ## the one test command: lint, types, then the whole suite
 	$(RUN) pytest
 
-bench: install  ## argon2 cost, Redis memory per verification, HTTP throughput and latency, budget cost
+bench: install  ## argon2 cost, Redis memory, HTTP throughput and latency, budget cost, webhooks, edge limits
 	$(RUN) python -m bench.argon2_cost
 	$(RUN) python -m bench.redis_memory
 	$(RUN) python -m bench.load
 	$(RUN) python -m bench.start_cost
 	$(RUN) python -m bench.webhook_latency
+	$(RUN) python -m bench.edge --seconds 3
 
 openapi: install  ## regenerate the published contract from the app
 	$(RUN) otpservice openapi > openapi.yaml

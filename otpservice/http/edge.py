@@ -1,12 +1,230 @@
-"""The HTTP server in front of the app: uvicorn, with limits on what a client may send and how slowly."""
+"""The HTTP server in front of the app: uvicorn, with limits on what a client may send and how slowly.
+
+uvicorn with httptools bounds neither a request head nor the time it takes to arrive: httptools grows
+a header value by concatenation as its pieces arrive (quadratic in its length), so one connection
+sending a 128 MiB header held the event loop for seconds (bench/edge.py: /healthz answered in 2 s,
+and eight such clients took the worker to 500 MiB), and a client that never finished its head, or
+never sent a byte, kept its connection forever. :class:`EdgeProtocol` is uvicorn's own httptools
+protocol with limits applied before the parser sees the bytes:
+
+- a header line of at most 16 KiB, a head of at most 64 KiB: else 431;
+- a request, head and body, arrives within ``OTP_CLIENT_TIMEOUT_SECONDS`` of its first byte: else 408;
+- a new connection sends its first byte within the keep-alive timeout (5 s): else it is closed.
+
+Refusals are problem+json like the app's, counted in ``otp_http_refused{code}`` and logged as
+``http.refused``. uvicorn's h11 parser was the other way: it bounds a head (answering 400 text/plain)
+but neither a header line nor the time a request takes (``python -m bench.edge --only h11``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import http
+import json
+import socket
 from typing import Any
 
+import httptools
+import structlog
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from otpservice.service import metrics
 from otpservice.settings import Settings
+
+# More than most servers allow (Node: 16 KiB for a whole head; nginx: 8 KiB a line, 32 KiB in all),
+# so a large cookie or token is never refused here when it passed a proxy in front.
+HEADER_FIELD_LIMIT = 16 * 1024  # one header line's name and value
+HEAD_LIMIT = 64 * 1024  # the request line, every header line and the blank line ending them
+
+# After a refusal the service half-closes and reads (dropping) a little of what the client is still
+# sending: a connection closed with unread bytes is reset, and the reset can destroy the answer before
+# the client reads it. A client that sends more than this, or for longer, is cut off.
+LINGER_BYTES = 1024 * 1024
+LINGER_SECONDS = 2.0
+
+log = structlog.get_logger(__name__)
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn options shared by ``serve``, ``dev`` and the test servers."""
-    return {"timeout_keep_alive": 5}
+    return {
+        # A partial of a module-level class: `serve --workers N` pickles it into each worker process.
+        "http": functools.partial(EdgeProtocol, client_timeout_seconds=settings.client_timeout_seconds),
+        "ws": "none",  # the service has no WebSocket route: an upgrade is just an HTTP request
+        "timeout_keep_alive": 5,
+    }
+
+
+class _FieldTooLarge(Exception):
+    """Raised from the parser's header callback to stop parsing at once."""
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, refusing heads that are too large and requests that are too slow."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        client_timeout_seconds: float,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.client_timeout_seconds = client_timeout_seconds
+        # Bytes of the request head received so far; None from its end to the end of its body.
+        self.head_bytes: int | None = 0
+        self.request_deadline: asyncio.TimerHandle | None = None
+        self.refused = False  # answered with a refusal: nothing more is parsed
+        self.linger_bytes_left = LINGER_BYTES
+        self.linger_end: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # asyncio turns Nagle's algorithm off only for sockets created as IPPROTO_TCP, and uvicorn
+        # binds its own (`serve --workers N`) as protocol 0: an answer's head and body, written
+        # apart, then waited 40 ms for the client's delayed ACK. uvloop turns it off itself.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # uvicorn starts its idle timer only after a response: a connection that never sends a byte
+        # would otherwise stay open forever.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_request_deadline()
+        if self.linger_end is not None:
+            self.linger_end.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            self._drop_while_lingering(len(data))
+            return
+        self._unset_keepalive_if_required()
+        if self.request_deadline is None:  # the first bytes of a request
+            self.request_deadline = self.loop.call_later(self.client_timeout_seconds, self._deadline_passed)
+        # While a head is incomplete the parser gets no more than the bytes the head may still take,
+        # so a head over the limit is refused before the parser has held more than HEAD_LIMIT of it.
+        # A head that begins inside a piece (a pipelined request after a body) is counted from the
+        # next piece: it may reach twice the limit, still a bound.
+        while data and not self.refused and not self.transport.is_closing():
+            if self.head_bytes is None:
+                piece, data = data, b""
+            else:
+                room = HEAD_LIMIT - self.head_bytes
+                if room <= 0:
+                    self._refuse_oversized_head(f"the request head is over {HEAD_LIMIT // 1024} KiB")
+                    return
+                piece, data = data[:room], data[room:]
+                self.head_bytes += len(piece)
+            self._feed(piece)
+
+    def _feed(self, piece: bytes) -> None:
+        """Parse ``piece``; the errors are handled as uvicorn's ``data_received`` handles them."""
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _FieldTooLarge):
+                raise
+            self._refuse_oversized_head(f"a request header is over {HEADER_FIELD_LIMIT // 1024} KiB")
+        except httptools.HttpParserError:
+            message = "Invalid HTTP request received."
+            self.logger.warning(message)
+            self.send_400_response(message)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > HEADER_FIELD_LIMIT:
+            raise _FieldTooLarge
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.head_bytes = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.head_bytes = 0
+        self._cancel_request_deadline()
+        super().on_message_complete()
+
+    def _deadline_passed(self) -> None:
+        self.request_deadline = None
+        if self.refused or self.transport.is_closing():
+            return
+        if self.flow.read_paused:
+            # The server stopped reading (a pipelined request waits its turn, or the app has not
+            # taken the body yet): the delay is not the client's.
+            self.request_deadline = self.loop.call_later(self.client_timeout_seconds, self._deadline_passed)
+            return
+        seconds = f"{self.client_timeout_seconds:g}"
+        self._refuse(
+            408, "request_timeout", "Request timeout", f"the request did not arrive within {seconds} s"
+        )
+
+    def _refuse_oversized_head(self, detail: str) -> None:
+        self._refuse(431, "request_header_too_large", "Request header too large", detail)
+
+    def _refuse(self, status: int, code: str, title: str, detail: str) -> None:
+        """Answer a problem in the app's place and close the connection.
+
+        When a response has begun, nothing can be slipped in: an earlier pipelined request's
+        response ends first and the connection closes after it; a response to this very request
+        (the app answered before the body came) is followed by the close alone.
+        """
+        self.refused = True
+        self._cancel_request_deadline()
+        self._unset_keepalive_if_required()
+        metrics.HTTP_REFUSED.labels(code).inc()
+        log.warning("http.refused", status=status, problem=code)
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and self.head_bytes is not None:
+            cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        if cycle is not None and self.head_bytes is None:
+            if cycle.response_started:
+                self.transport.close()
+                return
+            # The app is still waiting for the body: it sees the client gone, and sends nothing.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.write(self._problem_response(status, code, title, detail))
+        if not self.transport.can_write_eof():  # TLS cannot half-close
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.linger_end = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def _problem_response(self, status: int, code: str, title: str, detail: str) -> bytes:
+        """The bytes of a problem+json answer shaped like the app's (otpservice.http.problems)."""
+        problem = {"status": status, "type": f"/problems/{code}", "title": title, "detail": detail}
+        body = json.dumps(problem | {"code": code}, separators=(",", ":")).encode()
+        lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}".encode()]
+        lines += [name + b": " + value for name, value in self.server_state.default_headers]
+        lines += [
+            b"content-type: application/problem+json",
+            b"content-length: " + str(len(body)).encode(),
+            b"connection: close",
+        ]
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+    def _drop_while_lingering(self, size: int) -> None:
+        self.linger_bytes_left -= size
+        if self.linger_bytes_left <= 0 and not self.transport.is_closing():
+            self.transport.close()
+
+    def _cancel_request_deadline(self) -> None:
+        if self.request_deadline is not None:
+            self.request_deadline.cancel()
+            self.request_deadline = None

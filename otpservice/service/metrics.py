@@ -1,7 +1,7 @@
-"""Business counters for Prometheus (request metrics come from Litestar's Prometheus middleware).
+"""Counters for Prometheus (request metrics come from Litestar's Prometheus middleware).
 
-In a multi-worker deployment each worker exposes its own counts; scrape every worker, or set
-PROMETHEUS_MULTIPROC_DIR as prometheus_client documents.
+Under ``serve --workers N`` these live in prometheus_client's multiprocess files (set up by
+``serve``), and /metrics answers the totals of every worker.
 """
 
 from __future__ import annotations
@@ -32,4 +32,7 @@ WEBHOOK_LATENCY = Histogram(
     "otp_webhook_delivery_seconds",
     "From an event's recording to its receiver's 2xx answer",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+HTTP_REFUSED = Counter(
+    "otp_http_refused", "Requests refused by the server before they reached the app, by code", ["code"]
 )

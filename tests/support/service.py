@@ -14,6 +14,7 @@ import httpx
 
 from otpservice.domain.codes import CodeHasher, RandomBelow
 from otpservice.http.app import Seams, create_app
+from otpservice.http.edge import server_options
 from otpservice.logs import configure_logging
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
 from otpservice.settings import Argon2Settings, AutocallSettings, Settings
@@ -153,5 +154,7 @@ def running_service(
         tls=TLS_CONTEXT,
     )
     app = create_app(settings, seams)
-    with serve_in_thread(app, sock=sock):
+    # The production server's limits, with the test servers' long keep-alive (see serve_in_thread).
+    options = server_options(settings) | {"timeout_keep_alive": 60}
+    with serve_in_thread(app, sock=sock, **options):
         yield ServiceHandle(url=url, settings=settings, clock=clock, hasher=hasher, logs=logs)
