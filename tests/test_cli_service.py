@@ -146,19 +146,13 @@ def test_dev_mode_refuses_a_taken_port_before_starting_anything() -> None:
     """`otpservice dev` on a port in use exits 2 with one line naming the port and the option, no banner."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        result = subprocess.run(  # noqa: S603 - our own entry point
-            [sys.executable, "-m", "otpservice", "dev", "--port", str(port), "--no-webhook-receiver"],
-            env={k: v for k, v in os.environ.items() if not k.startswith("OTP_")},
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    assert result.returncode == 2, result.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
-    assert "--port (make run PORT=...)" in result.stderr
-    assert "otpservice dev mode" not in result.stderr
-    assert "Traceback" not in result.stderr
+        env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("OTP_")}
+        result = CliRunner().invoke(main, ["dev", "--port", str(port), "--no-webhook-receiver"], env=env)
+    assert result.exit_code == 2, result.output
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "--port (make run PORT=...)" in result.output
+    assert "otpservice dev mode" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_make_run_passes_its_ports_to_dev_mode() -> None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
-import pytest
 
 from tests.support.flows import create, heard_code
 from tests.support.sandbox import SandboxHandle
-from tests.support.serve_process import METRICS_KEY, production_env, running_serve
+from tests.support.serve_process import METRICS_KEY
 from tests.support.service import ServiceHandle, running_service
 
 
@@ -30,29 +27,6 @@ def test_metrics_count_the_flow(service: ServiceHandle, sandbox: SandboxHandle) 
     assert code not in text.replace("e+0", "")
     assert "0987654321" not in text
     assert "/callbacks/autocall/vf_" not in text
-
-
-def _total(text: str, metric: str) -> float:
-    """The sum of every series of ``metric`` in an exposition."""
-    pattern = re.compile(rf"^{metric}(?:\{{[^}}]*\}})? ([0-9.e+]+)$", re.MULTILINE)
-    return sum(float(value) for value in pattern.findall(text))
-
-
-@pytest.mark.long
-def test_every_scrape_of_a_multi_worker_serve_answers_the_totals_of_all_workers(
-    redis_url: str, sandbox: SandboxHandle, tmp_path: Path
-) -> None:
-    """With `serve --workers 2`, six starts spread over both workers read 6 on every one of many scrapes."""
-    env = production_env(redis_url, sandbox.url)
-    with running_serve(env, tmp_path / "serve.log", workers=2) as serve, serve.client() as api:
-        for last_digit in range(6):
-            # a new connection each time, so the kernel spreads the starts over both workers
-            with serve.client() as client:
-                assert client.post("/otp", json={"phone": f"098765432{last_digit}"}).status_code == 201
-        with serve.client(METRICS_KEY) as scraper:
-            seen = [_total(scraper.get("/metrics").text, "otp_verifications_started_total") for _ in range(8)]
-        assert seen == [6.0] * 8
-        assert api.get("/metrics").status_code == 200  # an API key may scrape too
 
 
 def test_a_metrics_key_reads_metrics_and_nothing_else(redis_url: str, sandbox: SandboxHandle) -> None:

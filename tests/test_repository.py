@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 _SKIPPED = {".git", ".venv", ".tools", ".mypy_cache", ".ruff_cache", ".pytest_cache", "node_modules"}
 _LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
-_NAMED_FILE = re.compile(r"`([\w./-]+\.(?:md|yaml|yml|json|toml|env|example|service))`")
+_NAMED_FILE = re.compile(r"`([\w.-][\w./-]*\.(?:md|yaml|yml|json|toml|env|example|service))`")
 _MENTIONED_DOC = re.compile(r"\b([\w-]+\.md)\b")
 
 

@@ -38,7 +38,7 @@ from otpservice.http.docs import docs_routes, openapi_config
 from otpservice.http.idempotency import Idempotency
 from otpservice.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from otpservice.http.request import OtpRequest
-from otpservice.http.schemas import webhook_event_body
+from otpservice.http.schemas import ClosedStructSchemaPlugin, webhook_event_body
 from otpservice.redis_url import parse_redis_url
 from otpservice.service.background import run_rounds
 from otpservice.service.delivery import DeliveryTracker
@@ -256,7 +256,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 "metrics_key_hashes": frozenset(hash_api_key(key) for key in settings.metrics_keys),
             }
         ),
-        plugins=[problem_details_plugin()],
+        plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         middleware=[access_log_middleware, _PROMETHEUS.middleware],
         request_max_body_size=MAX_BODY_BYTES,

@@ -136,11 +136,9 @@ def _from_http(exc: HTTPException) -> ProblemDetailsException:
     if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         code = "request_too_large"
     if code is None:
-        # Validation errors are mapped above, so a 400 from Litestar is a body it could not parse.
-        code = "malformed_body" if exc.status_code == 400 else "internal_error"
-        if 400 < exc.status_code < 500:
-            code = "bad_request"
-    detail = exc.detail if exc.status_code < 500 else "the server failed; nothing was changed"
+        # Validation errors are mapped apart, so a 400 from Litestar is a body it could not parse.
+        code = "malformed_body" if exc.status_code == 400 else "bad_request"
+    detail = exc.detail
     headers = dict(exc.headers or {})
     if isinstance(exc, NotAuthorizedException):
         headers["WWW-Authenticate"] = "Bearer"
@@ -154,13 +152,12 @@ _TITLES = {
     "request_too_large": "Request too large",
     "bad_request": "Bad request",
     "malformed_body": "Malformed body",
-    "internal_error": "Internal error",
 }
 
 
 def _from_redis(exc: RedisError) -> ProblemDetailsException:
     """A Redis failure that reached the edge unannounced (the store translates its own)."""
-    log.error("storage.unavailable", error=type(exc).__name__)
+    log.error("storage.unavailable", error=type(exc).__name__, exc_info=exc)
     return problem(
         503,
         "storage_unavailable",
@@ -170,13 +167,8 @@ def _from_redis(exc: RedisError) -> ProblemDetailsException:
     )
 
 
-def _malformed_body(exc: RecursionError | UnicodeDecodeError) -> ProblemDetailsException:
-    """JSON the decoder gives up on without a DecodeError (too deep, not UTF-8) is a malformed body."""
-    detail = "the body is nested too deeply" if isinstance(exc, RecursionError) else "the body is not UTF-8"
-    return problem(400, "malformed_body", "Malformed body", detail)
-
-
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Anything unforeseen: logged once with its traceback (never its locals), answered 500."""
     log.error(
         "request.failed",
         error=type(exc).__name__,
@@ -188,16 +180,20 @@ def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     )
 
 
+def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Litestar's own refusals as problems; its server errors are failures like any other."""
+    if exc.status_code >= 500:
+        return _internal(request, exc)
+    return _from_http(exc).to_response(request)
+
+
 def problem_details_plugin() -> ProblemDetailsPlugin:
     mapping: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
         errors.VerificationError: domain_problem,
         ValidationException: _from_validation,
-        HTTPException: _from_http,
         RedisError: _from_redis,
-        RecursionError: _malformed_body,
-        UnicodeDecodeError: _malformed_body,
     }
     return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))
 
 
-EXCEPTION_HANDLERS = {Exception: _internal}
+EXCEPTION_HANDLERS = {Exception: _internal, HTTPException: _http_problem}

@@ -13,7 +13,7 @@ from otpservice.adapters.storage.health import ping
 from otpservice.domain.errors import StorageUnavailable
 from otpservice.http.dependencies import StorageDependency
 from otpservice.http.problems import problem
-from otpservice.http.schemas import Health, problem_responses
+from otpservice.http.schemas import NOT_READY, DocumentedOperation, Health, problem_answers
 from otpservice.service.provider_health import ProviderProbe
 
 ProviderDependency: TypeAlias = NamedDependency[ProviderProbe]
@@ -49,7 +49,8 @@ async def healthz() -> Health:
         "503 `not_ready` while Redis does not answer, the provider refuses the secret key or cannot be "
         "reached, or the first provider check has not finished; `checks` names each dependency's state."
     ),
-    responses=problem_responses(503),
+    responses=problem_answers(NOT_READY),
+    operation_class=DocumentedOperation,
     dependencies={"provider": Provide(_provider, sync_to_thread=False)},
 )
 async def readyz(storage: StorageDependency, provider: ProviderDependency) -> Readiness:
