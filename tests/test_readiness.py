@@ -60,6 +60,9 @@ def test_a_refused_secret_key_is_not_ready_and_logged_with_host_and_operation(
         assert failures[0]["host"] == sandbox.url.removeprefix("http://")
         assert failures[0]["operation"] == "token"
         assert "wrong-key" not in service.logs.getvalue()
+        with service.client() as client:
+            scraped = client.get("/metrics").text
+        assert 'otp_provider_errors_total{error="ProviderAuthFailed",operation="token"}' in scraped
 
 
 def test_an_unreachable_provider_is_not_ready(redis_url: str) -> None:

@@ -36,3 +36,8 @@ WEBHOOK_LATENCY = Histogram(
 HTTP_REFUSED = Counter(
     "otp_http_refused", "Requests refused by the server before they reached the app, by code", ["code"]
 )
+PROVIDER_ERRORS = Counter(
+    "otp_provider_errors",
+    "Requests to the voice provider that failed, by operation (token, otp_call, report, ...) and error",
+    ["operation", "error"],
+)

@@ -57,6 +57,7 @@ from otpservice.adapters.autocall.parsing import (
 )
 from otpservice.adapters.autocall.tokens import TokenCache
 from otpservice.domain.phone import mask_phone
+from otpservice.service import metrics
 from otpservice.settings import AutocallSettings
 
 log = structlog.get_logger(__name__)
@@ -315,6 +316,7 @@ class AutocallClient:
         return text
 
     def _failed(self, operation: Operation, error: AutocallError) -> AutocallError:
+        metrics.PROVIDER_ERRORS.labels(operation, type(error).__name__).inc()
         log.warning(
             "autocall.request.failed",
             operation=operation,
