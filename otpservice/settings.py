@@ -99,6 +99,7 @@ _SETTINGS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("OTP_ARGON2_MEMORY_KIB", "argon2id memory (19456)"),
             ("OTP_ARGON2_PARALLELISM", "argon2id lanes (1)"),
             ("OTP_HASH_WORKERS", "hash threads per process (CPUs allowed / --workers)"),
+            ("OTP_HASH_QUEUE", "checks that may wait for a hash thread, per process (auto: ~250 ms)"),
             ("OTP_CLIENT_TIMEOUT_SECONDS", "a request's head and body must arrive within this (10)"),
             ("OTP_METRICS_KEYS*", "keys that may read /metrics only, 16+ characters"),
             ("OTP_DOCS", "serve /docs and /schema: true or false (true)"),
@@ -201,6 +202,7 @@ class Settings:
     reconcile_give_up_seconds: int = 3600
     allowed_countries: tuple[str, ...] = ("VN",)
     hash_workers: int = field(default_factory=usable_cores)
+    hash_queue: int | None = None  # checks waiting for a hash thread before /verify sheds; None: ~250 ms
     log_level: str = "INFO"
     log_json: bool = True
     docs: bool = True  # /docs and /schema (OTP_DOCS)
@@ -260,6 +262,7 @@ class Settings:
             reconcile_give_up_seconds=env.integer("OTP_RECONCILE_GIVE_UP_SECONDS", 3600, 60, 7 * 86400),
             allowed_countries=env.countries("OTP_ALLOWED_COUNTRIES", ("VN",)),
             hash_workers=env.integer("OTP_HASH_WORKERS", usable_cores(), 1, 256),
+            hash_queue=env.auto_integer("OTP_HASH_QUEUE", 0, 100_000),
             log_level=env.choice("OTP_LOG_LEVEL", "INFO", _LOG_LEVELS),
             log_json=env.flag("OTP_LOG_JSON", True),
             docs=env.flag("OTP_DOCS", True),
@@ -591,6 +594,13 @@ class _EnvReader:
         per_hour = self.integer("OTP_PHONE_CALLS_PER_HOUR", 10, 1, 10000)
         self.notices.append(f"OTP_PHONE_CALLS_PER_HOUR is deprecated: read as OTP_PHONE_LIMITS={per_hour}/1h")
         return (Limit(per_hour, 3_600_000),)
+
+    def auto_integer(self, name: str, low: int, high: int) -> int | None:
+        """An integer, or None (the service works it out) when unset or ``auto``."""
+        raw = self.raw(name)
+        if not raw or raw.lower() == "auto":
+            return None
+        return self.integer(name, low, low, high)
 
     def optional_integer(self, name: str, default: int | None, low: int, high: int) -> int | None:
         """An integer, or None (no limit) when set to ``off``."""

@@ -70,6 +70,16 @@ class CheckNotRecorded(VerificationError):
         self.retry_after_seconds = 1
 
 
+class Overloaded(VerificationError):
+    """More checks are waiting for a hashing thread than this worker takes: refused before any attempt."""
+
+    code = "overloaded"
+
+    def __init__(self) -> None:
+        super().__init__("too many codes are being checked right now; no attempt was spent; retry shortly")
+        self.retry_after_seconds = 1
+
+
 class ResendTooSoon(VerificationError):
     code = "resend_too_soon"
 

@@ -147,9 +147,18 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 http = httpx.AsyncClient(transport=seams.provider_transport)
             opened.push_async_callback(http.aclose)
             hashing = HashingPool(
-                seams.hasher or CodeHasher(settings.pepper, settings.argon2), settings.hash_workers
+                seams.hasher or CodeHasher(settings.pepper, settings.argon2),
+                settings.hash_workers,
+                settings.hash_queue,
             )
             opened.callback(hashing.close)
+            one_hash = await hashing.size_queue()
+            log.info(
+                "hashing.ready",
+                threads=settings.hash_workers,
+                queue=hashing.queue,
+                hash_ms=round(one_hash * 1000, 1),
+            )
             repairs = RepairQueue()
             opened.push_async_callback(repairs.close)
             caller = AutocallClient.from_settings(settings.autocall, http)

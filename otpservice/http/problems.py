@@ -35,6 +35,7 @@ _DOMAIN_STATUS: dict[type[errors.VerificationError], tuple[int, str]] = {
     errors.NotPending: (409, "Verification is no longer pending"),
     errors.AttemptsInFlight: (409, "Every attempt left is being checked"),
     errors.CheckNotRecorded: (503, "Code not judged"),
+    errors.Overloaded: (503, "Overloaded"),
     errors.StorageUnavailable: (503, "Storage unavailable"),
     errors.ResendTooSoon: (429, "Too soon to call again"),
     errors.SendLimitReached: (429, "Call budget spent"),
@@ -84,6 +85,7 @@ def domain_problem(exc: errors.VerificationError) -> ProblemDetailsException:
         | errors.IdempotencyInProgress
         | errors.AttemptsInFlight
         | errors.CheckNotRecorded
+        | errors.Overloaded
         | errors.StorageUnavailable,
     ):
         headers["Retry-After"] = str(exc.retry_after_seconds)

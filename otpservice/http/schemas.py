@@ -447,6 +447,13 @@ CHECK_NOT_RECORDED = _kind(
     id=str,
     header=_RETRY_AFTER,
 )
+OVERLOADED = _kind(
+    503,
+    "OverloadedProblem",
+    "overloaded",
+    "more codes are being checked than this worker takes; no attempt was spent (Retry-After: 1)",
+    header=_RETRY_AFTER,
+)
 CALL_BUDGET_EXHAUSTED = _kind(
     503,
     "CallBudgetExhaustedProblem",

@@ -414,17 +414,20 @@ class VerificationService:
         token = self._new_token()
         now = self._clock.now()
         lease_until = now + timedelta(seconds=ATTEMPT_LEASE_SECONDS)
-        try:
-            reservation = await self._store.reserve(
-                verification_id, token, now, len(code), lease_until, tenant=tenant.name
-            )
-        except errors.StorageUnavailable as exc:
-            self._release(verification_id, tenant.name, token, now)
-            raise errors.StorageUnavailable(
-                "storage did not answer; the code was not checked and no attempt was spent; submit it again",
-                verification_id=verification_id,
-            ) from exc
-        matched = await self._matched_send(verification_id, code, reservation)
+        # Admitted before the attempt is reserved: a check refused for load spends nothing.
+        with self._hashing.admission():
+            try:
+                reservation = await self._store.reserve(
+                    verification_id, token, now, len(code), lease_until, tenant=tenant.name
+                )
+            except errors.StorageUnavailable as exc:
+                self._release(verification_id, tenant.name, token, now)
+                raise errors.StorageUnavailable(
+                    "storage did not answer; the code was not checked and no attempt was spent; "
+                    "submit it again",
+                    verification_id=verification_id,
+                ) from exc
+            matched = await self._matched_send(verification_id, code, reservation)
         try:
             judgement = await self._store.judge(
                 verification_id, token, self._clock.now(), matched, tenant=tenant.name

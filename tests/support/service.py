@@ -50,20 +50,30 @@ class WallClock(ManualClock):
 
 
 class CountingHasher(CodeHasher):
-    """The real hasher, counting the codes it checks and noting which threads did the work."""
+    """The real hasher, counting the codes it checks and noting which threads did the work.
+
+    Checks run on several hashing threads at once, so the count is kept under a lock. ``gate``:
+    clear it to hold every check until it is set again (a worker whose threads are all busy).
+    """
 
     def __init__(self, pepper: bytes, params: Argon2Settings):
         super().__init__(pepper, params)
+        self._lock = threading.Lock()
         self.checks = 0
         self.threads: set[str] = set()
+        self.gate = threading.Event()
+        self.gate.set()
 
     def hash(self, verification_id: str, code: str) -> str:
-        self.threads.add(threading.current_thread().name)
+        with self._lock:
+            self.threads.add(threading.current_thread().name)
         return super().hash(verification_id, code)
 
     def matches(self, verification_id: str, code: str, encoded_hash: str) -> bool:
-        self.checks += 1
-        self.threads.add(threading.current_thread().name)
+        with self._lock:
+            self.checks += 1
+            self.threads.add(threading.current_thread().name)
+        self.gate.wait(timeout=30)
         return super().matches(verification_id, code, encoded_hash)
 
 

@@ -29,6 +29,7 @@ from otpservice.http.schemas import (
     MAX_SENDS_REACHED,
     NOT_FOUND,
     NOT_PENDING,
+    OVERLOADED,
     PHONE_LOCKED,
     PHONE_LOCKED_FOR_CHECKS,
     PHONE_RATE_LIMITED,
@@ -261,6 +262,7 @@ class VerifyController(Controller):
             INVALID_CODE_FORMAT,
             STORAGE_UNAVAILABLE,
             CHECK_NOT_RECORDED,
+            OVERLOADED,
         ),
     )
     async def verify(
