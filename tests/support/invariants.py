@@ -36,8 +36,8 @@ def stranded(redis: Any) -> list[str]:
             if not record.get("hc") and not record.get("nc"):
                 problems.append(f"{vid}: pending without a code hash")
             in_flight = sum(1 for field in record if field.startswith("r:"))
-            if int(record["fl"]) + in_flight > int(record["ma"]):
-                problems.append(f"{vid}: more attempts than allowed ({record['fl']} + {in_flight})")
+            if int(record.get("fl", 0)) + in_flight > int(record["ma"]):
+                problems.append(f"{vid}: more attempts than allowed ({record.get('fl', 0)} + {in_flight})")
         unresolved = record.get("ns")
         if unresolved and keys.scheduled_call(vid, int(unresolved)) not in scheduled:
             settled = record.get("ds") == unresolved and record.get("dst") == "unknown"

@@ -104,6 +104,7 @@ def test_settings(redis_url: str, provider_url: str, public_url: str, **override
             read_timeout_seconds=0.75,  # the sandbox answers in milliseconds; timeouts come sooner
         ),
         hash_workers=2,
+        hash_queue=10_000,  # no shedding: the race tests send hundreds of checks at once
         # cheap argon2: the tests prove behaviour, bench/ measures cost (and CPU is this suite's limit)
         argon2=Argon2Settings(time_cost=1, memory_cost_kib=1024),
         # many tests call the same number; the budgets have their own tests

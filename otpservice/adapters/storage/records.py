@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,9 +33,10 @@ def to_verification(verification_id: str, fields: Mapping[str, str]) -> Verifica
     def optional(name: str) -> str | None:
         return fields.get(name) or None
 
+    created = int(fields["ca"])  # updated times are kept in ms after it (see lua/_prelude.lua)
     duration = optional("ddu")
     status = VerificationStatus(fields["st"])
-    failures = int(fields["fl"])
+    failures = int(fields.get("fl", 0))  # absent until the first wrong code
     delivery = Delivery(
         send_seq=int(fields["ds"]),
         status=DeliveryStatus(fields["dst"]),
@@ -42,7 +44,7 @@ def to_verification(verification_id: str, fields: Mapping[str, str]) -> Verifica
         provider_status=optional("dps"),
         duration_seconds=int(duration) if duration is not None else None,
         reason=optional("drs"),
-        updated_at=from_millis(int(fields["dua"])),
+        updated_at=from_millis(created + int(fields["dua"])),
     )
     metadata: dict[str, Any] = json.loads(fields["md"]) if fields.get("md") else {}
     return Verification(
@@ -51,8 +53,8 @@ def to_verification(verification_id: str, fields: Mapping[str, str]) -> Verifica
         phone=fields["ph"],
         code_length=int(fields["cl"]),
         ttl_seconds=int(fields["tt"]),
-        created_at=from_millis(int(fields["ca"])),
-        updated_at=from_millis(int(fields["ua"])),
+        created_at=from_millis(created),
+        updated_at=from_millis(created + int(fields["ua"])),
         expires_at=from_millis(int(fields["ex"])),
         # every wrong code was judged, and so was the right one that approved
         attempts=failures + (1 if status is VerificationStatus.APPROVED else 0),
@@ -66,14 +68,21 @@ def to_verification(verification_id: str, fields: Mapping[str, str]) -> Verifica
     )
 
 
+# argon2id parameters as argon2-cffi writes them; kept as "m,t,p" (16 bytes fewer per code).
+_ARGON2ID_PARAMS = re.compile(r"\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)")
+
+
 def pack_hash(encoded: str) -> tuple[str, str]:
-    """Split an argon2 hash into its parameters and one base64 of salt and digest.
+    """Split an argon2 hash into its parameters ("m,t,p") and one base64 of salt and digest.
 
     Why: Redis keeps a small hash as a compact listpack only while every value is at most 64 bytes;
     the encoded argon2 string (~97 bytes) alone doubles a verification's memory. Salt (16 bytes) and
-    digest (32 bytes) pack into exactly 64 base64 characters.
+    digest (32 bytes) pack into exactly 64 base64 characters. Other parameter strings are kept whole.
     """
     params, salt, digest = encoded.rsplit("$", 2)
+    standard = _ARGON2ID_PARAMS.fullmatch(params)
+    if standard:
+        params = ",".join(standard.groups())
     return params, base64.b64encode(_unb64(salt) + _unb64(digest)).decode()
 
 
@@ -81,6 +90,9 @@ def unpack_hash(params: str, packed: str) -> str:
     """The encoded argon2 hash that :func:`pack_hash` split."""
     raw = base64.b64decode(packed)
     salt, digest = raw[:SALT_BYTES], raw[SALT_BYTES:]
+    if not params.startswith("$"):
+        memory, time_cost, lanes = params.split(",")
+        params = f"$argon2id$v=19$m={memory},t={time_cost},p={lanes}"
     return f"{params}${_b64(salt)}${_b64(digest)}"
 
 

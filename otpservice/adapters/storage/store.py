@@ -267,14 +267,13 @@ class VerificationStore:
             "cl": str(new.code_length),
             "tt": str(new.ttl_seconds),
             "ca": created,
-            "ua": created,
+            "ua": "0",  # updated times are kept in ms after "ca" (see lua/_prelude.lua)
             "ex": str(to_millis(new.expires_at)),
-            "fl": "0",
             "ma": str(new.max_attempts),
             "sq": "1",
             "sn": "0",
             "ra": str(to_millis(new.resend_available_at)),
-            "dua": created,
+            "dua": "0",
         }
         if new.tenant != DEFAULT_TENANT:
             fields["tn"] = new.tenant

@@ -17,7 +17,7 @@ if v['x:' .. ARGV[11]] then return {'voided'} end
 local wait = lock_state(v.ph, owner(v), lock)
 if wait > 0 then return {'locked', int(now + wait)} end
 local live, soonest = live_reservations(v)
-if tonumber(v.fl) + live >= tonumber(v.ma) then return {'in_flight', int(soonest)} end
+if tonumber(v.fl or 0) + live >= tonumber(v.ma) then return {'in_flight', int(soonest)} end
 if tonumber(v.sq) >= tonumber(ARGV[4]) then return {'max_sends'} end
 if now < tonumber(v.ra) then return {'too_soon', v.ra} end
 -- one placement at a time; a placement whose outcome stayed unknown gives way to the new one
@@ -35,7 +35,7 @@ if packed == '' then packed, params = v.hc, v.hp end
 local expires = now + tonumber(ARGV[7])
 local ttl = int(expires - now + tonumber(ARGV[9]))
 redis.call('HSET', key, 'sq', seq, 'ra', int(now + tonumber(ARGV[3])), 'nc', packed, 'np', params,
-           'ns', seq, 'px', v.ex, 'pr', v.ra, 'bt', ARGV[11], 'ex', int(expires), 'ua', ARGV[1])
+           'ns', seq, 'px', v.ex, 'pr', v.ra, 'bt', ARGV[11], 'ex', int(expires), 'ua', stamp(v))
 redis.call('PEXPIRE', key, ttl)
 local pending_key = number_key(v.ph, 'pending:' .. owner(v))
 if redis.call('GET', pending_key) == ARGV[10] then redis.call('PEXPIRE', pending_key, ttl) end

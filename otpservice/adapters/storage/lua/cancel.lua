@@ -6,5 +6,5 @@ if v.st == 'canceled' and v.ck == ARGV[3] then return answer('canceled') end
 local st = status(v)
 if st ~= 'pending' then return {'not_pending', st} end
 drop_codes()
-redis.call('HSET', key, 'st', 'canceled', 'ck', ARGV[3], 'ua', ARGV[1])
+redis.call('HSET', key, 'st', 'canceled', 'ck', ARGV[3], 'ua', stamp(v))
 return answer('canceled')

@@ -49,7 +49,7 @@ if not v then
 elseif v.st == 'pending' and v.ns == '1' and tonumber(v.ds) == 0 then
   drop_codes()
   redis.call('HSET', key, 'st', 'failed', 'vd', '1', 'ds', '1', 'dst', 'failed', 'drs', ARGV[6],
-             'dua', ARGV[1], 'ua', ARGV[1])
+             'dua', stamp(v), 'ua', stamp(v))
   redis.call('ZREM', KEYS[2], ARGV[5])
 end
 if redis.call('GET', pending_key) == id then redis.call('DEL', pending_key) end

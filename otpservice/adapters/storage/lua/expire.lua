@@ -17,6 +17,6 @@ if now < tonumber(v.ex) then
   return {'later'}
 end
 drop_codes()
-redis.call('HSET', key, 'st', 'expired', 'ua', ARGV[1])
+redis.call('HSET', key, 'st', 'expired', 'ua', stamp(v))
 redis.call('ZREM', KEYS[2], id)
 return answer('expired')

@@ -32,5 +32,5 @@ if verdict ~= 'approved' then
   local lock = limits_at(ARGV, 5)
   if #lock > 0 then window_add(log, 'w:' .. ARGV[3], now, longest(lock)) end
 end
-redis.call('HSET', key, 'j:' .. ARGV[3], verdict, 'ua', ARGV[1])
+redis.call('HSET', key, 'j:' .. ARGV[3], verdict, 'ua', stamp(v))
 return answer(verdict)

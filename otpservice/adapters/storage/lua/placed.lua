@@ -8,15 +8,15 @@ if not v then return {'not_found'} end
 local seq = tonumber(ARGV[3])
 local ds = tonumber(v.ds)
 if seq > ds then
-  redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'calling', 'dci', ARGV[4], 'dua', ARGV[1])
+  redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'calling', 'dci', ARGV[4], 'dua', stamp(v))
   redis.call('HDEL', key, 'dps', 'ddu', 'drs')
 elseif seq == ds then
   if v.dci and v.dci ~= '' and v.dci ~= ARGV[4] then
     -- an early callback named another call: it does not describe this one
-    redis.call('HSET', key, 'dst', 'calling', 'dci', ARGV[4], 'dua', ARGV[1])
+    redis.call('HSET', key, 'dst', 'calling', 'dci', ARGV[4], 'dua', stamp(v))
     redis.call('HDEL', key, 'dps', 'ddu', 'drs')
   elseif rank(v.dst) < 2 then
-    redis.call('HSET', key, 'dst', 'calling', 'dci', ARGV[4], 'dua', ARGV[1])
+    redis.call('HSET', key, 'dst', 'calling', 'dci', ARGV[4], 'dua', stamp(v))
     redis.call('HDEL', key, 'drs')
   else
     redis.call('HSET', key, 'dci', ARGV[4])
@@ -37,7 +37,7 @@ if tonumber(redis.call('HGET', key, 'ds')) == seq and rank(redis.call('HGET', ke
 else
   redis.call('ZREM', KEYS[2], ARGV[8])
 end
-redis.call('HSET', key, 'ua', ARGV[1])
+redis.call('HSET', key, 'ua', stamp(v))
 if v.st ~= 'pending' then return answer('not_pending', v.st) end
 if not pending then return answer('not_pending', 'expired') end
 if tonumber(v.hs or 0) > seq or tonumber(v.ns or 0) > seq then return answer('superseded') end

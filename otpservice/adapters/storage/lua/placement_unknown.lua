@@ -11,7 +11,7 @@ if v.ns ~= ARGV[3] then
   return answer('ignored')
 end
 if tonumber(v.ds) < tonumber(ARGV[3]) then
-  redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'unknown', 'drs', ARGV[4], 'dua', ARGV[1], 'ua', ARGV[1])
+  redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'unknown', 'drs', ARGV[4], 'dua', stamp(v), 'ua', stamp(v))
   redis.call('HDEL', key, 'dci', 'dps', 'ddu')
 end
 redis.call('ZREM', KEYS[2], ARGV[5])

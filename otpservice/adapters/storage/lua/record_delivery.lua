@@ -11,7 +11,7 @@ if v.ns == ARGV[3] then
   promote(v)
   redis.call('HINCRBY', key, 'sn', 1)
   if tonumber(ARGV[3]) ~= ds then
-    redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'queued', 'dua', ARGV[1])
+    redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'queued', 'dua', stamp(v))
     redis.call('HDEL', key, 'dci', 'dps', 'ddu', 'drs')
     ds, v.dst, v.dci = tonumber(ARGV[3]), 'queued', nil
   end
@@ -19,7 +19,7 @@ end
 if tonumber(ARGV[3]) ~= ds then return answer('stale') end
 if ARGV[4] ~= '' and v.dci and v.dci ~= '' and v.dci ~= ARGV[4] then return answer('foreign') end
 if rank(ARGV[5]) <= rank(v.dst) then return answer('duplicate', v.dst) end
-redis.call('HSET', key, 'dst', ARGV[5], 'dps', ARGV[6], 'dua', ARGV[1])
+redis.call('HSET', key, 'dst', ARGV[5], 'dps', ARGV[6], 'dua', stamp(v))
 redis.call('HDEL', key, 'drs')
 if ARGV[7] ~= '' then redis.call('HSET', key, 'ddu', ARGV[7]) end
 if (not v.dci or v.dci == '') and ARGV[4] ~= '' then redis.call('HSET', key, 'dci', ARGV[4]) end

@@ -17,7 +17,7 @@ if v.bt == token then
     unbegin(v, v.ns, KEYS[2], id .. '|' .. v.ns, call, span, tonumber(ARGV[5]), not settled)
     if settled then
       redis.call('HSET', key, 'ra', v.pr, 'dst', 'failed', 'drs', 'not placed: storage unavailable',
-                 'dua', ARGV[1])
+                 'dua', stamp(v))
       redis.call('HDEL', key, 'dci', 'dps', 'ddu')
     end
   else

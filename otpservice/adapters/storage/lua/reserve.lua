@@ -19,7 +19,7 @@ if not v[reservation] then
   if wait > 0 then return {'locked', int(now + wait)} end
   if wait < 0 then return {'in_flight', ARGV[5]} end
   local live, soonest = live_reservations(v)
-  if tonumber(v.fl) + live >= tonumber(v.ma) then return {'in_flight', int(soonest)} end
+  if tonumber(v.fl or 0) + live >= tonumber(v.ma) then return {'in_flight', int(soonest)} end
   redis.call('HSET', key, reservation, ARGV[5])
   if #lock > 0 then window_add(failure_log(v.ph, owner(v)), reservation, now, longest(lock)) end
 end

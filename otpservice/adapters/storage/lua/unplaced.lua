@@ -28,8 +28,8 @@ else
   unbegin(v, ARGV[3], KEYS[2], ARGV[8], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[9]), ARGV[6] == '1')
 end
 if describe then
-  redis.call('HSET', key, 'ds', ARGV[3], 'dst', ARGV[4], 'drs', ARGV[5], 'dua', ARGV[1])
+  redis.call('HSET', key, 'ds', ARGV[3], 'dst', ARGV[4], 'drs', ARGV[5], 'dua', stamp(v))
   redis.call('HDEL', key, 'dci', 'dps', 'ddu')
 end
-redis.call('HSET', key, 'ua', ARGV[1])
+redis.call('HSET', key, 'ua', stamp(v))
 return answer('unplaced')
