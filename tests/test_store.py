@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from otpservice.adapters.storage import keys
 from otpservice.adapters.storage.budget import Budget, CallBudgets, Charges, Refusal
-from otpservice.adapters.storage.records import pack_hash, unpack_hash
+from otpservice.adapters.storage.records import pack_hash, to_verification, unpack_hash
 from otpservice.adapters.storage.scripts import Storage
 from otpservice.adapters.storage.store import NewVerification, NumberPolicy, VerificationStore
 from otpservice.domain import errors
@@ -469,3 +469,28 @@ async def test_a_given_up_resend_of_an_ended_verification_leaves_nothing_behind(
     await store.release(vid, "gave-up", at)
     assert await redis.zscore(number_calls_key(vid), f"{vid}:gave-up") is None
     assert await redis.zscore(keys.schedule_key_for(vid), keys.scheduled_call(vid, seq)) is None
+
+
+def test_records_written_with_epoch_update_times_still_read_correctly() -> None:
+    """A record from before updated times were kept relative to creation reads the same times."""
+    fields = {
+        "st": "pending",
+        "ph": "+84987654321",
+        "cl": "6",
+        "tt": "300",
+        "ca": "1795829952706",
+        "ex": "1795830252706",
+        "ma": "5",
+        "sq": "1",
+        "sn": "1",
+        "ra": "1795829982706",
+        "ds": "1",
+        "dst": "calling",
+        "hs": "1",
+        "hc": "x",
+        "hp": "19456,2,1",
+    }
+    old = to_verification("vf_old", fields | {"ua": "1795829952906", "dua": "1795829952806"})
+    new = to_verification("vf_new", fields | {"ua": "200", "dua": "100"})
+    assert old.updated_at == new.updated_at
+    assert old.delivery.updated_at == new.delivery.updated_at

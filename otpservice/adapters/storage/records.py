@@ -44,7 +44,7 @@ def to_verification(verification_id: str, fields: Mapping[str, str]) -> Verifica
         provider_status=optional("dps"),
         duration_seconds=int(duration) if duration is not None else None,
         reason=optional("drs"),
-        updated_at=from_millis(created + int(fields["dua"])),
+        updated_at=from_millis(_after(created, fields["dua"])),
     )
     metadata: dict[str, Any] = json.loads(fields["md"]) if fields.get("md") else {}
     return Verification(
@@ -54,7 +54,7 @@ def to_verification(verification_id: str, fields: Mapping[str, str]) -> Verifica
         code_length=int(fields["cl"]),
         ttl_seconds=int(fields["tt"]),
         created_at=from_millis(created),
-        updated_at=from_millis(created + int(fields["ua"])),
+        updated_at=from_millis(_after(created, fields["ua"])),
         expires_at=from_millis(int(fields["ex"])),
         # every wrong code was judged, and so was the right one that approved
         attempts=failures + (1 if status is VerificationStatus.APPROVED else 0),
@@ -70,6 +70,15 @@ def to_verification(verification_id: str, fields: Mapping[str, str]) -> Verifica
 
 # argon2id parameters as argon2-cffi writes them; kept as "m,t,p" (16 bytes fewer per code).
 _ARGON2ID_PARAMS = re.compile(r"\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)")
+
+
+def _after(created_ms: int, stamp: str) -> int:
+    """An updated time kept as ms after creation; records written before that kept epoch ms."""
+    value = int(stamp)
+    return value if value >= _EPOCH_MS_FLOOR else created_ms + value
+
+
+_EPOCH_MS_FLOOR = 10**12  # September 2001 in epoch ms: no verification lives that long after creation
 
 
 def pack_hash(encoded: str) -> tuple[str, str]:
