@@ -239,13 +239,13 @@ def test_the_objects_point_at_each_other() -> None:
 
 
 def test_the_network_policy_lets_in_http_only_and_out_dns_redis_sentinel_and_https() -> None:
-    """Ingress reaches port 8000 only; egress reaches ports 53, 6379, 26379 and 443 only."""
+    """Ingress reaches port 8000 only; egress reaches ports 53, 6379, 26379, 443 and 80 only."""
     spec = _object("NetworkPolicy")["spec"]
     assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
     ingress = {(port["protocol"], port["port"]) for rule in spec["ingress"] for port in rule["ports"]}
     assert ingress == {("TCP", 8000)}
     egress = {(port["protocol"], port["port"]) for rule in spec["egress"] for port in rule["ports"]}
-    assert egress == {("UDP", 53), ("TCP", 53), ("TCP", 6379), ("TCP", 26379), ("TCP", 443)}
+    assert egress == {("UDP", 53), ("TCP", 53), ("TCP", 6379), ("TCP", 26379), ("TCP", 443), ("TCP", 80)}
 
 
 def test_the_dockerfile_passes_hadolint() -> None:

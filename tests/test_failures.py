@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,8 @@ from redis import Redis
 from otpservice.adapters.storage.keys import verification_key
 from otpservice.logs import configure_logging
 from tests.support.flows import assert_problem, create
-from tests.support.service import ServiceHandle
+from tests.support.sandbox import SandboxHandle
+from tests.support.service import API_KEY, ServiceHandle, running_service
 
 
 @pytest.fixture
@@ -102,3 +104,25 @@ def test_console_logs_show_a_plain_traceback_without_locals() -> None:
     assert "Traceback (most recent call last):" in text
     assert "ValueError: the check failed" in text
     assert "424242" not in text
+
+
+def test_a_client_gone_before_its_body_is_not_a_server_failure(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """A client the server times out mid-body gets 408, and the log says the client left (info), with
+    no request.failed error."""
+    with running_service(redis_url, sandbox.url, client_timeout_seconds=0.5) as service:
+        host, port = service.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + API_KEY.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n" + b'{"id": "vf_'
+            )
+            sock.settimeout(5)
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        deadline = time.monotonic() + 5
+        while '"http.client_gone"' not in service.logs.getvalue():
+            assert time.monotonic() < deadline, service.logs.getvalue()
+            time.sleep(0.02)
+        assert not [line for line in _log_lines(service) if line.get("event") == "request.failed"]

@@ -72,3 +72,25 @@ def test_an_unreachable_provider_is_not_ready(redis_url: str) -> None:
         assert answer.status_code == 503
         assert answer.json()["checks"] == {"redis": "ok", "provider": "unreachable"}
         assert "not ready: provider unreachable" in answer.json()["detail"]
+
+
+def test_a_provider_that_goes_away_after_start_makes_readyz_not_ready_until_it_is_back(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """A provider that fails after a good start is noticed at the next check (its token lasts months,
+    so the check asks for a new one), and /readyz is ready again once the provider answers."""
+    with running_service(redis_url, sandbox.url) as service:
+        assert _settled(service).status_code == 200
+
+        def provider_is(state: str) -> bool:
+            service.clock.advance(31)  # past the recheck interval: each poll may start a check
+            return bool(_readiness(service).json().get("checks", {}).get("provider") == state)
+
+        sandbox.config.provider_faults.error_rate = 1.0
+        try:
+            wait_until(lambda: provider_is("unreachable"), 10, "the outage noticed")
+            assert _readiness(service).status_code == 503
+        finally:
+            sandbox.config.provider_faults.error_rate = 0.0
+        wait_until(lambda: provider_is("ok"), 10, "the provider back")
+        assert _readiness(service).status_code == 200

@@ -164,7 +164,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             caller = AutocallClient.from_settings(settings.autocall, http)
             # Asked at once: a refused secret key or an unreachable provider shows in the log and
             # in /readyz before the first user is called.
-            app.state.provider = ProviderProbe(caller, caller.host)
+            app.state.provider = ProviderProbe(caller, seams.clock)
             app.state.provider.start_check()
             opened.push_async_callback(app.state.provider.stop)
             signer = CallbackSigner(settings.pepper)

@@ -114,6 +114,9 @@ class AutocallClient:
         self._tokens = TokenCache(
             self._request_token, monotonic=monotonic, refresh_margin_seconds=refresh_margin_seconds
         )
+        # What the provider did last, as (a count of answers and failures, the failure or None): lets a
+        # readiness probe learn from real traffic instead of asking the provider itself.
+        self.last_contact: tuple[int, AutocallError | None] = (0, None)
 
     @classmethod
     def from_settings(cls, settings: AutocallSettings, http: httpx.AsyncClient) -> AutocallClient:
@@ -273,16 +276,22 @@ class AutocallClient:
         headers = {"Authorization": token.value} if token is not None else {}
         url = self._base_url + path
         try:
-            return await self._http.request(method, url, json=body, headers=headers)
+            return self._answered(await self._http.request(method, url, json=body, headers=headers))
         except httpx.ConnectError:
             log.info("autocall.request.retrying", operation=operation, host=self.host, reason="connect_error")
         except httpx.HTTPError as exc:
             raise self._failed(operation, _transport_failure(exc)) from exc
         await asyncio.sleep(CONNECT_RETRY_DELAY_SECONDS)
         try:
-            return await self._http.request(method, url, json=body, headers=headers)
+            return self._answered(await self._http.request(method, url, json=body, headers=headers))
         except httpx.HTTPError as exc:
             raise self._failed(operation, _transport_failure(exc)) from exc
+
+    def _answered(self, response: httpx.Response) -> httpx.Response:
+        """Note an answer below 500 as contact (5xx and refusals are noted by :meth:`_failed`)."""
+        if response.status_code < 500:
+            self.last_contact = (self.last_contact[0] + 1, None)
+        return response
 
     def _data(self, response: httpx.Response, operation: Operation) -> dict[str, object]:
         status = response.status_code
@@ -317,6 +326,7 @@ class AutocallClient:
 
     def _failed(self, operation: Operation, error: AutocallError) -> AutocallError:
         metrics.PROVIDER_ERRORS.labels(operation, type(error).__name__).inc()
+        self.last_contact = (self.last_contact[0] + 1, error)
         log.warning(
             "autocall.request.failed",
             operation=operation,
