@@ -49,6 +49,14 @@ class RedisTarget:
         hosts = ",".join(f"{h}:{p}" for h, p in self.nodes)
         return f"{self.kind} {hosts}" + (f" master {self.master_name}" if self.master_name else "")
 
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host the URL names, never its credentials; none for a unix socket."""
+        if self.kind != "single":
+            return tuple(host for host, _ in self.nodes)
+        host = urlsplit(self.url).hostname  # read as redis-py reads it, so the host it will connect to
+        return (unquote(host),) if host else ()
+
 
 def parse_redis_url(url: str) -> RedisTarget:
     """Read an ``OTP_REDIS_URL``; raise ValueError saying what is wrong with it."""

@@ -3,8 +3,8 @@
 Every secret may come from ``OTP_X`` or from a file named by ``OTP_X_FILE`` (Docker and Kubernetes
 secrets), not both. Reading collects every problem, at most one line per setting, so an operator
 fixes the whole environment in one pass: a value still holding a placeholder (``<API_HOST>``,
-``changeme``, ``your-...``, a host reserved for documentation), a value the service cannot read, and
-in production a missing or weak secret.
+``changeme``, ``REPLACE_ME``, ``your-...``, a host reserved for documentation), a value the service
+cannot read, and in production a missing or weak secret.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -114,17 +114,21 @@ _KNOWN_NAMES = frozenset(
 )
 
 # Text standing for a value still to be filled in, anywhere in a value that is not secret: <API_HOST>,
-# {API_HOST}, ${HOST}, your-..., changeme, TODO, xxx. Secrets are only checked whole (a random secret
-# may hold brackets), and for the words, which random text does not hold between separators.
+# {API_HOST}, ${HOST}, your-..., changeme, replace-with-..., insert-key-here, TODO, xxx. Secrets are
+# only checked whole (a random secret may hold brackets), and for the words, which random text does
+# not hold between separators: "REPLACE_ME" is refused, "k9replacemeQ" is not.
 _TEMPLATE_MARK = re.compile(r"<[^<>]*>|\$?\{[^{}]*\}")
 _WORD_MARK = re.compile(
-    r"(?<![a-z0-9])(?:your[-_ ][a-z0-9]*|(?:change[-_ ]?me|changeit|placeholder|todo|tbd|fixme|x{3,}|\.{3})"
-    r"(?![a-z0-9]))",
+    r"(?<![a-z0-9])(?:your[-_ ][a-z0-9]*"
+    r"|(?:(?:change|replace|fill|set|fix)[-_ ]?me|replace[-_ ]?(?:this|with)|changeit|placeholder|todo|tbd"
+    # at most four words between, each closed by a separator: no backtracking blow-up on long values
+    r"|(?:insert|paste|put)[-_ ]?(?:[a-z0-9]+[-_ ]){0,4}here|goes[-_ ]here|x{3,}|\.{3})(?![a-z0-9]))",
     re.IGNORECASE,
 )
 _STAND_IN = re.compile(
-    r"change[-_ ]?me.*|changeit|placeholder|secret|password|todo|tbd|fixme|xxx+|\.\.\.|<.*>|\$?\{.*\}"
-    r"|your[-_ ].*|example.*|sample.*|dummy.*|test",
+    # replaceme1 and fixme! are stand-ins, while replacement-... and setmenu... may be real values
+    r"change[-_ ]?me.*|(?:replace|fill|set|fix)[-_ ]?me(?:[^a-z].*)?|replace|changeit|placeholder"
+    r"|secret|password|todo|tbd|xxx+|\.\.\.|<.*>|\$?\{.*\}|your[-_ ].*|example.*|sample.*|dummy.*|test",
     re.IGNORECASE,
 )
 # Names RFC 2606 reserves for documentation: no service answers there.
@@ -467,9 +471,15 @@ class _EnvReader:
         elif password and self.production and _is_stand_in_secret(password):
             self.refuse(name, f"{name} holds a placeholder password: set the real one")
         try:
-            parse_redis_url(value)
+            target = parse_redis_url(value)
         except ValueError as exc:
             self.refuse(name, str(exc))
+            return value
+        # Every Sentinel and Cluster seed too: one left on example.com is as surely a copied example.
+        # Only hosts are named, never the rest of the URL, which may hold the password.
+        reserved = _documentation_host_problem(target.hosts)
+        if reserved:
+            self.refuse(name, f"{name} {reserved}")
         return value
 
     def secret(
@@ -701,9 +711,21 @@ def _placeholder_url_problem(parts: SplitResult) -> str | None:
     mark = _TEMPLATE_MARK.search(address) or _WORD_MARK.search(address)
     if mark:
         return f"holds a placeholder ({mark.group()!r}): set the real URL"
-    host = (parts.hostname or "").rstrip(".")
-    if any(host == domain or host.endswith("." + domain) for domain in _DOCUMENTATION_DOMAINS):
-        return f"names {host}, a host reserved for documentation (RFC 2606): set the real host"
+    return _documentation_host_problem([parts.hostname or ""])
+
+
+def _documentation_host_problem(hosts: Iterable[str]) -> str | None:
+    """The HOSTS reserved for documentation (RFC 2606), named, or None."""
+    named = dict.fromkeys(host.lower().rstrip(".") for host in hosts)
+    reserved = [
+        host
+        for host in named
+        if any(host == domain or host.endswith("." + domain) for domain in _DOCUMENTATION_DOMAINS)
+    ]
+    if len(reserved) > 1:
+        return f"names {', '.join(reserved)}, hosts reserved for documentation (RFC 2606): set the real hosts"
+    if reserved:
+        return f"names {reserved[0]}, a host reserved for documentation (RFC 2606): set the real host"
     return None
 
 

@@ -527,6 +527,84 @@ def test_a_host_reserved_for_documentation_is_refused(name: str, url: str) -> No
         assert "RFC 2606" in problem
 
 
+@pytest.mark.parametrize(
+    ("url", "hosts"),
+    [
+        ("redis://redis.example.com:6379/0", "redis.example.com"),
+        ("rediss://default:Rd1s-pw-0c2f@Cache.Example.NET.:6380/0", "cache.example.net"),
+        ("redis+sentinel://sentinel.example.org:26379/mymaster/0", "sentinel.example.org"),
+        ("rediss+sentinel://u:Rd1s-pw-0c2f@s1.vn:26379,s2.example:26379/otp", "s2.example"),
+        ("redis+cluster://:Rd1s-pw-0c2f@n1.vn:6379,n.invalid:6379,n.example:6379", "n.invalid, n.example"),
+    ],
+)
+def test_a_redis_host_reserved_for_documentation_is_refused(url: str, hosts: str) -> None:
+    """Every host of a Redis URL (server, each Sentinel, each Cluster seed) on an RFC 2606 name is
+    refused in every mode, naming the hosts and never the password."""
+    for mode in ("production", "dev"):
+        (problem,) = refusal(GOOD_ENV | {"OTP_REDIS_URL": url}, mode)
+        assert problem.startswith(f"OTP_REDIS_URL names {hosts}, ")
+        assert "RFC 2606" in problem
+        assert "Rd1s-pw-0c2f" not in problem
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OTP_AUTOCALL_SECRET_KEY", "REPLACE_ME"),
+        ("OTP_AUTOCALL_SECRET_KEY", "replaceme123"),
+        ("OTP_AUTOCALL_SECRET_KEY", "Replace this with the Autocall key"),
+        ("OTP_PEPPER", "replace-with-at-least-32-random-bytes-here"),
+        ("OTP_PEPPER", "insert-32-random-bytes-here-0123456789"),
+        ("OTP_API_KEYS", "k_live_0123456789abcdef,k_live_fill_me_in_0123456"),
+        ("OTP_API_KEYS", "api-key-goes-here-0123456789"),
+        ("OTP_METRICS_KEYS", "set-me-to-a-random-metrics-key"),
+        ("OTP_REDIS_URL", "redis://:REPLACE_ME@redis.internal:6379/0"),
+    ],
+)
+def test_a_replace_style_secret_is_refused_in_production(name: str, value: str) -> None:
+    """Production refuses secrets that say to replace, fill in, set or insert them, without echoing them."""
+    (problem,) = refusal(GOOD_ENV | {name: value})
+    assert problem.startswith(name)
+    assert "placeholder" in problem
+    assert value not in problem
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OTP_AUTOCALL_CAMPAIGN_ID", "REPLACE_ME"),
+        ("OTP_AUTOCALL_TEMPLATE", "replace-with-the-otp-template"),
+        ("OTP_AUTOCALL_CALLER", "fill-me"),
+        ("OTP_AUTOCALL_URL", "https://replace-this.vn"),
+        ("OTP_PUBLIC_URL", "https://otp.vn/insert-path-here"),
+        ("OTP_REDIS_URL", "redis://set-me:6379/0"),
+        ("OTP_TENANTS_FILE", "/etc/otpservice/replaceme.toml"),
+    ],
+)
+def test_a_replace_style_value_is_refused_in_every_mode(name: str, value: str) -> None:
+    """A setting that is not secret and still says to replace or fill it in is refused in dev mode too."""
+    for mode in ("production", "dev"):
+        (problem,) = refusal(GOOD_ENV | {name: value}, mode)
+        assert problem.startswith(f"{name} holds a placeholder")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OTP_AUTOCALL_SECRET_KEY", "k9replacemeQ-0a1b2c3d4e5f"),
+        ("OTP_PEPPER", "replacement-pepper-0a1b2c3d4e5f6a7b8c9d0e1f"),
+        ("OTP_API_KEYS", "k_live_settlement_0123456789"),
+        ("OTP_METRICS_KEYS", "scrape-reset-me9-0123456789"),
+        ("OTP_AUTOCALL_TEMPLATE", "template_replacement_1"),
+        ("OTP_PUBLIC_URL", "https://otp.example.vn/input-here"),
+        ("OTP_REDIS_URL", "redis://redis.example.vn:6379/0"),
+    ],
+)
+def test_a_value_merely_holding_a_stand_in_word_is_accepted(name: str, value: str) -> None:
+    """Stand-in words count only between separators, so real values that contain their letters still load."""
+    assert Settings.from_env(GOOD_ENV | {name: value})
+
+
 @pytest.mark.parametrize("name", ["OTP_PUBLIC_URL", "OTP_AUTOCALL_URL"])
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1:8000", "http://127.9.9.9/otp", "http://[::1]:8000", "http://localhost:8000"]
