@@ -1,4 +1,5 @@
-"""The server's edge: oversized heads answered 431, slow clients 408, /healthz fast meanwhile.
+"""The server's edge: oversized heads answered 431, slow clients 408, /healthz fast meanwhile,
+and what a client may do within the limits (keep-alive, chunked bodies, 100-continue) served.
 
 Raw sockets against the real service: an HTTP client library would refuse to send what these
 clients send, or would not show the bytes the server answers.
@@ -6,6 +7,7 @@ clients send, or would not show the bytes the server answers.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import io
 import json
@@ -17,11 +19,13 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from litestar import Litestar
+from litestar import Litestar, MediaType, Request, post
+from litestar.params import FromQuery
 
 from otpservice.http.controllers.health import healthz
 from otpservice.http.edge import HEAD_LIMIT, HEADER_FIELD_LIMIT, server_options
@@ -30,6 +34,7 @@ from tests.support.servers import serve_in_thread
 from tests.support.service import API_KEY, ServiceHandle, running_service
 
 CLIENT_TIMEOUT = 1.0
+ECHO_TIMEOUT = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +45,21 @@ def service(redis_url: str) -> Iterator[ServiceHandle]:
         running_service(redis_url, sandbox.url, client_timeout_seconds=CLIENT_TIMEOUT) as handle,
     ):
         yield handle
+
+
+@post("/echo", status_code=200, media_type=MediaType.TEXT)
+async def echo(request: Request[Any, Any, Any], wait: FromQuery[float] = 0) -> bytes:
+    """The request's body, asked for only after ``wait`` seconds."""
+    await asyncio.sleep(wait)
+    return await request.body()
+
+
+@pytest.fixture(scope="module")
+def echo_url(service: ServiceHandle) -> Iterator[str]:
+    """An app echoing a POST's body, behind the edge, giving clients 0.25 s to send a request."""
+    settings = service.settings.with_overrides(client_timeout_seconds=ECHO_TIMEOUT)
+    with serve_in_thread(Litestar([echo], logging_config=None), **server_options(settings)) as url:
+        yield url
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,13 @@ def read_until_closed(sock: socket.socket) -> bytes:
     return bytes(received)
 
 
+def read_answer(sock: socket.socket) -> Answer:
+    """The next answer on a connection that stays open."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return Answer(response.status, response.headers, response.read())
+
+
 def exchange(service: ServiceHandle, payload: bytes) -> list[Answer]:
     """Send ``payload`` on a new connection; the answers received until the server closed it."""
     with connect(service.url) as sock:
@@ -122,6 +149,13 @@ def head(*fields: bytes, size: int | None = None, close: bool = True) -> bytes:
 def field(name: bytes, size: int) -> bytes:
     """A header line whose name and value together are ``size`` bytes."""
     return name + b": " + b"v" * (size - len(name))
+
+
+def post_echo(body: bytes, *, close: bool = True) -> bytes:
+    """A POST /echo request sending ``body``."""
+    connection = b"Connection: close\r\n" if close else b""
+    length = b"Content-Length: %d\r\n" % len(body)
+    return b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n" + connection + length + b"\r\n" + body
 
 
 def test_a_header_over_16_kib_is_refused_with_431(service: ServiceHandle) -> None:
@@ -253,8 +287,75 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_keep_alive_timeout(
 ) -> None:
     """A connection on which no byte is ever sent is closed after the keep-alive timeout."""
     options = server_options(service.settings) | {"timeout_keep_alive": 0.5}
-    with serve_in_thread(Litestar([healthz]), **options) as url, connect(url) as sock:
+    with serve_in_thread(Litestar([healthz], logging_config=None), **options) as url, connect(url) as sock:
         started = time.monotonic()
         assert sock.recv(1) == b""
         elapsed = time.monotonic() - started
     assert 0.5 <= elapsed < 2
+
+
+def test_a_url_httptools_cannot_parse_is_answered_400(
+    service: ServiceHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request line whose URL httptools cannot parse is answered 400, as uvicorn answers it, not dropped."""
+    [answer] = exchange(service, b"GET http://[::1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer.status == 400
+    # asyncio logs the exception of a protocol whose connection it drops
+    assert [record.getMessage() for record in caplog.records if record.name == "asyncio"] == []
+
+
+def test_a_client_awaiting_100_continue_has_a_whole_timeout_from_when_the_app_asks_for_the_body(
+    echo_url: str,
+) -> None:
+    """A client kept waiting for 100 Continue past the client timeout, then slow with its body, is served."""
+    asked_after = 1.5 * ECHO_TIMEOUT  # the app asks for the body only after 1.5 client timeouts
+    with connect(echo_url) as sock:
+        sock.sendall(
+            b"POST /echo?wait=%g HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n" % asked_after
+            + b"Content-Length: 5\r\nConnection: close\r\n\r\n"
+        )
+        interim = bytearray()
+        while not interim.endswith(b"\r\n\r\n") and (chunk := sock.recv(1)):
+            interim += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        # Slow on purpose: ending 2.1 timeouts after the head, the body is in time only if the
+        # client's time is counted from the 100 Continue.
+        time.sleep(0.6 * ECHO_TIMEOUT)
+        sock.sendall(b"hello")
+        [answer] = parse_answers(read_until_closed(sock))
+    assert (answer.status, answer.body) == (200, b"hello")
+
+
+def test_a_second_request_on_a_kept_alive_connection_is_served(echo_url: str) -> None:
+    """A second request on a kept-alive connection is served, the idle time before it not counted."""
+    with connect(echo_url) as sock:
+        sock.sendall(post_echo(b"first", close=False))
+        first = read_answer(sock)
+        time.sleep(ECHO_TIMEOUT + 0.05)  # idle for longer than a request may take
+        sock.sendall(post_echo(b"second"))
+        [second] = parse_answers(read_until_closed(sock))
+    assert [(a.status, a.body) for a in (first, second)] == [(200, b"first"), (200, b"second")]
+
+
+def test_a_chunked_request_body_is_served(echo_url: str) -> None:
+    """A body sent in chunks (Transfer-Encoding: chunked), the first with the head, reaches the app whole."""
+    with connect(echo_url) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n5\r\nhello\r\n"
+        )
+        sock.sendall(b"6\r\n world\r\n0\r\n\r\n")
+        [answer] = parse_answers(read_until_closed(sock))
+    assert (answer.status, answer.body) == (200, b"hello world")
+
+
+def test_a_slow_client_finishing_inside_the_client_timeout_is_served(service: ServiceHandle) -> None:
+    """A head sent in three parts 0.3 s apart, complete 0.6 s into the 1 s client timeout, is served."""
+    parts = [b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"Connection: close\r\n\r\n"]
+    with connect(service.url) as sock:
+        for n, part in enumerate(parts):
+            if n:
+                time.sleep(0.3)  # a slow client, not a wait for the server
+            sock.sendall(part)
+        [answer] = parse_answers(read_until_closed(sock))
+    assert answer.status == 200

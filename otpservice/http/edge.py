@@ -8,7 +8,8 @@ never sent a byte, kept its connection forever. :class:`EdgeProtocol` is uvicorn
 protocol with limits applied before the parser sees the bytes:
 
 - a header line of at most 16 KiB, a head of at most 64 KiB: else 431;
-- a request, head and body, arrives within ``OTP_CLIENT_TIMEOUT_SECONDS`` of its first byte: else 408;
+- a request, head and body, arrives within ``OTP_CLIENT_TIMEOUT_SECONDS`` of its first byte, any
+  time the server holds it up (reading paused, a 100 Continue not yet sent) not counted: else 408;
 - a new connection sends its first byte within the keep-alive timeout (5 s): else it is closed.
 
 Refusals are problem+json like the app's, counted in ``otp_http_refused{code}`` and logged as
@@ -130,11 +131,14 @@ class EdgeProtocol(HttpToolsProtocol):
         """Parse ``piece``; the errors are handled as uvicorn's ``data_received`` handles them."""
         try:
             self.parser.feed_data(piece)
-        except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _FieldTooLarge):
-                raise
-            self._refuse_oversized_head(f"a request header is over {HEADER_FIELD_LIMIT // 1024} KiB")
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
+            # httptools raises whatever a callback raised as its own callback error: ours stops an
+            # oversized header; uvicorn's (a URL httptools parses no further) is a bad request.
+            if isinstance(exc, httptools.HttpParserCallbackError) and isinstance(
+                exc.__context__, _FieldTooLarge
+            ):
+                self._refuse_oversized_head(f"a request header is over {HEADER_FIELD_LIMIT // 1024} KiB")
+                return
             message = "Invalid HTTP request received."
             self.logger.warning(message)
             self.send_400_response(message)
@@ -158,14 +162,27 @@ class EdgeProtocol(HttpToolsProtocol):
         self._cancel_request_deadline()
         super().on_message_complete()
 
-    def _deadline_passed(self) -> None:
+    def _deadline_passed(self, server_held: bool = False) -> None:
+        """Refuse the request as too slow, unless the server held it up.
+
+        ``server_held``: the server held it up when the deadline last passed, so the client has had
+        less than a timeout since the server let it go on.
+        """
         self.request_deadline = None
         if self.refused or self.transport.is_closing():
             return
-        if self.flow.read_paused:
-            # The server stopped reading (a pipelined request waits its turn, or the app has not
-            # taken the body yet): the delay is not the client's.
-            self.request_deadline = self.loop.call_later(self.client_timeout_seconds, self._deadline_passed)
+        # The server stopped reading (a pipelined request waits its turn, or the app has not taken
+        # the body yet), or the client waits for the 100 Continue the app sends only when it asks
+        # for the body: the delay is not the client's.
+        holding = self.flow.read_paused or (
+            self.head_bytes is None and self.cycle is not None and self.cycle.waiting_for_100_continue
+        )
+        if holding or server_held:
+            # Looked at once a timeout, the hold may have ended just after the last look: a whole
+            # timeout from the first look that finds it over gives the client one at least.
+            self.request_deadline = self.loop.call_later(
+                self.client_timeout_seconds, self._deadline_passed, holding
+            )
             return
         seconds = f"{self.client_timeout_seconds:g}"
         self._refuse(
@@ -198,6 +215,9 @@ class EdgeProtocol(HttpToolsProtocol):
                 return
             # The app is still waiting for the body: it sees the client gone, and sends nothing.
             cycle.disconnected = True
+            # No 408 comes while a 100 Continue is owed (_deadline_passed), but were a refusal to,
+            # uvicorn's receive() would write the 100 after the write_eof below, and raise.
+            cycle.waiting_for_100_continue = False
             cycle.message_event.set()
         self.transport.write(self._problem_response(status, code, title, detail))
         if not self.transport.can_write_eof():  # TLS cannot half-close
