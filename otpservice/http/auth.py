@@ -17,8 +17,11 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard: the request carries a configured API key; its tenant is kept for the handler.
+
+    Async although it awaits nothing: Litestar runs a plain function guard in a worker thread, a
+    thread hop on every request for a dictionary lookup.
 
     Keys are looked up by their SHA-256 (only hashes are configured): timing can reveal at most
     something about a hash of the presented key, which does not help to guess a key.
@@ -37,7 +40,7 @@ def request_tenant(connection: ASGIConnection[Any, Any, Any, Any]) -> Tenant:
     return tenant
 
 
-def require_metrics_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_metrics_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard for /metrics: a metrics key (OTP_METRICS_KEYS, good for nothing else) or any API key."""
     presented = bearer_token(connection.headers.get("authorization"))
     if presented:
