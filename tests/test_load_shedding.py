@@ -45,3 +45,6 @@ def test_a_check_beyond_the_hash_queue_is_refused_at_once_and_spends_no_attempt(
             after = client.get(f"/otp/{vid}").json()
         assert after["attempts"] == 1  # the refused check spent nothing
         assert service.hasher.checks == 1
+        with service.client() as client:
+            scraped = client.get("/metrics").text
+        assert "otp_checks_shed_total 1.0" in scraped  # refused before the app read it

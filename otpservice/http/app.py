@@ -39,6 +39,7 @@ from otpservice.http.idempotency import Idempotency
 from otpservice.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from otpservice.http.request import OtpRequest
 from otpservice.http.schemas import ClosedStructSchemaPlugin, webhook_event_body
+from otpservice.http.shedding import shed_checks_middleware
 from otpservice.redis_url import parse_redis_url
 from otpservice.service.background import run_rounds
 from otpservice.service.delivery import DeliveryTracker
@@ -152,6 +153,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 settings.hash_queue,
             )
             opened.callback(hashing.close)
+            app.state.hashing = hashing
             one_hash = await hashing.size_queue()
             log.info(
                 "hashing.ready",
@@ -267,7 +269,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
         ),
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[access_log_middleware, _PROMETHEUS.middleware],
+        middleware=[shed_checks_middleware, access_log_middleware, _PROMETHEUS.middleware],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=openapi_config(settings),
         request_class=OtpRequest,

@@ -53,11 +53,17 @@ class HashingPool:
             self._queue = self._workers * max(1, math.floor(QUEUE_SECONDS / max(seconds, 1e-4)))
         return seconds
 
+    @property
+    def full(self) -> bool:
+        """Every thread busy and the queue full: a check arriving now would be refused."""
+        return self._admitted >= self._workers + (
+            self._queue if self._queue is not None else self._workers * 4
+        )
+
     @contextmanager
     def admission(self) -> Iterator[None]:
         """Hold a place for one check, or raise Overloaded at once when the threads and queue are full."""
-        capacity = self._workers + (self._queue if self._queue is not None else self._workers * 4)
-        if self._admitted >= capacity:
+        if self.full:
             raise errors.Overloaded()
         self._admitted += 1
         try:

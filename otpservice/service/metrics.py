@@ -41,3 +41,6 @@ PROVIDER_ERRORS = Counter(
     "Requests to the voice provider that failed, by operation (token, otp_call, report, ...) and error",
     ["operation", "error"],
 )
+CHECKS_SHED = Counter(
+    "otp_checks_shed", "Checks refused 503 overloaded before the app read them (hashing full)"
+)
