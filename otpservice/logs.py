@@ -12,6 +12,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import msgspec
 import structlog
 
 from otpservice.domain.phone import mask_phone
@@ -62,6 +63,11 @@ def _drop_terminal_colours(_: Any, __: str, event_dict: MutableMapping[str, Any]
     return event_dict
 
 
+def _json_line(event: Any, **_: Any) -> str:
+    """One JSON line by msgspec (several times faster than json.dumps); anything else as its repr."""
+    return msgspec.json.encode(event, enc_hook=repr).decode()
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging through one redacting pipeline to ``stream`` (stderr)."""
     shared: list[Any] = [
@@ -72,7 +78,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO 
         structlog.stdlib.ExtraAdder(),
     ]
     renderer = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if json
         else structlog.dev.ConsoleRenderer(
             colors=False,
@@ -83,7 +89,9 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO 
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+        # Each logger binds its pipeline once (every request logs; rebuilding it each time showed in
+        # profiles). Reconfiguring later still reaches the new handler: it is the root logger's.
+        cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(
