@@ -51,6 +51,7 @@ bench: install  ## argon2 cost, Redis memory, HTTP throughput and latency, budge
 	$(RUN) python -m bench.webhook_latency
 	$(RUN) python -m bench.edge --seconds 3
 	$(RUN) python -m bench.verify_overload
+	$(RUN) python -m bench.verify_cpu
 	$(RUN) python -m bench.peer_better_auth
 
 openapi: install  ## regenerate the published contract from the app
