@@ -10,7 +10,6 @@ cannot read, and in production a missing or weak secret.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -23,7 +22,7 @@ import phonenumbers
 
 from otpservice.cpus import usable_cores as usable_cores  # re-exported: `serve` splits it between workers
 from otpservice.domain.limits import Limit, Limits, parse_limits
-from otpservice.domain.webhook_endpoints import secret_problem, url_problem
+from otpservice.domain.webhook_endpoints import is_loopback, secret_problem, url_problem
 from otpservice.redis_url import parse_redis_url
 from otpservice.tenants import (
     DEFAULT_TENANT,
@@ -448,7 +447,7 @@ class _EnvReader:
         """
         value = self.url(name, default, https_because="")
         parts = _split(value)
-        if self.production and parts and parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        if self.production and parts and parts.scheme == "http" and not is_loopback(parts.hostname or ""):
             self.notices.append(
                 f"{name} is plain http: the secret key, tokens and codes cross the network unencrypted; "
                 "use https:// if the provider offers it"
@@ -693,7 +692,7 @@ def _base_url_problem(url: str, https_because: str | None) -> str | None:
         return "must not carry credentials"
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         return "must not have a query (?...) or fragment (#...): it is a base URL"
-    if https_because and parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if https_because and parts.scheme == "http" and not is_loopback(parts.hostname):
         return f"must be https:// ({https_because}); http:// only on a loopback host"
     return None
 
@@ -727,12 +726,3 @@ def _documentation_host_problem(hosts: Iterable[str]) -> str | None:
     if reserved:
         return f"names {reserved[0]}, a host reserved for documentation (RFC 2606): set the real host"
     return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -16,7 +16,7 @@ def url_problem(url: str) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http(s) URL with a host"
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         return "must be https:// (http:// only on a loopback host)"
     if parts.username or parts.password:
         return "must not carry credentials (events are signed with the webhook secret)"
@@ -36,7 +36,8 @@ def secret_problem(secret: str) -> str | None:
     return None
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): plain http to it never leaves the host."""
     if host == "localhost":
         return True
     try:
