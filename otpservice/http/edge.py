@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import http
-import json
 import socket
 from typing import Any
 
@@ -32,6 +31,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from otpservice.http.problems import problem_body
 from otpservice.service import metrics
 from otpservice.settings import Settings
 
@@ -228,8 +228,7 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _problem_response(self, status: int, code: str, title: str, detail: str) -> bytes:
         """The bytes of a problem+json answer shaped like the app's (otpservice.http.problems)."""
-        problem = {"status": status, "type": f"/problems/{code}", "title": title, "detail": detail}
-        body = json.dumps(problem | {"code": code}, separators=(",", ":")).encode()
+        body = problem_body(status, code, title, detail)
         lines = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}".encode()]
         lines += [name + b": " + value for name, value in self.server_state.default_headers]
         lines += [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +68,17 @@ def problem(
         headers=headers,
         extra={"code": code, **extra},
     )
+
+
+def problem_body(status: int, code: str, title: str, detail: str) -> bytes:
+    """A problem document's bytes, for answers sent below the app (the server edge, load shedding)."""
+    document = {"status": status, "type": f"/problems/{code}", "title": title, "detail": detail, "code": code}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def domain_title(error: type[errors.VerificationError]) -> str:
+    """The title the app's answers give a domain error."""
+    return _DOMAIN_STATUS[error][1]
 
 
 def domain_problem(exc: errors.VerificationError) -> ProblemDetailsException:

@@ -9,29 +9,20 @@ service's own admission (before the attempt is reserved) still decides every che
 
 from __future__ import annotations
 
-import json
-
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
 from otpservice.domain.errors import Overloaded
+from otpservice.http.problems import domain_title, problem_body
 from otpservice.service import metrics
 from otpservice.service.hashing import HashingPool
 
-_BODY = json.dumps(
-    {
-        "status": 503,
-        "type": "/problems/overloaded",
-        "title": "Overloaded",
-        "detail": Overloaded().detail,
-        "code": "overloaded",
-    },
-    separators=(",", ":"),
-).encode()
+_REFUSAL = Overloaded()
+_BODY = problem_body(503, _REFUSAL.code, domain_title(Overloaded), _REFUSAL.detail)
 _HEADERS = [
     (b"content-type", b"application/problem+json"),
     (b"content-length", str(len(_BODY)).encode()),
-    (b"retry-after", b"1"),
+    (b"retry-after", str(_REFUSAL.retry_after_seconds).encode()),
 ]
 
 
