@@ -40,11 +40,12 @@ class HashingPool:
     async def size_queue(self) -> float:
         """Time one hash, and when no queue length was configured, allow ~QUEUE_SECONDS of waiting.
 
-        Run once at start; answers the seconds a hash took (the fastest of three: the first pays for
-        touching the argon2 memory, and a busy start should not shrink the queue for good).
+        Run once at start; answers the seconds a hash took (when sizing, the fastest of three: the
+        first pays for touching the argon2 memory, and a busy start should not shrink the queue).
         """
         timings = []
-        for _ in range(3):
+        # With a queue length configured one hash only warms the pool (touching the argon2 memory).
+        for _ in range(3 if self._queue is None else 1):
             started = time.perf_counter()
             await self.hash("vf_sizing", "0" * 6)
             timings.append(time.perf_counter() - started)
