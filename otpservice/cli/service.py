@@ -189,52 +189,18 @@ def dev_command(host: str, port: int, sandbox_port: int, webhook_receiver: bool,
             raise SettingsRefused(str(exc)) from exc
         configure_logging(settings.log_level, json=settings.log_json)
         sandbox_config = SandboxConfig(ring_seconds=2.0, talk_seconds=4.0, log_spoken_text=True)
-        servers: list[tuple[uvicorn.Server, socket.socket]] = []
-        if receiver_socket is not None:
-            app = receiver_app(environ["OTP_WEBHOOK_SECRET"], lambda line: click.echo(line, err=True))
-            servers.append(
-                (
-                    _SharedProcessServer(
-                        uvicorn.Config(
-                            app,
-                            host="127.0.0.1",
-                            port=receiver_port,
-                            access_log=False,
-                            log_config=None,
-                            **server_options(settings),
-                        )
-                    ),
-                    receiver_socket,
-                )
-            )
-        servers += [
-            (
-                _SharedProcessServer(
-                    uvicorn.Config(
-                        create_sandbox_app(sandbox_config),
-                        host="127.0.0.1",
-                        port=sandbox_port,
-                        access_log=False,
-                        log_config=None,
-                        **server_options(settings),
-                    )
-                ),
-                sandbox_socket,
-            ),
-            (
-                _SharedProcessServer(
-                    uvicorn.Config(
-                        create_app(settings),
-                        host=host,
-                        port=port,
-                        access_log=False,
-                        log_config=None,
-                        **server_options(settings),
-                    )
-                ),
-                service_socket,
-            ),
+
+        def server(app: Any, sock: socket.socket) -> tuple[uvicorn.Server, socket.socket]:
+            config = uvicorn.Config(app, access_log=False, log_config=None, **server_options(settings))
+            return _SharedProcessServer(config), sock
+
+        servers = [
+            server(create_sandbox_app(sandbox_config), sandbox_socket),
+            server(create_app(settings), service_socket),
         ]
+        if receiver_socket is not None:
+            printer = receiver_app(environ["OTP_WEBHOOK_SECRET"], lambda line: click.echo(line, err=True))
+            servers.append(server(printer, receiver_socket))
         click.echo(_welcome(f"http://{host}:{port}", api_key, redis_url, sandbox_port, settings), err=True)
         if receiver:
             click.echo(
