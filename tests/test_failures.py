@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from redis import Redis
 from otpservice.adapters.storage.keys import verification_key
 from otpservice.logs import configure_logging
 from tests.support.flows import assert_problem, create
+from tests.support.redis_servers import wait_until
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import API_KEY, ServiceHandle, running_service
 
@@ -38,10 +38,12 @@ def test_a_corrupt_record_is_a_logged_500_not_a_bad_body(service: ServiceHandle,
     carrying the traceback and the exception's message, and none of the record (no locals)."""
     with service.client() as client:
         verification_id = create(client)["id"]
-        deadline = time.monotonic() + 5  # the call's callback reads the record too: let it land first
-        while client.get(f"/otp/{verification_id}").json()["delivery"]["status"] != "answered":
-            assert time.monotonic() < deadline, "the call's callback never came"
-            time.sleep(0.02)
+        # the call's callback reads the record too: let it land first
+        wait_until(
+            lambda: client.get(f"/otp/{verification_id}").json()["delivery"]["status"] == "answered",
+            5,
+            "the call's callback",
+        )
         key = verification_key(verification_id)
         stored_hash = raw_redis.hget(key, "hc")
         assert isinstance(stored_hash, bytes), "the record keeps its code's hash under hc"
@@ -121,8 +123,5 @@ def test_a_client_gone_before_its_body_is_not_a_server_failure(
             sock.settimeout(5)
             answer = sock.recv(65536)
         assert answer.startswith(b"HTTP/1.1 408 ")
-        deadline = time.monotonic() + 5
-        while '"http.client_gone"' not in service.logs.getvalue():
-            assert time.monotonic() < deadline, service.logs.getvalue()
-            time.sleep(0.02)
+        wait_until(lambda: '"http.client_gone"' in service.logs.getvalue(), 5, "the client_gone line")
         assert not [line for line in _log_lines(service) if line.get("event") == "request.failed"]
