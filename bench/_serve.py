@@ -157,17 +157,21 @@ def _worker_pids(pid: int, workers: int) -> list[int]:
 # --- /proc --------------------------------------------------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    found = []
+def _children_by_parent() -> dict[int, list[int]]:
+    """Every process on the machine, listed under its parent (one scan of /proc)."""
+    parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+    return parents
+
+
+def children(pid: int) -> list[int]:
+    return _children_by_parent().get(pid, [])
 
 
 def cmdline(pid: int) -> str:
@@ -195,14 +199,7 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
 
 def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (children, their children, ...)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            parents.setdefault(int(fields[1]), []).append(int(entry))
+    parents = _children_by_parent()
     found, todo = [], [pid]
     while todo:
         below = parents.get(todo.pop(), [])

