@@ -6,8 +6,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +15,7 @@ from click.testing import CliRunner
 from otpservice.cli import main
 from otpservice.tenants import hash_api_key
 from tests.support.redis_servers import wait_until
+from tests.support.serve_process import dev_service
 from tests.support.servers import free_port
 
 
@@ -44,35 +43,9 @@ def test_dev_mode_goes_from_nothing_to_an_approved_verification(tmp_path: Path) 
     port, sandbox_port, receiver_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_")}
     stderr_path = tmp_path / "dev.err"
-    with stderr_path.open("w") as stderr:
-        process = subprocess.Popen(  # noqa: S603 - our own entry point
-            [
-                sys.executable,
-                "-m",
-                "otpservice",
-                "dev",
-                "--port",
-                str(port),
-                "--sandbox-port",
-                str(sandbox_port),
-                "--receiver-port",
-                str(receiver_port),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
+    options = ("--receiver-port", str(receiver_port))
+    with dev_service(env, port, sandbox_port, stderr_path, *options) as process:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, stderr_path.read_text()
-            time.sleep(0.1)
         key = re.search(r"API key\s+(\S+)", stderr_path.read_text())
         assert key, stderr_path.read_text()
         headers = {"Authorization": f"Bearer {key.group(1)}"}
@@ -89,7 +62,6 @@ def test_dev_mode_goes_from_nothing_to_an_approved_verification(tmp_path: Path) 
         wait_until(
             lambda: "webhook verification.approved" in stderr_path.read_text(), 10, "the event printed"
         )
-    finally:
         process.terminate()
         exit_code = process.wait(timeout=20)
     assert exit_code == 0, stderr_path.read_text()[-2000:]

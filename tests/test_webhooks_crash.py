@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,46 +12,10 @@ import pytest
 
 from tests.support.receiver import running_receiver
 from tests.support.redis_servers import wait_until
+from tests.support.serve_process import dev_service
 from tests.support.servers import free_port
 
 API_KEY = "crash-test-key-0123456789"
-
-
-@contextmanager
-def dev_service(
-    env: dict[str, str], port: int, sandbox_port: int, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`otpservice dev` on the given Redis, as its own process, ready to serve."""
-    with log.open("a") as stderr:
-        process = subprocess.Popen(  # noqa: S603 - our own entry point
-            [
-                sys.executable,
-                "-m",
-                "otpservice",
-                "dev",
-                "--port",
-                str(port),
-                "--sandbox-port",
-                str(sandbox_port),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(ready, 30, "the service to start")
-        yield process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=15)
 
 
 @pytest.mark.long

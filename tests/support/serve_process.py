@@ -78,3 +78,42 @@ def _answers(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+@contextmanager
+def dev_service(
+    env: dict[str, str], port: int, sandbox_port: int, log: Path, *options: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`otpservice dev` as its own process (stderr appended to ``log``), ready to serve; stopped
+    with SIGTERM at the end unless the block stopped it."""
+    with log.open("a") as stderr:
+        process = subprocess.Popen(  # noqa: S603 - our own entry point
+            [
+                sys.executable,
+                "-m",
+                "otpservice",
+                "dev",
+                "--port",
+                str(port),
+                "--sandbox-port",
+                str(sandbox_port),
+                *options,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, 30, f"the service to start:\n{log.read_text()[-2000:]}")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=15)
