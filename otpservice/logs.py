@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -68,15 +69,72 @@ def _json_line(event: Any, **_: Any) -> str:
     return msgspec.json.encode(event, enc_hook=repr).decode()
 
 
+class _Sink:
+    """Where every log line goes: the stream :func:`configure_logging` chose last.
+
+    Loggers are cached on first use (rebuilding their pipeline per line showed in profiles), so they
+    write here rather than to a stream of their own, and reconfiguring still reaches them all.
+    """
+
+    def __init__(self) -> None:
+        self.stream: TextIO = sys.stderr
+        self.lock = threading.Lock()
+
+    def write_line(self, line: str) -> None:
+        with self.lock:  # lines from the hashing threads and the event loop never interleave
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+_SINK = _Sink()
+_LEVEL = [logging.INFO]  # the level configure_logging chose last (cached loggers read it per line)
+
+
+class _LineLogger:
+    """structlog's final logger: hands the rendered line to the sink.
+
+    The service's own events take this short path (no stdlib LogRecord, caller lookup or handler
+    chain: about a third of a check's CPU went there); libraries' stdlib logs still go through
+    the root handler, which renders them with the same processors into the same sink.
+    """
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        _SINK.write_line(message)
+
+    debug = info = warning = error = critical = exception = msg
+
+
+def _line_logger(*args: Any) -> _LineLogger:
+    return _LineLogger(args[0] if args and isinstance(args[0], str) else "")
+
+
+_LEVEL_NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50, "exception": 40}
+
+
+def _below_level(_: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _LEVEL_NUMBERS.get(method_name, 20) < _LEVEL[0]:
+        raise structlog.DropEvent
+    return event_dict
+
+
+class _SinkHandler(logging.Handler):
+    """The root handler for stdlib logs (libraries'), writing to the sink."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _SINK.write_line(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging through one redacting pipeline to ``stream`` (stderr)."""
-    shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.stdlib.ExtraAdder(),
-    ]
+    _SINK.stream = stream or sys.stderr
+    _LEVEL[0] = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    timestamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     renderer = (
         structlog.processors.JSONRenderer(serializer=_json_line)
         if json
@@ -85,25 +143,31 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO 
             exception_formatter=structlog.dev.plain_traceback,  # never rich's, which shows locals
         )
     )
+    last: list[Any] = [structlog.processors.format_exc_info, _drop_terminal_colours, redact, renderer]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        # Each logger binds its pipeline once (every request logs; rebuilding it each time showed in
-        # profiles). Reconfiguring later still reaches the new handler: it is the root logger's.
+        processors=[
+            _below_level,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.stdlib.add_logger_name,
+            timestamp,
+            *last,
+        ],
+        logger_factory=_line_logger,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _SinkHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                _drop_terminal_colours,
-                redact,
-                renderer,
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                timestamp,
+                structlog.stdlib.ExtraAdder(),
             ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
         )
     )
     root = logging.getLogger()
