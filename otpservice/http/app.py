@@ -14,7 +14,7 @@ import httpx
 import structlog
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusController
 
 from otpservice.adapters.autocall.client import AutocallClient, create_http_client
 from otpservice.adapters.storage.budget import CallBudgets
@@ -28,7 +28,6 @@ from otpservice.adapters.storage.store import NumberPolicy, VerificationStore
 from otpservice.domain.callback_auth import CallbackSigner
 from otpservice.domain.clock import Clock, SystemClock
 from otpservice.domain.codes import CodeHasher, RandomBelow
-from otpservice.http.access_log import access_log_middleware
 from otpservice.http.auth import require_metrics_key
 from otpservice.http.controllers.callbacks import autocall_callback
 from otpservice.http.controllers.health import healthz, readyz
@@ -36,6 +35,7 @@ from otpservice.http.controllers.verifications import VerificationController, Ve
 from otpservice.http.dependencies import DEPENDENCIES
 from otpservice.http.docs import docs_routes, openapi_config
 from otpservice.http.idempotency import Idempotency
+from otpservice.http.observe import observe_middleware
 from otpservice.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
 from otpservice.http.request import OtpRequest
 from otpservice.http.schemas import ClosedStructSchemaPlugin, webhook_event_body
@@ -57,8 +57,6 @@ from otpservice.tenants import TenantDirectory, hash_api_key
 log = structlog.get_logger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-# Paths are grouped by route template: raw callback paths carry credentials and would explode cardinality.
-_PROMETHEUS = PrometheusConfig(app_name="otpservice", prefix="otp_http", group_path=True)
 
 
 @dataclass(frozen=True)
@@ -269,7 +267,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
         ),
         plugins=[problem_details_plugin(), ClosedStructSchemaPlugin()],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
-        middleware=[shed_checks_middleware, access_log_middleware, _PROMETHEUS.middleware],
+        middleware=[shed_checks_middleware, observe_middleware],
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=openapi_config(settings),
         request_class=OtpRequest,

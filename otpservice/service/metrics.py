@@ -1,4 +1,4 @@
-"""Counters for Prometheus (request metrics come from Litestar's Prometheus middleware).
+"""Counters for Prometheus (request metrics are recorded by :mod:`otpservice.http.observe`).
 
 Under ``serve --workers N`` these live in prometheus_client's multiprocess files (set up by
 ``serve``), and /metrics answers the totals of every worker.

@@ -11,7 +11,7 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from otpservice.http.auth import require_api_key
-from otpservice.http.dependencies import IdempotencyDependency, TenantDependency, Verifications
+from otpservice.http.dependencies import CallerDependency
 from otpservice.http.idempotency import Answer
 from otpservice.http.schemas import (
     ATTEMPTS_IN_FLIGHT,
@@ -118,14 +118,12 @@ class VerificationController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[CreateVerification],
-        verifications: Verifications,
-        tenant: TenantDependency,
-        idempotency: IdempotencyDependency,
+        caller: CallerDependency,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[VerificationView]:
         async def start() -> Answer:
-            started = await verifications.start(
-                tenant,
+            started = await caller.verifications.start(
+                caller.tenant,
                 data.phone,
                 code_length=data.code_length,
                 ttl_seconds=data.ttl_seconds,
@@ -135,8 +133,9 @@ class VerificationController(Controller):
             )
             return Answer.of(201 if started.created else 200, VerificationView.of(started.verification))
 
+        idempotency = caller.idempotency
         return await idempotency.run(  # type: ignore[return-value]
-            request, tenant, idempotency_key, idempotency.fingerprint("POST /otp", data), start
+            request, caller.tenant, idempotency_key, idempotency.fingerprint("POST /otp", data), start
         )
 
     @get(
@@ -146,10 +145,8 @@ class VerificationController(Controller):
         operation_class=DocumentedOperation,
         responses=problem_answers(UNAUTHORIZED, NOT_FOUND, VALIDATION_ERROR, STORAGE_UNAVAILABLE),
     )
-    async def read(
-        self, verifications: Verifications, tenant: TenantDependency, verification_id: VerificationIdInPath
-    ) -> VerificationView:
-        verification = await verifications.get(tenant, verification_id)
+    async def read(self, caller: CallerDependency, verification_id: VerificationIdInPath) -> VerificationView:
+        verification = await caller.verifications.get(caller.tenant, verification_id)
         return VerificationView.of(verification)
 
     @post(
@@ -188,21 +185,20 @@ class VerificationController(Controller):
     async def resend(
         self,
         request: Request[Any, Any, Any],
-        verifications: Verifications,
-        tenant: TenantDependency,
-        idempotency: IdempotencyDependency,
+        caller: CallerDependency,
         verification_id: VerificationIdInPath,
         data: JSONBody[ResendCode | None] = None,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[VerificationView]:
         async def resend() -> Answer:
             code = data.code if data is not None else None
-            verification = await verifications.resend(tenant, verification_id, code)
+            verification = await caller.verifications.resend(caller.tenant, verification_id, code)
             return Answer.of(200, VerificationView.of(verification))
 
         resent = f"POST /otp/{verification_id}/resend"
+        idempotency = caller.idempotency
         return await idempotency.run(  # type: ignore[return-value]
-            request, tenant, idempotency_key, idempotency.fingerprint(resent, data), resend
+            request, caller.tenant, idempotency_key, idempotency.fingerprint(resent, data), resend
         )
 
     @delete(
@@ -216,9 +212,9 @@ class VerificationController(Controller):
         ),
     )
     async def cancel(
-        self, verifications: Verifications, tenant: TenantDependency, verification_id: VerificationIdInPath
+        self, caller: CallerDependency, verification_id: VerificationIdInPath
     ) -> VerificationView:
-        verification = await verifications.cancel(tenant, verification_id)
+        verification = await caller.verifications.cancel(caller.tenant, verification_id)
         return VerificationView.of(verification)
 
     @route(
@@ -265,8 +261,6 @@ class VerifyController(Controller):
             OVERLOADED,
         ),
     )
-    async def verify(
-        self, data: JSONBody[VerifyCode], verifications: Verifications, tenant: TenantDependency
-    ) -> VerifyResult:
-        result = await verifications.verify(tenant, data.id, data.code)
+    async def verify(self, data: JSONBody[VerifyCode], caller: CallerDependency) -> VerifyResult:
+        result = await caller.verifications.verify(caller.tenant, data.id, data.code)
         return VerifyResult.of(result.verification, valid=result.valid)
