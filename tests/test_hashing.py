@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from otpservice.domain.codes import CodeHasher
@@ -29,3 +31,47 @@ def test_a_check_beyond_threads_and_queue_is_refused_and_a_freed_place_is_taken_
 
 def _full(pool: HashingPool) -> bool:
     return pool.full
+
+
+class _SlowableHasher(CodeHasher):
+    """The real hasher, plus a delay that can be raised: a machine that got busier since the start."""
+
+    delay = 0.0
+
+    def hash(self, verification_id: str, code: str) -> str:
+        time.sleep(self.delay)
+        return super().hash(verification_id, code)
+
+
+async def test_the_queue_shrinks_when_hashes_take_longer_than_at_start() -> None:
+    """Left unconfigured, the queue holds about 250 ms of hashes as they take now, not as they took
+    at start: once each hash takes 50 ms, a single thread admits only a few waiting checks."""
+    hasher = _SlowableHasher(b"p" * 32, Argon2Settings(time_cost=1, memory_cost_kib=8))
+    pool = HashingPool(hasher, 1)
+    try:
+        await pool.size_queue()
+        at_start = pool.queue
+        assert at_start is not None
+        assert at_start > 50
+        hasher.delay = 0.05
+        for _ in range(20):
+            await pool.hash("vf_x", "123456")
+        assert pool.queue is not None
+        assert 1 <= pool.queue <= 8
+    finally:
+        pool.close()
+
+
+async def test_a_failing_hash_reaches_the_awaiting_check() -> None:
+    """An error inside a hashing thread is raised to the request that awaited it; the thread lives on."""
+    hasher = _SlowableHasher(b"p" * 32, Argon2Settings(time_cost=1, memory_cost_kib=8))
+    pool = HashingPool(hasher, 1, queue=1)
+    try:
+        hasher.delay = -1  # time.sleep refuses it
+        with pytest.raises(ValueError, match="non-negative"):
+            await pool.hash("vf_x", "123456")
+        hasher.delay = 0
+        encoded = await pool.hash("vf_x", "123456")
+        assert await pool.matches("vf_x", "123456", encoded)
+    finally:
+        pool.close()
