@@ -13,8 +13,19 @@ protocol with limits applied before the parser sees the bytes:
 - a new connection sends its first byte within the keep-alive timeout (5 s): else it is closed.
 
 Refusals are problem+json like the app's, counted in ``otp_http_refused{code}`` and logged as
-``http.refused``. uvicorn's h11 parser was the other way: it bounds a head (answering 400 text/plain)
-but neither a header line nor the time a request takes (``python -m bench.edge --only h11``).
+``http.refused``.
+
+Checks are also shed here, while the worker's hashing is full (see :mod:`otpservice.service.hashing`):
+``POST /verify`` is answered 503 ``overloaded`` from the parsed head, without a request task, the
+ASGI app or its middleware (``otpservice.http.shedding`` remains for the requests this cannot
+take: pipelined ones and those expecting ``100 Continue``). Clients that retry at once instead of
+waiting the ``Retry-After`` would otherwise come back as fast as they are answered, and on a small
+machine their refusals take the CPU the hashing threads need: after a refusal the connection's next
+request is read ``SHED_PAUSE_SECONDS`` later (the refusal itself goes out at once; a client that
+waits as asked never notices).
+
+uvicorn's h11 parser was the other way: it bounds a head (answering 400 text/plain) but neither a
+header line nor the time a request takes (``python -m bench.edge --only h11``).
 """
 
 from __future__ import annotations
@@ -31,8 +42,10 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from otpservice.http.problems import problem_body
+from otpservice.domain.errors import Overloaded
+from otpservice.http.problems import domain_title, problem_body
 from otpservice.service import metrics
+from otpservice.service.hashing import HashingPool
 from otpservice.settings import Settings
 
 # More than most servers allow (Node: 16 KiB for a whole head; nginx: 8 KiB a line, 32 KiB in all),
@@ -46,6 +59,18 @@ HEAD_LIMIT = 64 * 1024  # the request line, every header line and the blank line
 LINGER_BYTES = 1024 * 1024
 LINGER_SECONDS = 2.0
 
+# How long a connection whose check was refused for load is not read from (see the module docstring):
+# short enough that a refusal still reaches an impatient client well within 50 ms.
+SHED_PAUSE_SECONDS = 0.025
+_OVERLOADED = Overloaded()
+_OVERLOADED_BODY = problem_body(503, _OVERLOADED.code, domain_title(Overloaded), _OVERLOADED.detail)
+_OVERLOADED_HEAD = [
+    b"HTTP/1.1 503 Service Unavailable",
+    b"content-type: application/problem+json",
+    b"content-length: " + str(len(_OVERLOADED_BODY)).encode(),
+    b"retry-after: " + str(_OVERLOADED.retry_after_seconds).encode(),
+]
+
 log = structlog.get_logger(__name__)
 
 
@@ -57,6 +82,17 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "ws": "none",  # the service has no WebSocket route: an upgrade is just an HTTP request
         "timeout_keep_alive": 5,
     }
+
+
+def _hashing_of(app: Any) -> HashingPool | None:
+    """The hashing pool of the app behind uvicorn's wrappers (proxy headers, message logger)."""
+    for _ in range(4):
+        state = getattr(app, "state", None)
+        if state is not None:
+            hashing: HashingPool | None = getattr(state, "hashing", None)
+            return hashing
+        app = getattr(app, "app", None)
+    return None
 
 
 class _FieldTooLarge(Exception):
@@ -83,6 +119,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self.refused = False  # answered with a refusal: nothing more is parsed
         self.linger_bytes_left = LINGER_BYTES
         self.linger_end: asyncio.TimerHandle | None = None
+        self.shedding = False  # this request is a check refused for load: its body is dropped
+        self.shed_pause: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -100,6 +138,8 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_request_deadline()
+        if self.shed_pause is not None:
+            self.shed_pause.cancel()
         if self.linger_end is not None:
             self.linger_end.cancel()
         super().connection_lost(exc)
@@ -155,12 +195,58 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.head_bytes = None
+        if self._is_check_to_shed():
+            self.shedding = True  # answered once its body has passed (on_message_complete)
+            return
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self.shedding:
+            super().on_body(body)
 
     def on_message_complete(self) -> None:
         self.head_bytes = 0
         self._cancel_request_deadline()
+        if self.shedding:
+            self.shedding = False
+            self._answer_overloaded()
+            return
         super().on_message_complete()
+
+    def _is_check_to_shed(self) -> bool:
+        """A ``POST /verify`` arriving while hashing is full, that can be answered from here."""
+        if self.parser.get_method() != b"POST" or self.expect_100_continue or self.parser.should_upgrade():
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False  # pipelined behind a request still being answered: its turn comes later
+        hashing = _hashing_of(self.app)
+        return hashing is not None and hashing.full and httptools.parse_url(self.url).path == b"/verify"
+
+    def _answer_overloaded(self) -> None:
+        """Refuse the check at once, then read nothing more from the client for a moment."""
+        metrics.CHECKS_SHED.inc()
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        head = [*_OVERLOADED_HEAD]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        if not keep_alive:
+            head.append(b"connection: close")
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + _OVERLOADED_BODY)
+        self.server_state.total_requests += 1
+        if not keep_alive:
+            self.transport.close()
+            return
+        self.flow.pause_reading()
+        self.shed_pause = self.loop.call_later(SHED_PAUSE_SECONDS, self._resume_after_shedding)
+
+    def _resume_after_shedding(self) -> None:
+        self.shed_pause = None
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.timeout_keep_alive_task is None:  # as after any answer: idle from now on
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def _deadline_passed(self, server_held: bool = False) -> None:
         """Refuse the request as too slow, unless the server held it up.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import queue
 import threading
 import time
@@ -27,6 +28,10 @@ T = TypeVar("T")
 QUEUE_SECONDS = 0.25
 # Weight of the newest hash in the running estimate of how long one takes.
 _NEWEST_WEIGHT = 0.1
+# How much lower than the event loop's the hash threads' CPU priority is (a nice value; Linux gives
+# each thread its own). When the cores are all busy, the loop (Redis round trips, /healthz, the
+# refusals of shed checks) gets one first, and hashing takes what is left instead of delaying them.
+HASH_THREAD_NICENESS = 5
 
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
@@ -38,6 +43,14 @@ def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | 
         future.set_result(result)  # type: ignore[arg-type]
     else:
         future.set_exception(error)
+
+
+def _lower_own_priority(by: int) -> None:
+    """Raise the calling thread's nice value by ``by`` (only this thread's on Linux; a no-op where the
+    platform cannot, since it only changes which work waits when the cores are all busy)."""
+    with contextlib.suppress(AttributeError, OSError):
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + by)
 
 
 class HashThreads:
@@ -65,6 +78,7 @@ class HashThreads:
         return future
 
     def _work(self) -> None:
+        _lower_own_priority(HASH_THREAD_NICENESS)
         while (job := self._jobs.get()) is not None:
             loop, future, function, args = job
             started = time.perf_counter()
