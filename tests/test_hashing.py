@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 
 import pytest
 
 from otpservice.domain.codes import CodeHasher
 from otpservice.domain.errors import Overloaded
-from otpservice.service.hashing import HashingPool
+from otpservice.service.hashing import HASH_THREAD_NICENESS, HashingPool
 from otpservice.settings import Argon2Settings
 
 
@@ -75,3 +78,26 @@ async def test_a_failing_hash_reaches_the_awaiting_check() -> None:
         assert await pool.matches("vf_x", "123456", encoded)
     finally:
         pool.close()
+
+
+class _PriorityNotingHasher(CodeHasher):
+    """The real hasher, noting the nice value of the thread that hashed."""
+
+    niceness: int | None = None
+
+    def hash(self, verification_id: str, code: str) -> str:
+        self.niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        return super().hash(verification_id, code)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+async def test_hash_threads_yield_the_cores_to_the_event_loop() -> None:
+    """Hash threads run at a lower CPU priority (a higher nice value) than the event loop's thread."""
+    hasher = _PriorityNotingHasher(b"p" * 32, Argon2Settings(time_cost=1, memory_cost_kib=8))
+    pool = HashingPool(hasher, 1, queue=1)
+    try:
+        await pool.hash("vf_x", "123456")
+    finally:
+        pool.close()
+    loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert hasher.niceness == min(19, loop_niceness + HASH_THREAD_NICENESS)
