@@ -84,6 +84,7 @@ class Storage:
         # redis-py's pools refuse a command outright when they are exhausted.
         self._slots = asyncio.Semaphore(concurrency)
         self._scripts: dict[str, Any] = {}
+        self._counted: dict[str, Any] = {}
         self._started = asyncio.Lock()
         self._ready = not isinstance(client, RedisCluster)
         # A Cluster client replaces its seed nodes once it has discovered the others.
@@ -129,7 +130,10 @@ class Storage:
         retries and the wait for a free slot. Closing the connection a timed-out command leaves
         behind can add up to one socket timeout more.
         """
-        OPERATIONS.labels(name).inc()
+        counted = self._counted.get(name)
+        if counted is None:  # labelled once per name: a lookup under a lock on every call showed
+            counted = self._counted[name] = OPERATIONS.labels(name)
+        counted.inc()
         try:
             async with asyncio.timeout(self._timeout), self._slots:
                 if not self._ready:
