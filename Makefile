@@ -43,16 +43,13 @@ typecheck: install
 test: install lint typecheck  ## the one test command: lint, types, then the whole suite
 	$(RUN) pytest
 
-bench: install  ## argon2 cost, Redis memory, HTTP throughput and latency, budget cost, webhooks, edge limits
-	$(RUN) python -m bench.argon2_cost
-	$(RUN) python -m bench.redis_memory
-	$(RUN) python -m bench.load
-	$(RUN) python -m bench.start_cost
-	$(RUN) python -m bench.webhook_latency
-	$(RUN) python -m bench.edge --seconds 3
-	$(RUN) python -m bench.verify_overload
-	$(RUN) python -m bench.verify_cpu
-	$(RUN) python -m bench.peer_better_auth
+# Options of the benchmark run: make bench BENCH_ARGS=--quick (a smoke test of about 2 minutes); see
+# `python -m bench.report --help`. Each bench/ module also runs on its own.
+BENCH_ARGS ?=
+
+bench: $(UV)  ## every benchmark in one run (about 6 min, outside CI): writes docs/benchmarks.md and its plots
+	$(UV) sync --frozen --extra dev --group bench
+	$(RUN) --group bench python -m bench.report $(BENCH_ARGS)
 
 openapi: install  ## regenerate the published contract from the app
 	$(RUN) otpservice openapi > openapi.yaml

