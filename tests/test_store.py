@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from otpservice.adapters.storage import keys
 from otpservice.adapters.storage.budget import Budget, CallBudgets, Charges, Refusal
-from otpservice.adapters.storage.records import pack_hash, to_verification, unpack_hash
+from otpservice.adapters.storage.records import pack_hash, text, to_verification, unpack_hash
 from otpservice.adapters.storage.scripts import Storage
 from otpservice.adapters.storage.store import NewVerification, NumberPolicy, VerificationStore
 from otpservice.domain import errors
@@ -494,3 +494,144 @@ def test_records_written_with_epoch_update_times_still_read_correctly() -> None:
     new = to_verification("vf_new", fields | {"ua": "200", "dua": "100"})
     assert old.updated_at == new.updated_at
     assert old.delivery.updated_at == new.delivery.updated_at
+
+
+# --- codes stored while their call is placed (store_code.lua) ---------------------------------------
+
+
+async def new_without_code(store: VerificationStore) -> str:
+    """A verification created as a start creates it now: its code's hash still to come."""
+    vid = new_verification_id()
+    await store.create(new(vid), None, NOW + timedelta(seconds=20))
+    return vid
+
+
+async def begin_later(store: VerificationStore, vid: str, at: datetime, token: str) -> int:
+    """Begin a resend as the service does now: its code's hash comes under ``token``."""
+    return await store.begin_send(
+        vid,
+        at,
+        token=token,
+        cooldown_seconds=30,
+        max_sends=5,
+        ttl_seconds=300,
+        placement_deadline=at + timedelta(seconds=20),
+    )
+
+
+async def fields(redis: Redis, vid: str) -> dict[str, str]:
+    raw = await redis.hgetall(keys.verification_key(vid))
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+async def test_a_check_before_the_newest_code_is_stored_reserves_nothing(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """Until the first call's code is stored a check is refused unjudged; then it is judged, once."""
+    vid = await new_without_code(store)
+    with pytest.raises(errors.CheckNotRecorded):
+        await store.reserve(vid, "t1", NOW, 6, LEASE)
+    assert not any(field.startswith("r:") for field in await fields(redis, vid))
+    assert await store.store_code(vid, NOW, 1, "", HASHER.hash(vid, "123456")) is True
+    assert await store.store_code(vid, NOW, 1, "", HASHER.hash(vid, "654321")) is True  # a retry: kept
+    reservation = await store.reserve(vid, "t1", NOW, 6, LEASE)
+    assert [code.send_seq for code in reservation.codes] == [1]
+    assert HASHER.matches(vid, "123456", reservation.codes[0].encoded_hash)
+
+
+async def test_a_late_code_write_cannot_bring_back_a_first_call_that_never_left(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """Once the first call is recorded as never placed, its code's write is refused and nothing reappears."""
+    vid = await new_without_code(store)
+    await store.unplaced(
+        vid,
+        NOW,
+        1,
+        new(vid).call,
+        delivery=DeliveryStatus.FAILED,
+        reason="down",
+        give_back_cooldown=True,
+        describe=True,
+    )
+    assert await store.store_code(vid, NOW, 1, "", HASHER.hash(vid, "123456")) is False
+    stored = await fields(redis, vid)
+    assert stored["st"] == "failed"
+    assert not {"nc", "hc", "ns", "hs"} & set(stored)
+
+
+async def test_a_late_code_write_of_an_undone_resend_cannot_land_in_the_next_one(
+    store: VerificationStore,
+) -> None:
+    """A resend that never left gives its send number back; the next resend reuses it, and only the
+    code of the request that began it lands there."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin_later(store, vid, at, "first")
+    await store.unplaced(
+        vid,
+        at,
+        seq,
+        f"{vid}:first",
+        delivery=DeliveryStatus.FAILED,
+        reason="down",
+        give_back_cooldown=True,
+        describe=False,
+    )
+    assert await store.store_code(vid, at, seq, "first", HASHER.hash(vid, "222222")) is False
+    assert await begin_later(store, vid, at, "second") == seq
+    assert await store.store_code(vid, at, seq, "first", HASHER.hash(vid, "222222")) is False
+    assert await store.store_code(vid, at, seq, "second", HASHER.hash(vid, "333333")) is True
+    reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
+    new_code = next(code for code in reservation.codes if code.send_seq == seq)
+    assert HASHER.matches(vid, "333333", new_code.encoded_hash)
+    assert not HASHER.matches(vid, "222222", new_code.encoded_hash)
+
+
+async def test_a_callback_before_a_resends_code_makes_it_current_and_the_code_still_lands(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A callback proving a resend placed before its code came makes that send current; its code then
+    lands as the current code, and the old one is retired."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin_later(store, vid, at, "resend")
+    await store.record_delivery(vid, at, seq, "c2", DeliveryStatus.ANSWERED, "ANSWERED", 4)
+    with pytest.raises(errors.CheckNotRecorded):
+        await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
+    assert await store.store_code(vid, at, seq, "other", HASHER.hash(vid, "999999")) is False
+    assert await store.store_code(vid, at, seq, "resend", HASHER.hash(vid, "222222")) is True
+    assert "bt" not in await fields(redis, vid)
+    assert (await placed(store, vid, seq, "c2")) == "placed"
+    reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
+    assert [code.send_seq for code in reservation.codes] == [seq]
+    assert HASHER.matches(vid, "222222", reservation.codes[0].encoded_hash)
+
+
+async def test_a_chosen_code_said_again_waits_for_its_hash(store: VerificationStore) -> None:
+    """A resend of the same code cannot begin before that code's hash is stored (it copies it)."""
+    vid = await new_without_code(store)
+    await store.placement_unknown(vid, NOW + timedelta(seconds=1), 1, "timeout")
+    at = NOW + timedelta(seconds=30)
+
+    async def again() -> int:
+        return await store.begin_send(
+            vid,
+            at,
+            token="again",
+            cooldown_seconds=30,
+            max_sends=5,
+            same_code=True,
+            ttl_seconds=300,
+            placement_deadline=at + timedelta(seconds=20),
+        )
+
+    with pytest.raises(errors.ResendTooSoon):
+        await again()
+    await store.store_code(vid, at, 1, "", HASHER.hash(vid, "123456"))
+    seq = await again()
+    reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
+    assert [code.send_seq for code in reservation.codes] == [1, seq]
+    assert all(HASHER.matches(vid, "123456", code.encoded_hash) for code in reservation.codes)

@@ -1,20 +1,26 @@
 """Placing one call that reads a code, and recording what came of it, truthfully.
 
-The code's hash is already stored when the call is placed, so the code a user hears is checkable
-whatever happens next. After the provider answers, exactly one of three facts is recorded:
+A start or resend costs about its provider call, not the call plus an argon2 hash: the code's hash
+(:class:`CodeHash`) is computed from the moment the code exists and stored, with one small script,
+while the provider call is in flight. A call whose code may have been heard is recorded only after
+its code is stored, so the code a user hears is checkable whatever happens next. After the provider
+answers, exactly one of three facts is recorded:
 
 * placed: the provider named the call; its code becomes the current one and the call is tracked;
 * unplaced: the call surely never left (refused number, request never sent); its code is dropped
-  and its budget given back;
+  (a write of it landing later is refused) and its budget given back;
 * unknown: nobody can tell (a timeout after sending, an unreadable answer); its code stays accepted.
 
-When storage fails while recording, the fact is handed to the repair queue and the answer says what
-is known: a placed call is never reported as "nothing happened".
+When storage fails while storing the code or recording, both are handed to the repair queue, in
+that order, and the answer says what is known: a placed call is never reported as "nothing
+happened". Should hashing itself fail (a bug), the send is recorded as failed, never left pending
+with a code nobody can check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -40,6 +46,66 @@ log = structlog.get_logger(__name__)
 PROVIDER_RETRY_AFTER_SECONDS = 5
 
 
+def _seen(task: asyncio.Task[object]) -> None:
+    """Retrieve a finished task's failure, so none is ever reported as "never retrieved"; whoever
+    needs its outcome awaits the task and sees it there."""
+    if not task.cancelled():
+        task.exception()
+
+
+class CodeHash:
+    """The hash of the code a call reads, computed and stored while the call is being placed.
+
+    Hashing (argon2id, tens of milliseconds in the hashing pool) starts when the code exists; once
+    the send that carries the code is stored, :meth:`store_with` writes the hash as soon as it is
+    ready, concurrently with the provider call. Whoever needs the code stored awaits :meth:`stored`;
+    a code not needed any more is :meth:`discard`-ed. Every task here has its outcome retrieved.
+    """
+
+    def __init__(self, hashing: Coroutine[object, object, str]):
+        self._hashing = asyncio.get_running_loop().create_task(hashing)
+        self._hashing.add_done_callback(_seen)
+        self._writing: asyncio.Task[None] | None = None
+        self._write: Callable[[str], Awaitable[object]] | None = None
+        self._written = False
+
+    def store_with(self, write: Callable[[str], Awaitable[object]]) -> None:
+        """The send exists now: store the hash with ``write(hash)`` once it is computed."""
+        self._write = write
+        self._writing = asyncio.get_running_loop().create_task(self._hash_then_write())
+        self._writing.add_done_callback(_seen)
+
+    async def _hash_then_write(self) -> None:
+        assert self._write is not None
+        await self._write(await self._hashing)
+        self._written = True
+
+    async def stored(self) -> None:
+        """Wait until the hash is stored; raises StorageUnavailable, or what hashing raised.
+
+        Shielded: a request cancelled while it waits leaves the write to finish on its own.
+        """
+        assert self._writing is not None, "store_with() first"
+        await asyncio.shield(self._writing)
+
+    async def write_again(self) -> None:
+        """The write once more, after storage failed (the hash is known by then); for repairs."""
+        if not self._written:
+            assert self._write is not None
+            await self._write(self._hashing.result())
+            self._written = True
+
+    async def discard(self) -> None:
+        """The code will not be needed (nothing was begun, or its call surely never left): stop
+        hashing and writing. A hashing failure is still worth a log line: it is a bug."""
+        tasks = [task for task in (self._writing, self._hashing) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        if not self._hashing.cancelled() and self._hashing.exception() is not None:
+            log.error("code.hash_failed", error=repr(self._hashing.exception()))
+
+
 @dataclass(frozen=True, slots=True)
 class VoiceRoute:
     """How a tenant's calls go out: its campaign and caller number (a client) and its template."""
@@ -53,7 +119,9 @@ class CallRequest:
     """One call of one verification: who to ring, which code, which of its calls this is.
 
     ``call_name`` names the call in every budget; ``charges`` are the budgets beyond the number's
-    own that it was counted against (the number's own is given back by the store).
+    own that it was counted against (the number's own is given back by the store). ``code_hash``
+    is the code's hash on its way to storage; None when it is stored already (a chosen code said
+    again).
     """
 
     verification_id: str
@@ -64,6 +132,7 @@ class CallRequest:
     ttl_seconds: int
     call_name: str
     charges: Charges | None = None
+    code_hash: CodeHash | None = None
 
 
 class CallPlacer:
@@ -149,11 +218,14 @@ class CallPlacer:
             )
 
         try:
+            await self._code_stored(call)
             recorded = await record()
         except errors.StorageUnavailable as exc:
             metrics.CALLS.labels("placed").inc()
             self._log(call).warning("call.placed", outcome="not_recorded_yet")
-            self._repairs.submit("record_placed_call", record, verification_id=call.verification_id)
+            self._repairs.submit(
+                "record_placed_call", self._code_then(call, record), verification_id=call.verification_id
+            )
             raise errors.StorageUnavailable(
                 "the call was placed and its code will be accepted, but storage did not answer in time; "
                 "GET the verification once storage is back",
@@ -177,7 +249,7 @@ class CallPlacer:
             metrics.CALLS.labels("unknown").inc()
             now = self._clock.now()
             reason = f"the provider did not say whether it placed the call: {why}"
-            await self._write(
+            await self._after_code(
                 "record_unknown_placement",
                 call,
                 lambda: self._store.placement_unknown(call.verification_id, now, call.send_seq, reason),
@@ -205,6 +277,8 @@ class CallPlacer:
         give_back_cooldown: bool,
     ) -> None:
         """The call surely never left: drop its code, and give its budget back."""
+        if call.code_hash is not None:
+            await call.code_hash.discard()  # not needed; a write of it landing late is refused
         now = self._clock.now()
         await self._write(
             "record_unplaced_call",
@@ -238,6 +312,64 @@ class CallPlacer:
     async def _write(self, what: str, call: CallRequest, write: Callable[[], Awaitable[object]]) -> None:
         """One recording write now, or in the background when storage fails (the answer stands)."""
         await self._repairs.write(what, write, verification_id=call.verification_id)
+
+    async def _code_stored(self, call: CallRequest) -> None:
+        """Wait until the code this call reads is stored: it may have been heard.
+
+        Raises StorageUnavailable when storing it failed. Should hashing have failed (a bug), the
+        code can never be checked: the send is recorded as failed (a first call fails its
+        verification; a resend gives way to the current code), then the error goes on.
+        """
+        if call.code_hash is None:
+            return
+        try:
+            await call.code_hash.stored()
+        except errors.StorageUnavailable:
+            raise
+        except Exception:
+            self._log(call).exception("call.code_lost")
+            now = self._clock.now()
+            await self._write(
+                "record_code_lost",
+                call,
+                lambda: self._store.unplaced(
+                    call.verification_id,
+                    now,
+                    call.send_seq,
+                    call.call_name,
+                    delivery=DeliveryStatus.FAILED,
+                    reason="the code could not be prepared",
+                    give_back_cooldown=False,
+                    describe=True,
+                ),
+            )
+            raise
+
+    def _code_then(
+        self, call: CallRequest, record: Callable[[], Awaitable[object]]
+    ) -> Callable[[], Awaitable[object]]:
+        """``record``, preceded by the write of the call's code (a repair: the placed and unknown
+        scripts must find the code, and both writes are idempotent)."""
+        code_hash = call.code_hash
+        if code_hash is None:
+            return record
+
+        async def code_then_record() -> object:
+            await code_hash.write_again()
+            return await record()
+
+        return code_then_record
+
+    async def _after_code(
+        self, what: str, call: CallRequest, record: Callable[[], Awaitable[object]]
+    ) -> None:
+        """``record`` once the call's code is stored; when storage fails, both go to the repair queue."""
+        try:
+            await self._code_stored(call)
+        except errors.StorageUnavailable:
+            self._repairs.submit(what, self._code_then(call, record), verification_id=call.verification_id)
+            return
+        await self._write(what, call, record)
 
     @staticmethod
     def _log(call: CallRequest) -> structlog.typing.FilteringBoundLogger:

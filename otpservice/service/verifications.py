@@ -18,7 +18,13 @@ from typing import Any
 import structlog
 
 from otpservice.adapters.storage.budget import Budget, CallBudgets, Charges, Refusal
-from otpservice.adapters.storage.store import NewVerification, Reservation, VerificationStore, call_name
+from otpservice.adapters.storage.store import (
+    NewVerification,
+    Reservation,
+    Started,
+    VerificationStore,
+    call_name,
+)
 from otpservice.domain import errors
 from otpservice.domain.client_ip import client_subject
 from otpservice.domain.clock import Clock, to_millis
@@ -28,7 +34,7 @@ from otpservice.domain.phone import PhoneNumber, mask_phone, number_range, parse
 from otpservice.domain.verification import Verification, VerificationStatus
 from otpservice.service import metrics
 from otpservice.service.hashing import HashingPool
-from otpservice.service.placement import CallPlacer, CallRequest
+from otpservice.service.placement import CallPlacer, CallRequest, CodeHash
 from otpservice.service.repairs import RepairQueue
 from otpservice.settings import Settings
 from otpservice.tenants import Tenant
@@ -126,7 +132,13 @@ class VerificationService:
         number: then answer that one (calling again, as a resend would, once its cooldown passed).
 
         The budgets beyond the number's own are taken first, so a verification is only ever created
-        (and seen by a parallel start) once every budget allowed its call.
+        (and seen by a parallel start) once every budget allowed its call. They are a step of their
+        own, not part of the create script: each lives in its own Redis Cluster slot (one script may
+        touch one slot), so they go out in parallel, one script per slot; the number's own budget,
+        its lock and the insert are the create script. The code is hashed from then on, while the
+        verification is created and its call placed (see :mod:`placement`): a start costs about
+        its provider call, not the call plus a hash. Hashing starts only once the budgets allowed
+        the call, so a refused start costs no hash.
         """
         if code is not None:
             code = self._chosen_code(tenant, code, code_length)
@@ -154,26 +166,21 @@ class VerificationService:
         budgets = self._budgets_for(tenant, phone, client, now)
         charges = await self._charge(verification_id, new.call, budgets, now, phone)
         spoken = code or generate_code(length, self._randbelow)
-        code_hash = await self._hash_or_give_back(verification_id, spoken, charges)
+        code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
         try:
-            started = await self._store.create(new, code_hash, self._placer.placement_deadline(now))
-        except errors.StorageUnavailable as exc:
-            self._void_later(new, "not placed: storage unavailable")
-            await self._placer.give_back(charges, verification_id, now=False)
-            raise errors.StorageUnavailable(
-                "storage did not answer, so no call was placed; start again (this id, if it ever "
-                "appears, is failed)",
-                verification_id=verification_id,
-                call_placed=False,
-            ) from exc
-        except errors.VerificationError as exc:
-            await self._placer.give_back(charges, verification_id)
-            if isinstance(exc, errors.PhoneRateLimited):
-                self._log_refusal("phone", phone)
+            started = await self._create(new, phone, charges, now)
+        except BaseException:
+            await code_hash.discard()  # nothing was begun that could take it
             raise
         if started.outcome == "existing":
+            await code_hash.discard()
             await self._placer.give_back(charges, verification_id)
             return await self._answer_pending(tenant, started.verification, code, client)
+        code_hash.store_with(
+            lambda encoded: self._store.store_code(
+                verification_id, self._clock.now(), 1, "", encoded, tenant=tenant.name
+            )
+        )
         log.info(
             "verification.created",
             verification_id=verification_id,
@@ -182,9 +189,34 @@ class VerificationService:
         )
         metrics.VERIFICATIONS_STARTED.labels(tenant.name).inc()
         placed = await self._placer.place(
-            CallRequest(verification_id, tenant.name, phone, spoken, 1, ttl, new.call, charges)
+            CallRequest(verification_id, tenant.name, phone, spoken, 1, ttl, new.call, charges, code_hash)
         )
         return StartResult(created=True, verification=placed.as_of(self._clock.now()))
+
+    async def _create(
+        self, new: NewVerification, phone: PhoneNumber, charges: Charges, now: datetime
+    ) -> Started:
+        """Store the verification without its code's hash (that follows while its call is placed).
+
+        The number's budget, its failure lock and its pending verification are checked in the same
+        script; on a refusal the other budgets' counts go back.
+        """
+        try:
+            return await self._store.create(new, None, self._placer.placement_deadline(now))
+        except errors.StorageUnavailable as exc:
+            self._void_later(new, "not placed: storage unavailable")
+            await self._placer.give_back(charges, new.id, now=False)
+            raise errors.StorageUnavailable(
+                "storage did not answer, so no call was placed; start again (this id, if it ever "
+                "appears, is failed)",
+                verification_id=new.id,
+                call_placed=False,
+            ) from exc
+        except errors.VerificationError as exc:
+            await self._placer.give_back(charges, new.id)
+            if isinstance(exc, errors.PhoneRateLimited):
+                self._log_refusal("phone", phone)
+            raise
 
     async def _charge(
         self, verification_id: str, call: str, budgets: list[Budget], now: datetime, phone: PhoneNumber
@@ -215,14 +247,6 @@ class VerificationService:
         if code_length is not None and code_length != len(code):
             raise errors.InvalidCodeFormat("code_length must match the chosen code's length, or be left out")
         return code
-
-    async def _hash_or_give_back(self, verification_id: str, code: str, charges: Charges) -> str:
-        """The code's hash; should hashing fail, the budgets already taken go back first."""
-        try:
-            return await self._hashing.hash(verification_id, code)
-        except BaseException:
-            await self._placer.give_back(charges, verification_id, now=False)  # queued, never waits
-            raise
 
     async def _answer_pending(
         self, tenant: Tenant, pending: Verification, code: str | None, client: str | None
@@ -354,7 +378,12 @@ class VerificationService:
     async def _resend(
         self, tenant: Tenant, current: Verification, code: str | None, client: str | None = None
     ) -> Verification:
-        """Take the budgets, begin the send atomically (cooldown, lock, the number's budget), call."""
+        """Take the budgets, begin the send atomically (cooldown, lock, the number's budget), call.
+
+        As for a start, a new code is hashed while the send is begun and its call placed; the read
+        that decided to resend came before any write, and the answer is the view the placement's
+        script left, not a read after it.
+        """
         verification_id = current.id
         phone = stored_phone(current.phone)
         token = self._new_token()
@@ -362,39 +391,74 @@ class VerificationService:
         now = self._clock.now()
         budgets = self._budgets_for(tenant, phone, client, now)
         charges = await self._charge(verification_id, name, budgets, now, phone)
-        code_hash: str | None = None
+        code_hash: CodeHash | None = None
         if current.custom_code and code is not None:
-            spoken = code
+            spoken = code  # the current code again: its hash is stored already
         else:
             spoken = generate_code(current.code_length, self._randbelow)
-            code_hash = await self._hash_or_give_back(verification_id, spoken, charges)
+            code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
         try:
-            send_seq = await self._store.begin_send(
+            send_seq = await self._begin_send(
+                tenant, current, token, charges, now, same_code=code_hash is None
+            )
+        except BaseException:
+            if code_hash is not None:
+                await code_hash.discard()  # nothing was begun that could take it
+            raise
+        if code_hash is not None:
+            code_hash.store_with(
+                lambda encoded: self._store.store_code(
+                    verification_id, self._clock.now(), send_seq, token, encoded, tenant=tenant.name
+                )
+            )
+        placed = await self._placer.place(
+            CallRequest(
                 verification_id,
+                tenant.name,
+                phone,
+                spoken,
+                send_seq,
+                current.ttl_seconds,
+                name,
+                charges,
+                code_hash,
+            )
+        )
+        return placed.as_of(self._clock.now())
+
+    async def _begin_send(
+        self,
+        tenant: Tenant,
+        current: Verification,
+        token: str,
+        charges: Charges,
+        now: datetime,
+        *,
+        same_code: bool,
+    ) -> int:
+        """Begin the next send (its code's hash follows, unless it is the current code again); on a
+        refusal the other budgets' counts go back."""
+        try:
+            return await self._store.begin_send(
+                current.id,
                 now,
                 tenant=tenant.name,
                 token=token,
                 cooldown_seconds=self._settings.resend_cooldown_seconds,
                 max_sends=self._settings.max_sends,
-                code_hash=code_hash,
+                same_code=same_code,
                 ttl_seconds=current.ttl_seconds,
                 placement_deadline=self._placer.placement_deadline(now),
             )
         except errors.StorageUnavailable as exc:
-            self._release(verification_id, tenant.name, token, now)  # the begin may land later
-            await self._placer.give_back(charges, verification_id, now=False)
-            raise _resend_not_placed(verification_id) from exc
+            self._release(current.id, tenant.name, token, now)  # the begin may land later
+            await self._placer.give_back(charges, current.id, now=False)
+            raise _resend_not_placed(current.id) from exc
         except errors.VerificationError as exc:
-            await self._placer.give_back(charges, verification_id)
+            await self._placer.give_back(charges, current.id)
             if isinstance(exc, errors.PhoneRateLimited):
-                self._log_refusal("phone", phone)
+                self._log_refusal("phone", stored_phone(current.phone))
             raise
-        placed = await self._placer.place(
-            CallRequest(
-                verification_id, tenant.name, phone, spoken, send_seq, current.ttl_seconds, name, charges
-            )
-        )
-        return placed.as_of(self._clock.now())
 
     async def cancel(self, tenant: Tenant, verification_id: str) -> Verification:
         now = self._clock.now()

@@ -192,16 +192,23 @@ class VerificationStore:
         self._on_change()
         return text(reply[0]) == "expired"
 
-    async def create(self, new: NewVerification, code_hash: str, placement_deadline: datetime) -> Started:
+    async def create(
+        self, new: NewVerification, code_hash: str | None, placement_deadline: datetime
+    ) -> Started:
         """Store a pending verification whose first call (send 1) is about to be placed.
 
         In the same step: refuse while the number is locked for the tenant or its call budget is
         spent, and answer the tenant's pending verification of the number instead of a second one.
-        The code's hash is stored first, so whatever happens to the placement, the code a user may
-        hear is checkable. Retrying is safe: the record is created once.
+        The code's hash comes with it, or (``None``) is stored by :meth:`store_code` while the call
+        is placed, before the placement is recorded. Retrying is safe: the record is created once.
+
+        The budgets beyond the number's own (client, range, tenant day, global) cannot join this
+        script: each lives in its own Cluster slot, and a script may touch one slot only.
         """
-        params, packed = pack_hash(code_hash)
-        fields = self._new_fields(new) | {"nc": packed, "np": params, "ns": "1", "dst": "queued", "ds": "0"}
+        fields = self._new_fields(new) | {"ns": "1", "dst": "queued", "ds": "0"}
+        if code_hash is not None:
+            params, packed = pack_hash(code_hash)
+            fields |= {"nc": packed, "np": params}
         reply = await self._run(
             "create",
             new.id,
@@ -294,23 +301,28 @@ class VerificationStore:
         token: str,
         cooldown_seconds: int,
         max_sends: int,
-        code_hash: str | None,
         ttl_seconds: int,
         placement_deadline: datetime,
+        code_hash: str | None = None,
+        same_code: bool = False,
     ) -> int:
-        """Reserve the next call and store its code's hash; answers the call's send number.
+        """Reserve the next call; answers the call's send number.
 
-        Until the placement resolves both the current code and the new one are accepted. No hash
-        (``None``): the same code again (one the tenant chose). The call is named
-        ``<id>:<token>`` in the budgets (:func:`call_name`); a retry with the same token begins once.
+        Its code's hash is ``code_hash``, or the current code's (``same_code``: one the tenant chose,
+        said again), or neither: then :meth:`store_code` stores it under ``token`` while the call is
+        placed. Until the placement resolves both the current code and the new one are accepted.
+        The call is named ``<id>:<token>`` in the budgets (:func:`call_name`); a retry with the same
+        token begins once.
         """
         params, packed = pack_hash(code_hash) if code_hash else ("", "")
+        mode = "hash" if code_hash else "same" if same_code else "later"
         reply = await self._run(
             "begin_send",
             verification_id,
             now,
             cooldown_seconds * 1000,
             max_sends,
+            mode,
             packed,
             params,
             ttl_seconds * 1000,
@@ -335,6 +347,37 @@ class VerificationStore:
                 f"this verification has used its {max_sends} calls; start a new one"
             )
         raise self._refusal(verification_id, now, verdict, detail)
+
+    async def store_code(
+        self,
+        verification_id: str,
+        now: datetime,
+        send_seq: int,
+        token: str,
+        code_hash: str,
+        *,
+        tenant: str = "",
+    ) -> bool:
+        """Store the hash of send ``send_seq``'s code, begun without it by the request ``token``
+        (send 1: ``""``, only its create begins it); see ``store_code.lua``.
+
+        False when the send takes no code from this request: the verification ended, the send was
+        undone (its call never left) or is another request's, or its code was promoted already.
+        Retrying is safe.
+        """
+        params, packed = pack_hash(code_hash)
+        reply = await self._run(
+            "store_code",
+            verification_id,
+            now,
+            send_seq,
+            token,
+            packed,
+            params,
+            tenant=tenant,
+            schedule=False,
+        )
+        return text(reply[0]) == "stored"
 
     async def placed(
         self,
@@ -418,7 +461,11 @@ class VerificationStore:
         *,
         tenant: str = "",
     ) -> Reservation:
-        """Reserve one attempt before any hash is checked, leased until ``lease_until``."""
+        """Reserve one attempt before any hash is checked, leased until ``lease_until``.
+
+        Nothing is reserved while the newest call's code hash is not stored yet (``reserve.lua``):
+        :class:`~otpservice.domain.errors.CheckNotRecorded`, the code can be sent again.
+        """
         reply = await self._run(
             "reserve",
             verification_id,
@@ -540,7 +587,7 @@ class VerificationStore:
             return errors.AttemptsInFlight(retry_after_seconds=_seconds_until(int(detail), now))
         if verdict == "locked":
             return errors.PhoneLocked(from_millis(int(detail)), _seconds_until(int(detail), now))
-        if verdict == "released":
+        if verdict in ("released", "code_pending"):  # code_pending: the newest code is not stored yet
             return errors.CheckNotRecorded(verification_id)
         raise RuntimeError(f"unexpected store answer {verdict!r}")
 

@@ -9,7 +9,9 @@
 -- ra resend available at, md metadata, tn tenant (absent: "default"), cc 1 when the tenant chose
 -- the code, wh 1 when its tenant has a webhook, en events emitted; the current code hc/hp/hs (packed hash, argon2 parameters,
 -- the send that carried it); the code of a send whose placement is unresolved nc/np/ns, with px/pr
--- the expiry and resend time to restore if it surely never left, and bt the token that began it; the delivery ds (send), dst
+-- the expiry and resend time to restore if it surely never left, and bt the token that began it. A
+-- send's code hash may come after the send (store_code.lua writes it while the call is placed): until
+-- then ns (or hs) is there without nc (or hc). The delivery ds (send), dst
 -- (status), dci (call id), dps (provider's word), ddu (duration), drs (reason), dua (updated, ms after ca).
 -- Per-request marks: r:<token> = lease end of a reserved, unjudged attempt; j:<token> = the verdict
 -- of a judged one (so a retried request gets the same answer); x:<token> = when a token was
@@ -149,9 +151,16 @@ end
 -- The code of a send now known to be placed becomes the one current code.
 -- The pending fields go before the current ones are written: a listpack keeps the allocation of
 -- its largest moment, and both codes at once would leave every record 16+ bytes larger for good.
+-- A callback may prove a call placed before its code's hash was stored (store_code.lua): the send
+-- then becomes current without a code, and bt stays, naming the request whose write brings it.
 local function promote(v)
-  redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
-  redis.call('HSET', key, 'hc', v.nc, 'hp', v.np, 'hs', v.ns)
+  if v.nc then
+    redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
+    redis.call('HSET', key, 'hc', v.nc, 'hp', v.np, 'hs', v.ns)
+  else
+    redis.call('HDEL', key, 'hc', 'hp', 'ns', 'px', 'pr')
+    redis.call('HSET', key, 'hs', v.ns)
+  end
 end
 
 -- Rank of a delivery status: a report of lower or equal rank never replaces the one recorded.

@@ -1,19 +1,22 @@
--- Begin a resend: check the cooldown, the failure lock and the number's budget, store the new code's
--- hash beside the current one (both are accepted until the placement resolves), and schedule a look
--- for when it must have resolved. An empty hash means "the same code again" (a code the tenant chose).
+-- Begin a resend: check the cooldown, the failure lock and the number's budget, and schedule a look
+-- for when its placement must have resolved. The new code's hash comes with it (mode 'hash'), while
+-- the call is placed (mode 'later': store_code.lua writes it), or is the current code again (mode
+-- 'same': a code the tenant chose). Until the placement resolves both codes are accepted.
 -- KEYS: record, the shard's call schedule.
--- ARGV: now, tenant, cooldown (ms), max sends, packed hash, hash parameters, code lifetime (ms),
---       placement deadline (ms), retention (ms), verification id, request token (the call is
---       <id>:<token> in the budgets), failure lock limits, number limits (limit lists).
+-- ARGV: now, tenant, cooldown (ms), max sends, code mode, packed hash, hash parameters (both '' but
+--       in mode 'hash'), code lifetime (ms), placement deadline (ms), retention (ms), verification
+--       id, request token (the call is <id>:<token> in the budgets), failure lock limits, number
+--       limits (limit lists).
 -- A send whose request gave up is voided by token (x:<token>): landing late, it begins nothing.
 local v = load()
 if not v then return {'not_found'} end
 local st = status(v)
 if st ~= 'pending' then return {'not_pending', st} end
-local lock, i = limits_at(ARGV, 12)
+local mode, id, token = ARGV[5], ARGV[11], ARGV[12]
+local lock, i = limits_at(ARGV, 13)
 local number_limits = limits_at(ARGV, i)
-if v.bt == ARGV[11] and v.ns then return {'begun', v.ns} end  -- a retry of this begin
-if v['x:' .. ARGV[11]] then return {'voided'} end
+if v.bt == token and v.ns then return {'begun', v.ns} end  -- a retry of this begin
+if v['x:' .. token] then return {'voided'} end
 local wait = lock_state(v.ph, owner(v), lock)
 if wait > 0 then return {'locked', int(now + wait)} end
 local live, soonest = live_reservations(v)
@@ -22,22 +25,30 @@ if tonumber(v.sq) >= tonumber(ARGV[4]) then return {'max_sends'} end
 if now < tonumber(v.ra) then return {'too_soon', v.ra} end
 -- one placement at a time; a placement whose outcome stayed unknown gives way to the new one
 if v.ns and (v.ds ~= v.ns or v.dst ~= 'unknown') then return {'too_soon', int(now + 1000)} end
-wait = budget_take(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), ARGV[10] .. ':' .. ARGV[11], now,
+-- the code said again is the newest one; its hash may still be on its way (store_code.lua)
+local same_packed, same_params = v.hc, v.hp
+if v.ns then same_packed, same_params = v.nc, v.np end
+if mode == 'same' and not same_packed then return {'too_soon', int(now + 1000)} end
+wait = budget_take(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), id .. ':' .. token, now,
                    number_limits)
 if wait > 0 then return {'phone_limited', int(wait)} end
-if v.ns then
-  promote(v)
-  v.hc, v.hp = v.nc, v.np
-end
+if v.ns then promote(v) end
 local seq = int(tonumber(v.sq) + 1)
-local packed, params = ARGV[5], ARGV[6]
-if packed == '' then packed, params = v.hc, v.hp end
-local expires = now + tonumber(ARGV[7])
-local ttl = int(expires - now + tonumber(ARGV[9]))
-redis.call('HSET', key, 'sq', seq, 'ra', int(now + tonumber(ARGV[3])), 'nc', packed, 'np', params,
-           'ns', seq, 'px', v.ex, 'pr', v.ra, 'bt', ARGV[11], 'ex', int(expires), 'ua', stamp(v))
+local expires = now + tonumber(ARGV[8])
+local ttl = int(expires - now + tonumber(ARGV[10]))
+local fields = {'sq', seq, 'ra', int(now + tonumber(ARGV[3])), 'ns', seq, 'px', v.ex, 'pr', v.ra,
+                'bt', token, 'ex', int(expires), 'ua', stamp(v)}
+local packed, params = ARGV[6], ARGV[7]
+if mode == 'same' then packed, params = same_packed, same_params end
+if mode ~= 'later' then
+  table.insert(fields, 'nc')
+  table.insert(fields, packed)
+  table.insert(fields, 'np')
+  table.insert(fields, params)
+end
+redis.call('HSET', key, unpack(fields))
 redis.call('PEXPIRE', key, ttl)
 local pending_key = number_key(v.ph, 'pending:' .. owner(v))
-if redis.call('GET', pending_key) == ARGV[10] then redis.call('PEXPIRE', pending_key, ttl) end
-schedule(KEYS[2], ARGV[8], ARGV[10] .. '|' .. seq)
+if redis.call('GET', pending_key) == id then redis.call('PEXPIRE', pending_key, ttl) end
+schedule(KEYS[2], ARGV[9], id .. '|' .. seq)
 return {'begun', seq}

@@ -1,5 +1,6 @@
--- Create a verification whose first call is about to be placed, its code hash already stored, and
--- schedule a look at it for when the placement must have resolved (a crash in between is noticed).
+-- Create a verification whose first call is about to be placed, and schedule a look at it for when
+-- the placement must have resolved (a crash in between is noticed). Its code's hash comes with it, or
+-- (without nc/np among the fields) while the call is placed, through store_code.lua.
 -- In the same step: refuse while the number is locked for this tenant (too many wrong codes), answer
 -- the tenant's pending verification of the number instead of starting a second one, and take the
 -- call from the number's budget. The number's pending index names the verification created.
