@@ -42,19 +42,21 @@ def _unavailable_and_unconfirmed(service: ServiceHandle, phone: str = "098765432
     return verification
 
 
-def test_provider_errors_are_503_and_leave_nothing_pending(
-    service: ServiceHandle, sandbox: SandboxHandle
-) -> None:
-    """A provider answering 503 gets 503 provider_unavailable and the verification is failed, not pending."""
+def test_provider_errors_are_503_and_leave_nothing_pending(redis_url: str, sandbox: SandboxHandle) -> None:
+    """A provider answering 503 before the call is sent (to the token request: it failed since the
+    service started, so no token is cached) gets 503 provider_unavailable, and the verification is
+    failed, not pending."""
     sandbox.config.provider_faults.error_rate = 1.0
-    _unavailable_then_failed(service)
+    with running_service(redis_url, sandbox.url) as service:
+        _unavailable_then_failed(service)
 
 
-def test_provider_500_is_503(service: ServiceHandle, sandbox: SandboxHandle) -> None:
+def test_provider_500_is_503(redis_url: str, sandbox: SandboxHandle) -> None:
     """A provider answering 500 is reported the same way."""
     sandbox.config.provider_faults.error_rate = 1.0
     sandbox.config.provider_faults.error_status = 500
-    _unavailable_then_failed(service)
+    with running_service(redis_url, sandbox.url) as service:
+        _unavailable_then_failed(service)
 
 
 def test_provider_timeout_is_503_and_may_have_rung(service: ServiceHandle, sandbox: SandboxHandle) -> None:
