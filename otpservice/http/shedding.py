@@ -1,10 +1,11 @@
 """Refuse a check before the app spends anything on it, while this worker's hashing is full.
 
-Under overload most answers are refusals, and clients that retry at once send them back at the
-rate the server answers. Through the whole app (routing, body decoding, dependencies, the problem
-plugin, the access log) a refusal cost about 0.9 ms of the event loop's CPU (bench/verify_overload),
-which came out of hashing on a small machine. Here it costs a dictionary lookup and two sends. The
-service's own admission (before the attempt is reserved) still decides every check that gets in.
+Most checks are shed earlier still, by the server protocol from the parsed request head
+(:mod:`otpservice.http.edge`); this middleware takes those it cannot: a check pipelined behind
+another request, or one waiting for ``100 Continue``. Through the whole app (routing, body decoding,
+dependencies, the problem plugin, the access log) a refusal cost about 0.9 ms of the event loop's
+CPU (bench/verify_overload); here it costs a dictionary lookup and two sends. The service's own
+admission (before the attempt is reserved) still decides every check that gets in.
 """
 
 from __future__ import annotations
