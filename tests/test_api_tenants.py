@@ -11,6 +11,7 @@ import pytest
 from otpservice.tenants import Tenant, hash_api_key
 from tests.support.flows import assert_problem, create, heard_code
 from tests.support.provider import RecordedRequests
+from tests.support.redis_servers import wait_until
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import ServiceHandle, running_service
 
@@ -41,6 +42,12 @@ def test_another_tenants_verification_is_not_found_on_every_route(two_tenants: S
     """With another tenant's key, GET, verify, resend and cancel answer 404 not_found and change nothing."""
     with two_tenants.client(SHOP_KEY) as shop, two_tenants.client(BANK_KEY) as bank:
         vid = create(shop, "0912340001")["id"]
+        # The call's own report lands on its own time: wait for it, so that "before" is final.
+        wait_until(
+            lambda: shop.get(f"/otp/{vid}").json()["delivery"]["status"] == "answered",
+            10,
+            "the call's report",
+        )
         before = shop.get(f"/otp/{vid}").json()
         two_tenants.clock.advance(30)
         never = "vf_" + "0" * 32
