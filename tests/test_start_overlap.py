@@ -246,13 +246,15 @@ def test_a_start_answered_with_the_pending_verification_does_not_wait_for_a_hash
 
 
 def test_a_call_that_never_left_keeps_no_code_even_when_its_hash_comes_later(
-    gated: ServiceHandle, sandbox: SandboxHandle, redis_url: str
+    sandbox: SandboxHandle, redis_url: str
 ) -> None:
     """When the provider surely got nothing, the answer does not wait for the hash, and no code is stored."""
-    gate = HashGate(gated.hasher)
-    with gated.client() as client:
-        # the token is fetched lazily, so the refused token request means the call never left
-        sandbox.config.provider_faults.error_rate = 1.0
+    # Failing since before the service started, the provider gave it no token: the refused token
+    # request means the call never left (a token cached at start would make it the call's own 503).
+    sandbox.config.callback_faults.drop = True
+    sandbox.config.provider_faults.error_rate = 1.0
+    with running_service(redis_url, sandbox.url) as service, service.client() as client:
+        gate = HashGate(service.hasher)
         gate.close()
         try:
             refused = client.post("/otp", json={"phone": "0912100007"})
