@@ -279,9 +279,32 @@ class CallPlacer:
         """The call surely never left: drop its code, and give its budget back."""
         if call.code_hash is not None:
             await call.code_hash.discard()  # not needed; a write of it landing late is refused
+        await self._record_unplaced(
+            "record_unplaced_call",
+            call,
+            delivery,
+            reason,
+            give_back_cooldown=give_back_cooldown,
+            # a resend that never reached the provider leaves the last call's delivery in view
+            describe=delivery is DeliveryStatus.REJECTED,
+        )
+        if call.charges is not None:
+            await self.give_back(call.charges, call.verification_id)
+
+    async def _record_unplaced(
+        self,
+        what: str,
+        call: CallRequest,
+        delivery: DeliveryStatus,
+        reason: str,
+        *,
+        give_back_cooldown: bool,
+        describe: bool,
+    ) -> None:
+        """Store that the call's send never took place (its code dropped; see ``unplaced.lua``)."""
         now = self._clock.now()
         await self._write(
-            "record_unplaced_call",
+            what,
             call,
             lambda: self._store.unplaced(
                 call.verification_id,
@@ -291,12 +314,9 @@ class CallPlacer:
                 delivery=delivery,
                 reason=reason,
                 give_back_cooldown=give_back_cooldown,
-                # a resend that never reached the provider leaves the last call's delivery in view
-                describe=delivery is DeliveryStatus.REJECTED,
+                describe=describe,
             ),
         )
-        if call.charges is not None:
-            await self.give_back(call.charges, call.verification_id)
 
     async def give_back(self, charges: Charges, verification_id: str, *, now: bool = True) -> None:
         """Return a call's counts to its budgets; ``now=False`` when storage just failed."""
@@ -328,20 +348,13 @@ class CallPlacer:
             raise
         except Exception:
             self._log(call).exception("call.code_lost")
-            now = self._clock.now()
-            await self._write(
+            await self._record_unplaced(
                 "record_code_lost",
                 call,
-                lambda: self._store.unplaced(
-                    call.verification_id,
-                    now,
-                    call.send_seq,
-                    call.call_name,
-                    delivery=DeliveryStatus.FAILED,
-                    reason="the code could not be prepared",
-                    give_back_cooldown=False,
-                    describe=True,
-                ),
+                DeliveryStatus.FAILED,
+                "the code could not be prepared",
+                give_back_cooldown=False,
+                describe=True,
             )
             raise
 
