@@ -42,8 +42,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from otpservice.domain.errors import Overloaded
-from otpservice.http.problems import domain_title, problem_body
+from otpservice.http.problems import problem_body
+from otpservice.http.shedding import OVERLOADED_BODY, OVERLOADED_HEADERS
 from otpservice.service import metrics
 from otpservice.service.hashing import HashingPool
 from otpservice.settings import Settings
@@ -62,13 +62,9 @@ LINGER_SECONDS = 2.0
 # How long a connection whose check was refused for load is not read from (see the module docstring):
 # short enough that a refusal still reaches an impatient client well within 50 ms.
 SHED_PAUSE_SECONDS = 0.025
-_OVERLOADED = Overloaded()
-_OVERLOADED_BODY = problem_body(503, _OVERLOADED.code, domain_title(Overloaded), _OVERLOADED.detail)
 _OVERLOADED_HEAD = [
     b"HTTP/1.1 503 Service Unavailable",
-    b"content-type: application/problem+json",
-    b"content-length: " + str(len(_OVERLOADED_BODY)).encode(),
-    b"retry-after: " + str(_OVERLOADED.retry_after_seconds).encode(),
+    *(name + b": " + value for name, value in OVERLOADED_HEADERS),
 ]
 
 log = structlog.get_logger(__name__)
@@ -230,7 +226,7 @@ class EdgeProtocol(HttpToolsProtocol):
         head += [name + b": " + value for name, value in self.server_state.default_headers]
         if not keep_alive:
             head.append(b"connection: close")
-        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + _OVERLOADED_BODY)
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + OVERLOADED_BODY)
         self.server_state.total_requests += 1
         if not keep_alive:
             self.transport.close()

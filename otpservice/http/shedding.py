@@ -19,10 +19,11 @@ from otpservice.service import metrics
 from otpservice.service.hashing import HashingPool
 
 _REFUSAL = Overloaded()
-_BODY = problem_body(503, _REFUSAL.code, domain_title(Overloaded), _REFUSAL.detail)
-_HEADERS = [
+# The refusal's body and headers, also written by the server protocol's own shedding (edge.py).
+OVERLOADED_BODY = problem_body(503, _REFUSAL.code, domain_title(Overloaded), _REFUSAL.detail)
+OVERLOADED_HEADERS = [
     (b"content-type", b"application/problem+json"),
-    (b"content-length", str(len(_BODY)).encode()),
+    (b"content-length", str(len(OVERLOADED_BODY)).encode()),
     (b"retry-after", str(_REFUSAL.retry_after_seconds).encode()),
 ]
 
@@ -36,11 +37,11 @@ def shed_checks_middleware(app: ASGIApp) -> ASGIApp:
                 start: HTTPResponseStartEvent = {
                     "type": "http.response.start",
                     "status": 503,
-                    "headers": _HEADERS,
+                    "headers": OVERLOADED_HEADERS,
                 }
                 body: HTTPResponseBodyEvent = {
                     "type": "http.response.body",
-                    "body": _BODY,
+                    "body": OVERLOADED_BODY,
                     "more_body": False,
                 }
                 await send(start)
