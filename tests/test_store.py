@@ -471,8 +471,32 @@ async def test_a_given_up_resend_of_an_ended_verification_leaves_nothing_behind(
     assert await redis.zscore(keys.schedule_key_for(vid), keys.scheduled_call(vid, seq)) is None
 
 
-def test_records_written_with_epoch_update_times_still_read_correctly() -> None:
-    """A record from before updated times were kept relative to creation reads the same times."""
+async def test_a_record_written_with_epoch_times_still_expires_and_paces_resends(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A record from before every time was kept relative to creation (epoch ms in ex and ra) keeps
+    its expiry and resend time through a refused resend, a resend given back, and the sweep."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    key = keys.verification_key(vid)
+    assert await redis.hmget(key, "ex", "ra") == [b"300000", b"30000"]  # as written now: after "ca"
+    await redis.hset(key, mapping={"ex": MS + 300_000, "ra": MS + 30_000, "ua": MS, "dua": MS})
+    with pytest.raises(errors.ResendTooSoon) as refused:
+        await begin(store, vid, "222222", NOW + timedelta(seconds=10))
+    assert refused.value.available_at == NOW + timedelta(seconds=30)
+    later = NOW + timedelta(seconds=31)
+    await begin(store, vid, "222222", later, token="gave-up")
+    await store.release(vid, "gave-up", later)  # never left: expiry and resend time come back
+    restored = await store.get(vid)
+    assert restored is not None
+    assert restored.expires_at == NOW + timedelta(seconds=300)
+    assert restored.resend_available_at == NOW + timedelta(seconds=30)
+    assert not await store.expire(vid, NOW + timedelta(seconds=299))
+    assert await store.expire(vid, NOW + timedelta(seconds=300))
+
+
+def test_records_written_with_epoch_times_still_read_correctly() -> None:
+    """A record from before its times were kept relative to creation reads the same times."""
     fields = {
         "st": "pending",
         "ph": "+84987654321",
@@ -491,9 +515,11 @@ def test_records_written_with_epoch_update_times_still_read_correctly() -> None:
         "hp": "19456,2,1",
     }
     old = to_verification("vf_old", fields | {"ua": "1795829952906", "dua": "1795829952806"})
-    new = to_verification("vf_new", fields | {"ua": "200", "dua": "100"})
+    new = to_verification("vf_new", fields | {"ua": "200", "dua": "100", "ex": "300000", "ra": "30000"})
     assert old.updated_at == new.updated_at
     assert old.delivery.updated_at == new.delivery.updated_at
+    assert old.expires_at == new.expires_at
+    assert old.resend_available_at == new.resend_available_at
 
 
 # --- codes stored while their call is placed (store_code.lua) ---------------------------------------

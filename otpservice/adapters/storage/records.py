@@ -33,7 +33,7 @@ def to_verification(verification_id: str, fields: Mapping[str, str]) -> Verifica
     def optional(name: str) -> str | None:
         return fields.get(name) or None
 
-    created = int(fields["ca"])  # updated times are kept in ms after it (see lua/_prelude.lua)
+    created = int(fields["ca"])  # every other time is kept in ms after it (see lua/_prelude.lua)
     duration = optional("ddu")
     status = VerificationStatus(fields["st"])
     failures = int(fields.get("fl", 0))  # absent until the first wrong code
@@ -55,12 +55,12 @@ def to_verification(verification_id: str, fields: Mapping[str, str]) -> Verifica
         ttl_seconds=int(fields["tt"]),
         created_at=from_millis(created),
         updated_at=from_millis(_after(created, fields["ua"])),
-        expires_at=from_millis(int(fields["ex"])),
+        expires_at=from_millis(_after(created, fields["ex"])),
         # every wrong code was judged, and so was the right one that approved
         attempts=failures + (1 if status is VerificationStatus.APPROVED else 0),
         max_attempts=int(fields["ma"]),
         sends=int(fields["sn"]),
-        resend_available_at=from_millis(int(fields["ra"])),
+        resend_available_at=from_millis(_after(created, fields["ra"])),
         delivery=delivery,
         metadata=metadata,
         tenant=fields.get("tn", "default"),
@@ -73,7 +73,7 @@ _ARGON2ID_PARAMS = re.compile(r"\$argon2id\$v=19\$m=(\d+),t=(\d+),p=(\d+)")
 
 
 def _after(created_ms: int, stamp: str) -> int:
-    """An updated time kept as ms after creation; records written before that kept epoch ms."""
+    """A time kept as ms after creation, as epoch ms; records written before that kept epoch ms."""
     value = int(stamp)
     return value if value >= _EPOCH_MS_FLOOR else created_ms + value
 

@@ -267,19 +267,20 @@ class VerificationStore:
 
     @staticmethod
     def _new_fields(new: NewVerification) -> dict[str, str]:
-        created = str(to_millis(new.created_at))
+        created = to_millis(new.created_at)
         fields = {
             "st": VerificationStatus.PENDING.value,
             "ph": new.phone,
             "cl": str(new.code_length),
             "tt": str(new.ttl_seconds),
-            "ca": created,
-            "ua": "0",  # updated times are kept in ms after "ca" (see lua/_prelude.lua)
-            "ex": str(to_millis(new.expires_at)),
+            "ca": str(created),
+            # every other time is kept in ms after "ca" (see lua/_prelude.lua)
+            "ua": "0",
+            "ex": str(to_millis(new.expires_at) - created),
             "ma": str(new.max_attempts),
             "sq": "1",
             "sn": "0",
-            "ra": str(to_millis(new.resend_available_at)),
+            "ra": str(to_millis(new.resend_available_at) - created),
             "dua": "0",
         }
         if new.tenant != DEFAULT_TENANT:

@@ -3,16 +3,18 @@
 -- ARGV[2] is the tenant asking: a record of another tenant is answered as if it did not exist
 -- ('' is the service itself: callbacks and the reconciler act for every tenant).
 --
--- Record fields: st status, ph phone, cl code length, tt code lifetime (s), ca created, ua updated
--- (ms after ca),
--- ex expires, fl wrong codes judged (absent: none), ma max attempts, sq sends begun, sn sends known placed,
+-- Record fields: st status, ph phone, cl code length, tt code lifetime (s), ca created (epoch ms), ua
+-- updated, ex expires, fl wrong codes judged (absent: none), ma max attempts, sq sends begun, sn sends known placed,
 -- ra resend available at, md metadata, tn tenant (absent: "default"), cc 1 when the tenant chose
 -- the code, wh 1 when its tenant has a webhook, en events emitted; the current code hc/hp/hs (packed hash, argon2 parameters,
 -- the send that carried it); the code of a send whose placement is unresolved nc/np/ns, with px/pr
--- the expiry and resend time to restore if it surely never left, and bt the token that began it. A
+-- the expiry and resend time to restore if it surely never left (copies of ex and ra), and bt the token that began it. A
 -- send's code hash may come after the send (store_code.lua writes it while the call is placed): until
 -- then ns (or hs) is there without nc (or hc). The delivery ds (send), dst
--- (status), dci (call id), dps (provider's word), ddu (duration), drs (reason), dua (updated, ms after ca).
+-- (status), dci (call id), dps (provider's word), ddu (duration), drs (reason), dua (updated).
+-- Every time but ca (ua, ex, ra, px, pr, dua) is kept as milliseconds after ca: a few bytes where a
+-- 13-digit timestamp takes nine, so a pending verification stays within 400 bytes. Records written
+-- before kept some of them as epoch milliseconds; at() reads both.
 -- Per-request marks: r:<token> = lease end of a reserved, unjudged attempt; j:<token> = the verdict
 -- of a judged one (so a retried request gets the same answer); x:<token> = when a token was
 -- released (a reservation landing later with it changes nothing).
@@ -27,9 +29,17 @@ local TOMBSTONE_MS = 600000
 -- Whole numbers as digits: Lua would write large ones as 1.7e+12.
 local function int(n) return string.format('%.0f', n) end
 
--- Updated times (ua, dua) are kept as milliseconds since the record's creation (ca): a few bytes
--- where a 13-digit timestamp takes nine, so a pending verification stays within 400 bytes.
-local function stamp(v) return int(now - tonumber(v.ca)) end
+-- A time as the record keeps it: milliseconds after its creation (see the field list above).
+local function after_created(v, ms) return int(ms - tonumber(v.ca)) end
+local function stamp(v) return after_created(v, now) end
+
+-- A time the record keeps, as epoch milliseconds (a value that large was written as one).
+local EPOCH_MS_FLOOR = 1e12  -- September 2001: no verification lives that long after its creation
+local function at(v, kept)
+  local ms = tonumber(kept)
+  if ms >= EPOCH_MS_FLOOR then return ms end
+  return tonumber(v.ca) + ms
+end
 
 -- The record as load() first found it: the events a script emits report what changed since.
 local before = nil
@@ -138,7 +148,7 @@ end
 
 -- The status at `now`: a pending verification past its expiry is expired.
 local function status(v)
-  if v.st == 'pending' and now >= tonumber(v.ex) then return 'expired' end
+  if v.st == 'pending' and now >= at(v, v.ex) then return 'expired' end
   return v.st
 end
 
@@ -195,10 +205,11 @@ end
 -- cooldown and the send number) come back, and it leaves the schedule and the number's budget.
 local function unbegin(v, seq, schedule_key, member, call, span, retention, give_back_cooldown)
   redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
+  local expires = at(v, v.px)
   redis.call('HSET', key, 'ex', v.px)
-  redis.call('PEXPIRE', key, int(math.max(1, tonumber(v.px) - now + retention)))
+  redis.call('PEXPIRE', key, int(math.max(1, expires - now + retention)))
   -- the expiry moves back: so does the sweep's entry (it may have followed the resend's later one)
-  redis.call('ZADD', shard .. 'expiry', v.px, string.sub(key, #shard + 1))
+  redis.call('ZADD', shard .. 'expiry', int(expires), string.sub(key, #shard + 1))
   if give_back_cooldown then
     redis.call('HSET', key, 'ra', v.pr)
     if v.sq == seq then redis.call('HSET', key, 'sq', int(tonumber(v.sq) - 1)) end

@@ -22,7 +22,7 @@ if wait > 0 then return {'locked', int(now + wait)} end
 local live, soonest = live_reservations(v)
 if tonumber(v.fl or 0) + live >= tonumber(v.ma) then return {'in_flight', int(soonest)} end
 if tonumber(v.sq) >= tonumber(ARGV[4]) then return {'max_sends'} end
-if now < tonumber(v.ra) then return {'too_soon', v.ra} end
+if now < at(v, v.ra) then return {'too_soon', int(at(v, v.ra))} end
 -- one placement at a time; a placement whose outcome stayed unknown gives way to the new one
 if v.ns and (v.ds ~= v.ns or v.dst ~= 'unknown') then return {'too_soon', int(now + 1000)} end
 -- the code said again is the newest one; its hash may still be on its way (store_code.lua)
@@ -36,8 +36,8 @@ if v.ns then promote(v) end
 local seq = int(tonumber(v.sq) + 1)
 local expires = now + tonumber(ARGV[8])
 local ttl = int(expires - now + tonumber(ARGV[10]))
-local fields = {'sq', seq, 'ra', int(now + tonumber(ARGV[3])), 'ns', seq, 'px', v.ex, 'pr', v.ra,
-                'bt', token, 'ex', int(expires), 'ua', stamp(v)}
+local fields = {'sq', seq, 'ra', after_created(v, now + tonumber(ARGV[3])), 'ns', seq, 'px', v.ex,
+                'pr', v.ra, 'bt', token, 'ex', after_created(v, expires), 'ua', stamp(v)}
 local packed, params = ARGV[6], ARGV[7]
 if mode == 'same' then packed, params = same_packed, same_params end
 if mode ~= 'later' then

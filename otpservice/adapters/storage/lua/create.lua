@@ -26,8 +26,8 @@ if ARGV[3] == 'create' then
   local other = redis.call('GET', pending_key)
   if other and other ~= id then
     local record = shard .. other
-    local st = redis.call('HGET', record, 'st')
-    if st == 'pending' and now < tonumber(redis.call('HGET', record, 'ex')) then
+    local st, created, expires = unpack(redis.call('HMGET', record, 'st', 'ca', 'ex'))
+    if st == 'pending' and now < at({ca = created}, expires) then
       local reply = redis.call('HGETALL', record)
       table.insert(reply, 1, other)
       table.insert(reply, 1, 'existing')
@@ -41,7 +41,8 @@ if ARGV[3] == 'create' then
   redis.call('SET', pending_key, id, 'PX', ARGV[4])
   schedule(KEYS[2], ARGV[6], ARGV[5])
   -- the expiry sweep's entry: a later expiry is followed by the sweep, an earlier one by unbegin
-  schedule(shard .. 'expiry', redis.call('HGET', key, 'ex'), id)
+  local created, expires = unpack(redis.call('HMGET', key, 'ca', 'ex'))
+  schedule(shard .. 'expiry', int(at({ca = created}, expires)), id)
   return answer('created')
 end
 if not v then

@@ -12,8 +12,8 @@ if v.st ~= 'pending' then
   redis.call('ZREM', KEYS[2], id)
   return {'ended'}
 end
-if now < tonumber(v.ex) then
-  schedule(KEYS[2], v.ex, id)  -- followed to its new expiry, the set living at least as long
+if now < at(v, v.ex) then
+  schedule(KEYS[2], int(at(v, v.ex)), id)  -- followed to its new expiry, the set living at least as long
   return {'later'}
 end
 drop_codes()

@@ -22,13 +22,13 @@ elseif seq == ds then
     redis.call('HSET', key, 'dci', ARGV[4])
   end
 end
-local pending = v.st == 'pending' and now < tonumber(v.ex)
+local pending = v.st == 'pending' and now < at(v, v.ex)
 if v.ns == ARGV[3] then
   promote(v)
   redis.call('HINCRBY', key, 'sn', 1)
   if pending then
     local expires = now + tonumber(ARGV[5])
-    redis.call('HSET', key, 'ex', int(expires))
+    redis.call('HSET', key, 'ex', after_created(v, expires))
     redis.call('PEXPIRE', key, int(expires - now + tonumber(ARGV[7])))
   end
 end
