@@ -17,6 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 
+from otpservice.adapters.storage.held_connections import IDLE_MAX
 from otpservice.redis_url import RedisTarget
 
 RedisClient: TypeAlias = Redis | RedisCluster
@@ -35,8 +36,9 @@ def connect(target: RedisTarget, *, timeout_seconds: float) -> RedisClient:
         "health_check_interval": _HEALTH_CHECK_SECONDS,
     }
     if target.kind == "single":
-        # Storage admits at most POOL_SIZE operations at once, so the pool never runs dry.
-        single: Redis = Redis.from_url(target.url, max_connections=POOL_SIZE, **options)
+        # Storage admits at most POOL_SIZE operations at once, and keeps at most IDLE_MAX connections
+        # for its scripts (held_connections), so the pool never runs dry.
+        single: Redis = Redis.from_url(target.url, max_connections=POOL_SIZE + IDLE_MAX, **options)
         return single
     credentials: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.tls:

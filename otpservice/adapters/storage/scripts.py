@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from otpservice.adapters.storage.connection import POOL_SIZE, RedisClient
+from otpservice.adapters.storage.held_connections import HeldConnections
 from otpservice.domain.errors import StorageUnavailable
 
 log = structlog.get_logger(__name__)
@@ -87,6 +88,9 @@ class Storage:
         self._counted: dict[str, Any] = {}
         self._started = asyncio.Lock()
         self._ready = not isinstance(client, RedisCluster)
+        # One server (or Sentinel's master): scripts skip the pool's checkout (see held_connections).
+        # A Cluster client routes each script to its slot's node itself.
+        self._held = None if isinstance(client, RedisCluster) else HeldConnections(client)
         # A Cluster client replaces its seed nodes once it has discovered the others.
         self._seeds = (
             list(client.nodes_manager.startup_nodes.values()) if isinstance(client, RedisCluster) else []
@@ -107,6 +111,8 @@ class Storage:
 
     async def close(self) -> None:
         """Close every connection, also those a Cluster client would forget (seeds, an unfinished start)."""
+        if self._held is not None:
+            await self._held.close()
         await self.client.aclose()
         pool = getattr(self.client, "connection_pool", None)
         if isinstance(pool, SentinelConnectionPool):  # the clients asking the sentinels are its own
@@ -121,7 +127,11 @@ class Storage:
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self.client.register_script(script_source(name))
-        return await self.call(lambda: script(keys=list(keys), args=[str(a) for a in args]), name)
+        texts = [str(a) for a in args]
+        held = self._held
+        if held is not None:
+            return await self.call(lambda: held.run(script, keys, texts), name)
+        return await self.call(lambda: script(keys=list(keys), args=texts), name)
 
     async def call(self, operation: Callable[[], Awaitable[T]], name: str) -> T:
         """Await one storage operation within the bound; a failure to reach storage is one error.

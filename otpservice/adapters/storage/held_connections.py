@@ -1,0 +1,82 @@
+"""Scripts sent over connections this process holds, without a pool checkout per script.
+
+Why not redis-py's pool for every script: since redis-py 8 each checkout takes the pool's lock,
+asks the socket whether unread data waits (a system call), and records four observability events,
+and each command goes through the retry wrapper and more records: about 126 us of CPU per script
+here, of which sending and reading on a held connection are 56 (``bench/verify_cpu.py``; a check
+runs two scripts). The client's own machinery stays the fallback for everything uncommon: a script
+the server does not know yet (``NOSCRIPT``: the library loads it), and any connection failure (the
+library retries on fresh connections, within the same time bound). Both are safe because every
+script is retry-safe (see ``scripts``).
+
+The connections are the pool's own, checked out once and kept: made like every other (same
+address, credentials, timeouts and health checks; through Sentinel, the current master), counted
+in the pool's size, and closed with the client. At most ``IDLE_MAX`` wait here; more go back to the
+pool, so that held ones never take a connection another command needs (the pool's size leaves
+room for them, see ``connection``). One that failed, or whose request was cancelled while its reply
+was on the way, is closed and given back, never reused: a reply left unread would otherwise answer
+the next script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.commands.core import AsyncScript
+
+IDLE_MAX = 16
+
+
+class HeldConnections:
+    """Idle connections of one client's pool, taken and put back without a lock (one event loop)."""
+
+    def __init__(self, client: Redis):
+        self._client = client
+        self._idle: list[AbstractConnection] = []
+
+    async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run ``script`` by its digest on a held connection; anything unusual goes to the client."""
+        connection = self._idle.pop() if self._idle else await self._check_out()
+        try:
+            await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            reply = await connection.read_response()
+        except redis_errors.NoScriptError:
+            await self._put_back(connection)  # its reply was read whole: the connection is sound
+            return await script(keys=list(keys), args=list(args))
+        except redis_errors.ResponseError:
+            await self._put_back(connection)
+            raise
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError):
+            await self._discard(connection)
+            return await script(keys=list(keys), args=list(args))
+        except BaseException:
+            await self._discard(connection)
+            raise
+        await self._put_back(connection)
+        return reply
+
+    async def _check_out(self) -> AbstractConnection:
+        connection: AbstractConnection = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        return connection
+
+    async def _put_back(self, connection: AbstractConnection) -> None:
+        if len(self._idle) < IDLE_MAX:
+            self._idle.append(connection)
+        else:
+            await self._client.connection_pool.release(connection)
+
+    async def _discard(self, connection: AbstractConnection) -> None:
+        try:
+            await connection.disconnect()
+        finally:
+            await self._client.connection_pool.release(connection)
+
+    async def close(self) -> None:
+        """Give every idle connection back to the pool (run when no script is in flight)."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await self._client.connection_pool.release(connection)

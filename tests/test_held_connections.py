@@ -1,0 +1,84 @@
+"""Scripts over held connections: the same answers as through the pool, and nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from otpservice.adapters.storage.held_connections import IDLE_MAX, HeldConnections
+from tests.support.redis_servers import standalone_server
+
+ECHO = "return ARGV[1]"
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, max_connections=64)
+    yield client
+    await client.aclose()
+
+
+async def test_a_reply_still_on_its_way_when_the_request_gave_up_never_answers_the_next() -> None:
+    """A script whose caller stopped waiting (the server stalled) closes its connection, so the next
+    script, once the server is back, reads its own reply and not the late one."""
+    with standalone_server() as server:
+        client = Redis.from_url(server.url)
+        try:
+            held = HeldConnections(client)
+            script = client.register_script(ECHO)
+            assert await held.run(script, [], ["warm"]) == b"warm"
+            server.pause()
+            try:
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await held.run(script, [], ["late"])
+            finally:
+                server.resume()
+            assert await held.run(script, [], ["mine"]) == b"mine"
+            await held.close()
+        finally:
+            await client.aclose()
+
+
+async def test_a_script_the_server_forgot_is_loaded_and_run(redis: Redis) -> None:
+    """After SCRIPT FLUSH (a restart without persistence, a failover) the script still runs once."""
+    held = HeldConnections(redis)
+    script = redis.register_script("return redis.call('INCR', KEYS[1])")
+    key = "held:{flushed}"
+    await redis.delete(key)
+    assert await held.run(script, [key], []) == 1
+    await redis.script_flush()
+    assert await held.run(script, [key], []) == 2
+
+
+async def test_a_connection_the_server_closed_is_replaced(redis: Redis) -> None:
+    """A held connection killed by the server fails over to a fresh one within the same call."""
+    held = HeldConnections(redis)
+    script = redis.register_script(ECHO)
+    assert await held.run(script, [], ["before"]) == b"before"
+    killed = await redis.client_kill_filter(_type="normal", skipme=False)
+    assert killed >= 1
+    assert await held.run(script, [], ["after"]) == b"after"
+
+
+async def test_a_script_error_reaches_the_caller_and_the_connection_stays_usable(redis: Redis) -> None:
+    """An error the script raises is the caller's, and the next script on that connection is answered."""
+    held = HeldConnections(redis)
+    with pytest.raises(Exception, match="refused on purpose"):
+        await held.run(redis.register_script("return redis.error_reply('refused on purpose')"), [], [])
+    assert await held.run(redis.register_script(ECHO), [], ["next"]) == b"next"
+
+
+async def test_at_most_idle_max_connections_are_kept_after_a_burst(redis: Redis) -> None:
+    """After 40 scripts at once, at most IDLE_MAX connections stay held; the rest are the pool's again."""
+    held = HeldConnections(redis)
+    script = redis.register_script(ECHO)
+    answers = await asyncio.gather(*(held.run(script, [], [str(n)]) for n in range(40)))
+    assert answers == [str(n).encode() for n in range(40)]
+    pool = redis.connection_pool
+    assert len(pool._in_use_connections) <= IDLE_MAX
+    await held.close()
+    assert len(pool._in_use_connections) == 0
