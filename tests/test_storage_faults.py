@@ -171,8 +171,12 @@ def test_a_stall_before_the_call_answers_that_nothing_was_placed(
         assert body["call_placed"] is False
         settle(server, faulty)
         assert sandbox.calls("0912345004") == []
-        if "id" in body:  # the create landed late: it can only be failed
-            assert client.get(f"/otp/{body['id']}").json()["status"] == "failed"
+        if "id" in body:  # the create may land late, and its void surely lands: it reads failed
+            wait_until(
+                lambda: client.get(f"/otp/{body['id']}").json().get("status") == "failed",
+                15,
+                "the void of the stalled create to land",
+            )
 
 
 async def test_kill_during_creates_strands_no_verification(

@@ -13,10 +13,10 @@ import pytest
 from redis.asyncio import Redis
 
 from otpservice.adapters.storage import keys
-from otpservice.adapters.storage.budget import Budget, CallBudgets, Charges, Refusal
+from otpservice.adapters.storage.budget import Budget, BudgetKind, CallBudgets, Charges, Refusal
 from otpservice.adapters.storage.records import pack_hash, text, to_verification, unpack_hash
 from otpservice.adapters.storage.scripts import Storage
-from otpservice.adapters.storage.store import NewVerification, NumberPolicy, VerificationStore
+from otpservice.adapters.storage.store import NewVerification, NumberPolicy, Started, VerificationStore
 from otpservice.domain import errors
 from otpservice.domain.codes import CodeHasher
 from otpservice.domain.limits import Limit
@@ -661,3 +661,71 @@ async def test_a_chosen_code_said_again_waits_for_its_hash(store: VerificationSt
     reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
     assert [code.send_seq for code in reservation.codes] == [1, seq]
     assert all(HASHER.matches(vid, "123456", code.encoded_hash) for code in reservation.codes)
+
+
+# --- a start's other budgets taken by the create script (one server) --------------------------------
+
+
+def spent_budget(kind: BudgetKind = "prefix") -> Budget:
+    """A budget of its own subject allowing one call an hour."""
+    return Budget(kind, f"r:{new_verification_id()}", (Limit(1, 3_600_000),))
+
+
+async def counted(redis: Redis, budget: Budget, call: str) -> bool:
+    return await redis.zscore(keys.budget_keys(budget.subject)[0], call) is not None
+
+
+async def test_a_create_on_one_server_takes_every_budget_in_the_same_step(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """On one server the create script counts the call in every budget it is given, with the record."""
+    assert store.takes_budgets_in_create
+    vid, budgets = new_verification_id(), [spent_budget("prefix"), spent_budget("global")]
+    started = await store.create(new(vid), None, NOW + timedelta(seconds=20), budgets)
+    assert isinstance(started, Started)
+    assert started.outcome == "created"
+    assert [await counted(redis, budget, f"{vid}:1:t") for budget in budgets] == [True, True]
+
+
+async def test_a_budget_refusing_a_create_leaves_nothing_and_the_longest_wait_is_named(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """When budgets refuse, nothing is created, no budget keeps the call, and the refusal named is
+    the one that waits longest (a day's cap until midnight, over a range's hour)."""
+    tenant_day = Budget("tenant_day", f"t:{new_verification_id()}", (Limit(1, 86_400_000),), MS + 86_400_000)
+    allowing, prefix = spent_budget("client"), spent_budget("prefix")
+    await CallBudgets(Storage(redis, operation_timeout_seconds=5)).take("earlier", [prefix, tenant_day], MS)
+    vid = new_verification_id()
+    refused = await store.create(new(vid), None, NOW, [allowing, prefix, tenant_day])
+    assert refused == Refusal(tenant_day, 86_400_000)
+    assert not await counted(redis, allowing, f"{vid}:1:t")
+    assert await redis.exists(keys.verification_key(vid)) == 0
+    assert await redis.zscore(number_calls_key(vid), f"{vid}:1:t") is None
+
+
+async def test_a_create_answering_the_pending_verification_gives_its_budgets_back(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A create that meets the tenant's pending verification of the number keeps no budget count."""
+    first = await new_pending(store)
+    vid = keys.id_in_number_shard(phone_for(first), new_verification_id)
+    budget = spent_budget()
+    again = replace(new(vid), phone=phone_for(first))
+    started = await store.create(again, None, NOW, [budget])
+    assert isinstance(started, Started)
+    assert started.outcome == "existing"
+    assert started.verification.id == first
+    assert not await counted(redis, budget, f"{vid}:1:t")
+
+
+async def test_a_create_refused_by_the_number_gives_its_budgets_back(redis: Redis) -> None:
+    """A create the number's own budget refuses keeps no count in the other budgets either."""
+    policy = NumberPolicy(call_limits=(Limit(1, 3_600_000),))
+    store = VerificationStore(Storage(redis, operation_timeout_seconds=5), 86400, policy)
+    first = await new_pending(store)
+    await store.cancel(first, "", NOW)
+    vid = keys.id_in_number_shard(phone_for(first), new_verification_id)
+    budget = spent_budget()
+    with pytest.raises(errors.PhoneRateLimited):
+        await store.create(replace(new(vid), phone=phone_for(first)), None, NOW, [budget])
+    assert not await counted(redis, budget, f"{vid}:1:t")

@@ -132,13 +132,14 @@ class VerificationService:
         number: then answer that one (calling again, as a resend would, once its cooldown passed).
 
         The budgets beyond the number's own are taken first, so a verification is only ever created
-        (and seen by a parallel start) once every budget allowed its call. They are a step of their
-        own, not part of the create script: each lives in its own Redis Cluster slot (one script may
-        touch one slot), so they go out in parallel, one script per slot; the number's own budget,
-        its lock and the insert are the create script. The code is hashed from then on, while the
-        verification is created and its call placed (see :mod:`placement`): a start costs about
-        its provider call, not the call plus a hash. Hashing starts only once the budgets allowed
-        the call, so a refused start costs no hash.
+        (and seen by a parallel start) once every budget allowed its call. On one server (or
+        Sentinel's master) the create script takes them itself, before the number's lock, budget
+        and pending verification and the insert: one round trip. In a Cluster each budget lives in
+        a slot of its own (one script may touch one slot), so there they are a step of their own
+        before the create, one script per slot, in parallel. The code is hashed from then on, while
+        its call is placed (see :mod:`placement`): a start costs about its provider call, not the
+        call plus a hash. Hashing starts only once the budgets allowed the call, so a refused start
+        costs no hash.
         """
         if code is not None:
             code = self._chosen_code(tenant, code, code_length)
@@ -164,17 +165,24 @@ class VerificationService:
             webhook=tenant.webhook_url is not None,
         )
         budgets = self._budgets_for(tenant, phone, client, now)
-        charges = await self._charge(verification_id, new.call, budgets, now, phone)
         spoken = code or generate_code(length, self._randbelow)
-        code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
-        try:
-            started = await self._create(new, phone, charges, now)
-        except BaseException:
-            await code_hash.discard()  # nothing was begun that could take it
-            raise
+        in_script = self._store.takes_budgets_in_create
+        if in_script:  # one round trip: the budgets, the number's checks and the insert
+            charges = Charges(new.call, to_millis(now), tuple(budgets))
+            started = await self._create(new, phone, charges, now, budgets)
+            code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
+        else:
+            charges = await self._charge(verification_id, new.call, budgets, now, phone)
+            code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
+            try:
+                started = await self._create(new, phone, charges, now)
+            except BaseException:
+                await code_hash.discard()  # nothing was begun that could take it
+                raise
         if started.outcome == "existing":
             await code_hash.discard()
-            await self._placer.give_back(charges, verification_id)
+            if not in_script:  # the script gave its counts back itself
+                await self._placer.give_back(charges, verification_id)
             return await self._answer_pending(tenant, started.verification, code, client)
         code_hash.store_with(
             lambda encoded: self._store.store_code(
@@ -194,15 +202,21 @@ class VerificationService:
         return StartResult(created=True, verification=placed.as_of(self._clock.now()))
 
     async def _create(
-        self, new: NewVerification, phone: PhoneNumber, charges: Charges, now: datetime
+        self,
+        new: NewVerification,
+        phone: PhoneNumber,
+        charges: Charges,
+        now: datetime,
+        budgets: list[Budget] | None = None,
     ) -> Started:
         """Store the verification without its code's hash (that follows while its call is placed).
 
         The number's budget, its failure lock and its pending verification are checked in the same
-        script; on a refusal the other budgets' counts go back.
+        script, and so are ``budgets`` when given (one server: see the store); on a refusal the
+        other budgets' counts go back.
         """
         try:
-            return await self._store.create(new, None, self._placer.placement_deadline(now))
+            started = await self._store.create(new, None, self._placer.placement_deadline(now), budgets or ())
         except errors.StorageUnavailable as exc:
             self._void_later(new, "not placed: storage unavailable")
             await self._placer.give_back(charges, new.id, now=False)
@@ -213,10 +227,14 @@ class VerificationService:
                 call_placed=False,
             ) from exc
         except errors.VerificationError as exc:
-            await self._placer.give_back(charges, new.id)
+            if budgets is None:  # taken before, by CallBudgets; a script taking them gave them back
+                await self._placer.give_back(charges, new.id)
             if isinstance(exc, errors.PhoneRateLimited):
                 self._log_refusal("phone", phone)
             raise
+        if isinstance(started, Refusal):
+            raise self._refused(started, phone)
+        return started
 
     async def _charge(
         self, verification_id: str, call: str, budgets: list[Budget], now: datetime, phone: PhoneNumber
@@ -234,9 +252,13 @@ class VerificationService:
                 call_placed=False,
             ) from exc
         if isinstance(charged, Refusal):
-            self._log_refusal(charged.budget.kind, phone)
-            raise _REFUSALS[charged.budget.kind](max(1, -(-charged.wait_ms // 1000)))
+            raise self._refused(charged, phone)
         return charged
+
+    def _refused(self, refusal: Refusal, phone: PhoneNumber) -> errors.BudgetSpent:
+        """The error a budget's refusal answers, with its Retry-After; logged and counted."""
+        self._log_refusal(refusal.budget.kind, phone)
+        return _REFUSALS[refusal.budget.kind](max(1, -(-refusal.wait_ms // 1000)))
 
     def _chosen_code(self, tenant: Tenant, code: str, code_length: int | None) -> str:
         """A code the tenant chose (the one its SMS carried): allowed tenants only, 4-10 digits."""

@@ -22,9 +22,11 @@ CORE_MODULES = _modules("callbacks", "lifecycle", "provider_faults", "reconcile"
 # touch storage differently, and rerunning them there cost the suite's time budget.
 SENTINEL_MODULES = _modules("lifecycle", "reconcile", "verify")
 # Scripts that reach a number's keys and a shard's outbox beside the record: Cluster proves they
-# stay in one slot. (Sentinel adds nothing here beyond one master, so it runs the core only. The
-# budget and idempotency scripts each touch one key tag by construction, so they run on one server.)
-SLOT_MODULES = _modules("failure_lock", "one_pending", "webhooks")
+# stay in one slot. A start's budgets are taken by the create script on one server but one slot at a
+# time, before it, in a Cluster: both ways run the budget tests. (Sentinel adds nothing here beyond
+# one master, so it runs the core only. The idempotency scripts touch one key tag by construction,
+# so they run on one server.)
+SLOT_MODULES = _modules("budgets", "failure_lock", "one_pending", "webhooks")
 
 
 def contract_tests(modules: tuple[ModuleType, ...] = CORE_MODULES + SLOT_MODULES) -> dict[str, Any]:

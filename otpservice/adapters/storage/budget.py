@@ -48,6 +48,20 @@ class Charges:
     budgets: tuple[Budget, ...] = ()
 
 
+def refusal_of(budgets: Sequence[Budget], waits: Sequence[int], now_ms: int) -> Refusal | None:
+    """Of the budgets that refused (a wait above 0 ms), the one that refuses longest; None when
+    none did. A fixed window's wait is until it resets, which will surely be enough."""
+    refused = [
+        (budget, budget.resets_at_ms - now_ms if budget.resets_at_ms is not None else wait)
+        for budget, wait in zip(budgets, waits, strict=True)
+        if wait > 0
+    ]
+    if not refused:
+        return None
+    budget, wait = max(refused, key=lambda refusal: refusal[1])
+    return Refusal(budget, max(1, wait))
+
+
 class CallBudgets:
     """Takes one call from several budgets at once (one round trip each, in parallel)."""
 
@@ -58,17 +72,12 @@ class CallBudgets:
         """Count ``call`` in every budget; when any refuses, give back the others and name the one
         that refuses longest (its wait is the Retry-After that will surely be enough)."""
         waits = await asyncio.gather(*(self._take(call, budget, now_ms) for budget in budgets))
-        refused = [
-            (budget, budget.resets_at_ms - now_ms if budget.resets_at_ms is not None else wait)
-            for budget, wait in zip(budgets, waits, strict=True)
-            if wait > 0
-        ]
-        if not refused:
+        refusal = refusal_of(budgets, waits, now_ms)
+        if refusal is None:
             return Charges(call, now_ms, tuple(budgets))
         taken = tuple(budget for budget, wait in zip(budgets, waits, strict=True) if wait == 0)
         await self.give_back(Charges(call, now_ms, taken))
-        budget, wait = max(refused, key=lambda refusal: refusal[1])
-        return Refusal(budget, max(1, wait))
+        return refusal
 
     async def _take(self, call: str, budget: Budget, now_ms: int) -> int:
         flat = limit_lists.flatten(budget.limits)

@@ -96,6 +96,12 @@ class Storage:
             list(client.nodes_manager.startup_nodes.values()) if isinstance(client, RedisCluster) else []
         )
 
+    @property
+    def one_server(self) -> bool:
+        """Whether every key lives on one server (one server, or Sentinel's master): then a script
+        may touch keys of any slot; in a Cluster only keys of one slot."""
+        return not isinstance(self.client, RedisCluster)
+
     async def _start(self) -> None:
         """Learn the Cluster's topology once, before any command runs.
 

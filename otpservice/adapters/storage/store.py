@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal, cast
 
 from otpservice.adapters.storage import keys
+from otpservice.adapters.storage.budget import Budget, Refusal, refusal_of
 from otpservice.adapters.storage.records import fields_of, pack_hash, text, to_verification, unpack_hash
 from otpservice.adapters.storage.scripts import Storage
 from otpservice.domain import errors
@@ -153,10 +154,12 @@ class VerificationStore:
         *args: object,
         tenant: str = "",
         schedule: bool = True,
+        extra_keys: Sequence[str] = (),
     ) -> list[Any]:
         """Run a verification script; ``tenant`` '' acts for every tenant (callbacks, reconciler)."""
         record = keys.verification_key(verification_id)
         script_keys = [record, keys.schedule_key_for(verification_id)] if schedule else [record]
+        script_keys.extend(extra_keys)
         reply = await self._storage.run(script, script_keys, (to_millis(now), tenant, *args))
         self._on_change()
         return cast(list[Any], reply)
@@ -192,23 +195,38 @@ class VerificationStore:
         self._on_change()
         return text(reply[0]) == "expired"
 
+    @property
+    def takes_budgets_in_create(self) -> bool:
+        """Whether :meth:`create` can take the call's other budgets in its own script: on one server
+        (or Sentinel's master) a script may touch any key; in a Cluster each budget has a slot of
+        its own, and a script may touch one slot only, so there they are taken before, one script
+        per slot (:class:`~otpservice.adapters.storage.budget.CallBudgets`)."""
+        return self._storage.one_server
+
     async def create(
-        self, new: NewVerification, code_hash: str | None, placement_deadline: datetime
-    ) -> Started:
+        self,
+        new: NewVerification,
+        code_hash: str | None,
+        placement_deadline: datetime,
+        budgets: Sequence[Budget] = (),
+    ) -> Started | Refusal:
         """Store a pending verification whose first call (send 1) is about to be placed.
 
         In the same step: refuse while the number is locked for the tenant or its call budget is
         spent, and answer the tenant's pending verification of the number instead of a second one.
+        ``budgets`` (only where :attr:`takes_budgets_in_create`) are the call's other budgets, taken
+        first, all or none: a refusal by one of them is answered as a :class:`Refusal`, and every
+        other refusal (and an existing verification) gives back what was taken.
         The code's hash comes with it, or (``None``) is stored by :meth:`store_code` while the call
         is placed, before the placement is recorded. Retrying is safe: the record is created once.
-
-        The budgets beyond the number's own (client, range, tenant day, global) cannot join this
-        script: each lives in its own Cluster slot, and a script may touch one slot only.
         """
+        if budgets and not self.takes_budgets_in_create:
+            raise ValueError("a Cluster's budgets are taken one slot at a time, before the create")
         fields = self._new_fields(new) | {"ns": "1", "dst": "queued", "ds": "0"}
         if code_hash is not None:
             params, packed = pack_hash(code_hash)
             fields |= {"nc": packed, "np": params}
+        now_ms = to_millis(new.created_at)
         reply = await self._run(
             "create",
             new.id,
@@ -221,10 +239,17 @@ class VerificationStore:
             new.phone,
             new.call,
             *self._policy.args(),
+            len(budgets),
+            *(value for budget in budgets for value in _limit_list(budget.limits)),
             *_flatten(fields),
             tenant=new.tenant,
+            extra_keys=[key for budget in budgets for key in keys.budget_keys(budget.subject)],
         )
         verdict, detail = text(reply[0]), text(reply[1]) if len(reply) > 1 else ""
+        if verdict == "budget_refused":
+            refusal = refusal_of(budgets, [int(wait) for wait in reply[1:]], now_ms)
+            assert refusal is not None  # the script answers so only when one refused
+            return refusal
         if verdict == "existing":
             return Started("existing", to_verification(detail, fields_of(reply[2:])))
         if verdict == "locked":
@@ -261,6 +286,7 @@ class VerificationStore:
             new.phone,
             new.call,
             *self._policy.args(),
+            0,  # the other budgets are given back by the caller
             *_flatten(fields),
             tenant=new.tenant,
         )

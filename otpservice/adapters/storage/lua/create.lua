@@ -7,27 +7,64 @@
 -- With mode "void" (the service knows the call was never placed: storing failed, or another budget
 -- refused it): fail the verification if it exists, else write it failed, so a create landing late
 -- cannot leave it pending; its index entry and its budget count go too.
--- KEYS: record, the shard's call schedule.
+-- On one server (not a Cluster, where each budget has a slot of its own) the call's other budgets
+-- (a client address, a number range, the tenant's day, everything) are taken here first, in the
+-- order the service lists them: any refusal, or a lock, a pending verification or the number's
+-- budget refusing afterwards, gives back what this script took.
+-- KEYS: record, the shard's call schedule, then each other budget's log and log of calls given back.
 -- ARGV: now, tenant, mode, record ttl (ms), schedule member, placement deadline (ms) (mode void:
 --       the reason), verification id, phone (E.164), the call's budget name, failure lock limits,
---       number limits (each a limit list), then field, value, ...
+--       number limits (each a limit list), how many other budgets, each one's limit list, then
+--       field, value, ...
 local id, phone, call = ARGV[7], ARGV[8], ARGV[9]
 local lock, i = limits_at(ARGV, 10)
-local number_limits, first_field = limits_at(ARGV, i)
+local number_limits
+number_limits, i = limits_at(ARGV, i)
+local budgets = {}
+local budget_count
+budget_count, i = tonumber(ARGV[i]), i + 1
+for b = 1, budget_count do
+  local limits
+  limits, i = limits_at(ARGV, i)
+  budgets[b] = {log = KEYS[1 + 2 * b], back = KEYS[2 + 2 * b], limits = limits}
+end
+local first_field = i
 local pending_key = number_key(phone, 'pending:' .. tenant)
 local v = load()
+
+-- Give back the other budgets' counts this script took (see budget_give_back).
+local function give_back_budgets()
+  for _, budget in ipairs(budgets) do
+    if budget.taken then budget_give_back(budget.log, budget.back, call, now, longest(budget.limits)) end
+  end
+end
+
 if ARGV[3] == 'create' then
   if v then
     if v.vd then return answer('voided') end
     return answer('created')  -- a retry of this create: the id is fresh, so the record is ours
   end
+  local waits, refused = {'budget_refused'}, false
+  for b, budget in ipairs(budgets) do
+    waits[b + 1] = budget_take(budget.log, budget.back, call, now, budget.limits)
+    budget.taken = waits[b + 1] == 0
+    refused = refused or waits[b + 1] > 0
+  end
+  if refused then
+    give_back_budgets()
+    return waits
+  end
   local wait = lock_state(phone, tenant, lock)
-  if wait > 0 then return {'locked', int(now + wait)} end
+  if wait > 0 then
+    give_back_budgets()
+    return {'locked', int(now + wait)}
+  end
   local other = redis.call('GET', pending_key)
   if other and other ~= id then
     local record = shard .. other
     local st, created, expires = unpack(redis.call('HMGET', record, 'st', 'ca', 'ex'))
     if st == 'pending' and now < at({ca = created}, expires) then
+      give_back_budgets()
       local reply = redis.call('HGETALL', record)
       table.insert(reply, 1, other)
       table.insert(reply, 1, 'existing')
@@ -35,7 +72,10 @@ if ARGV[3] == 'create' then
     end
   end
   wait = budget_take(number_key(phone, 'calls'), number_key(phone, 'back'), call, now, number_limits)
-  if wait > 0 then return {'phone_limited', int(wait)} end
+  if wait > 0 then
+    give_back_budgets()
+    return {'phone_limited', int(wait)}
+  end
   redis.call('HSET', key, unpack(ARGV, first_field))
   redis.call('PEXPIRE', key, ARGV[4])
   redis.call('SET', pending_key, id, 'PX', ARGV[4])
