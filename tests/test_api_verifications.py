@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.flows import assert_problem, create, heard_code
 from tests.support.sandbox import SandboxHandle
-from tests.support.service import ServiceHandle
+from tests.support.service import API_KEY, ServiceHandle
 
 
 def test_create_places_call_and_hides_code(service: ServiceHandle, sandbox: SandboxHandle) -> None:
@@ -94,12 +94,18 @@ def test_malformed_json_is_a_problem(service: ServiceHandle) -> None:
 
 
 def test_api_key_is_required(service: ServiceHandle) -> None:
-    """Without the API key, or with a wrong one, every client endpoint answers 401."""
+    """Without the API key, with a wrong one, or with the right one under another scheme, every
+    client endpoint answers 401."""
     for key in (None, "wrong-key-0000000000000"):
         with service.client(api_key=key) as client:
             assert_problem(client.post("/otp", json={"phone": "0987654321"}), 401, "unauthorized")
             assert_problem(client.get("/otp/vf_x"), 401, "unauthorized")
+            assert_problem(client.post("/otp/vf_x/resend"), 401, "unauthorized")
+            assert_problem(client.delete("/otp/vf_x"), 401, "unauthorized")
             assert_problem(client.post("/verify", json={"id": "vf_x", "code": "123456"}), 401, "unauthorized")
+    with service.client(api_key=None) as client:
+        basic = {"Authorization": f"Basic {API_KEY}"}
+        assert_problem(client.get("/otp/vf_x", headers=basic), 401, "unauthorized")
 
 
 def test_unknown_id_is_404(service: ServiceHandle) -> None:

@@ -60,3 +60,24 @@ def test_redaction_leaves_ids_readable() -> None:
     """Digit runs inside verification ids are not mistaken for phone numbers."""
     vid = "vf_94cb877ddac98a03798e9452782304dd"
     assert redact(None, "info", {"event": "x", "verification_id": vid})["verification_id"] == vid
+
+
+def test_redaction_masks_callback_credentials_numbers_in_messages_and_secrets_in_any_case() -> None:
+    """A callback URL's credential, a number inside a library's message and a secret field named in
+    capitals are all hidden; the fields the pipeline adds itself are left as they are."""
+    credential = "9f" * 16
+    event = redact(
+        None,
+        "info",
+        {
+            "event": f"POST http://x/callbacks/autocall/vf_abc/1/{credential} from +84987654321",
+            "Authorization": "Bearer k",
+            "timestamp": "2026-11-28T06:00:00Z",
+            "level": "info",
+        },
+    )
+    assert credential not in event["event"]
+    assert "[redacted]" in event["event"]
+    assert "+84987654321" not in event["event"]
+    assert event["Authorization"] == "[redacted]"
+    assert event["timestamp"] == "2026-11-28T06:00:00Z"

@@ -10,7 +10,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from otpservice.http.auth import require_api_key
+from otpservice.http.auth import api_key_middleware
 from otpservice.http.dependencies import CallerDependency
 from otpservice.http.idempotency import Answer
 from otpservice.http.schemas import (
@@ -74,7 +74,7 @@ def allowed_methods(request: Request[Any, Any, Any]) -> str:
 
 class VerificationController(Controller):
     path = "/otp"
-    guards = [require_api_key]
+    middleware = [api_key_middleware]
     tags = _TAGS
     security = [{"apiKey": []}]
 
@@ -236,7 +236,7 @@ class VerificationController(Controller):
 
 class VerifyController(Controller):
     path = "/verify"
-    guards = [require_api_key]
+    middleware = [api_key_middleware]
     tags = _TAGS
     security = [{"apiKey": []}]
 
