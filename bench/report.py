@@ -1000,15 +1000,22 @@ def _cpu_section(sections: dict[str, Any]) -> list[str]:
         "",
         "[bench/verify_cpu.py](../bench/verify_cpu.py): `otpservice serve`, 1 worker, the cheapest "
         "argon2 parameters (t=1, m=8 KiB: a check costs microseconds), log level INFO; "
-        f"{cpu['requests']} wrong codes at {cpu['concurrency']} connections (httpx) after a warm-up; the "
-        "serve process's CPU time (all threads, from /proc) over the requests.",
+        f"{cpu['requests']} wrong codes at {cpu['concurrency']} connections (httpx) after a warm-up, "
+        f"{len(cpu.get('pass_cpu_ms') or [1])} times; the serve process's CPU time (all threads, from "
+        "/proc) over the requests. The pass of median CPU per check is shown (this machine's other "
+        "tenants move single passes by 10-20%).",
         "",
         *_table(
             ["", "measured"],
             [
                 ["checks/s", f"{cpu['checks_per_second']:.0f}"],
                 ["p50 / p99 ms", f"{cpu['p50_ms']:.1f} / {cpu['p99_ms']:.1f}"],
-                ["server CPU per check", f"{cpu['cpu_ms_per_check']:.3f} ms"],
+                [
+                    "server CPU per check (median pass; every pass)",
+                    f"{cpu['cpu_ms_per_check']:.3f} ms ("
+                    + ", ".join(f"{ms:.3f}" for ms in cpu.get("pass_cpu_ms") or [cpu["cpu_ms_per_check"]])
+                    + ")",
+                ],
                 [
                     "storage round trips per check (otp_storage_operations)",
                     f"{cpu['round_trips_per_check']:.2f} ({trips})",
