@@ -155,7 +155,7 @@ async def _begin_send(redis_url: str, vid: str, code_hash: str, now: datetime) -
     storage = Storage(client, operation_timeout_seconds=5)
     try:
         store = VerificationStore(storage, retention_seconds=86400)
-        return await store.begin_send(
+        begun = await store.begin_send(
             vid,
             now + timedelta(seconds=60),
             token="crashed",
@@ -165,5 +165,7 @@ async def _begin_send(redis_url: str, vid: str, code_hash: str, now: datetime) -
             ttl_seconds=300,
             placement_deadline=now + timedelta(seconds=80),
         )
+        assert isinstance(begun, int)
+        return begun
     finally:
         await storage.close()

@@ -135,7 +135,7 @@ async def test_callback_for_an_unknown_send_is_stale(store: VerificationStore) -
 
 async def begin(store: VerificationStore, vid: str, code: str, at: datetime, token: str = "") -> int:
     """Begin a resend of ``vid`` at ``at`` with a new code (under ``token``, else a fresh one)."""
-    return await store.begin_send(
+    begun = await store.begin_send(
         vid,
         at,
         token=token or secrets.token_hex(4),
@@ -145,6 +145,8 @@ async def begin(store: VerificationStore, vid: str, code: str, at: datetime, tok
         ttl_seconds=300,
         placement_deadline=at + timedelta(seconds=20),
     )
+    assert isinstance(begun, int)
+    return begun
 
 
 async def test_rejected_resend_describes_the_rejected_attempt(store: VerificationStore) -> None:
@@ -404,7 +406,7 @@ async def test_a_resend_whose_request_gave_up_is_undone_in_either_order(store: V
         before = await store.get(vid)
 
         async def begin_with(token: str, vid: str = vid) -> int:
-            return await store.begin_send(
+            begun = await store.begin_send(
                 vid,
                 at,
                 token=token,
@@ -414,6 +416,8 @@ async def test_a_resend_whose_request_gave_up_is_undone_in_either_order(store: V
                 ttl_seconds=300,
                 placement_deadline=at + timedelta(seconds=20),
             )
+            assert isinstance(begun, int)
+            return begun
 
         if release_first:
             await store.release(vid, "gave-up", at)
@@ -534,7 +538,7 @@ async def new_without_code(store: VerificationStore) -> str:
 
 async def begin_later(store: VerificationStore, vid: str, at: datetime, token: str) -> int:
     """Begin a resend as the service does now: its code's hash comes under ``token``."""
-    return await store.begin_send(
+    begun = await store.begin_send(
         vid,
         at,
         token=token,
@@ -543,6 +547,8 @@ async def begin_later(store: VerificationStore, vid: str, at: datetime, token: s
         ttl_seconds=300,
         placement_deadline=at + timedelta(seconds=20),
     )
+    assert isinstance(begun, int)
+    return begun
 
 
 async def fields(redis: Redis, vid: str) -> dict[str, str]:
@@ -643,7 +649,7 @@ async def test_a_chosen_code_said_again_waits_for_its_hash(store: VerificationSt
     at = NOW + timedelta(seconds=30)
 
     async def again() -> int:
-        return await store.begin_send(
+        begun = await store.begin_send(
             vid,
             at,
             token="again",
@@ -653,6 +659,8 @@ async def test_a_chosen_code_said_again_waits_for_its_hash(store: VerificationSt
             ttl_seconds=300,
             placement_deadline=at + timedelta(seconds=20),
         )
+        assert isinstance(begun, int)
+        return begun
 
     with pytest.raises(errors.ResendTooSoon):
         await again()
@@ -729,3 +737,48 @@ async def test_a_create_refused_by_the_number_gives_its_budgets_back(redis: Redi
     with pytest.raises(errors.PhoneRateLimited):
         await store.create(replace(new(vid), phone=phone_for(first)), None, NOW, [budget])
     assert not await counted(redis, budget, f"{vid}:1:t")
+
+
+async def begin_with(
+    store: VerificationStore, vid: str, at: datetime, budgets: list[Budget], token: str
+) -> int | Refusal:
+    """Begin a resend of ``vid`` at ``at`` whose other budgets the script takes (the call <vid>:<token>)."""
+    return await store.begin_send(
+        vid,
+        at,
+        token=token,
+        cooldown_seconds=30,
+        max_sends=5,
+        code_hash=HASHER.hash(vid, "222222"),
+        ttl_seconds=300,
+        placement_deadline=at + timedelta(seconds=20),
+        budgets=budgets,
+    )
+
+
+async def test_a_resend_on_one_server_takes_its_budgets_or_gives_them_back_when_refused(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A resend refused by its cooldown keeps no budget count; once the cooldown passed, the same
+    script counts the call in every budget."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    budgets = [spent_budget("prefix"), spent_budget("global")]
+    with pytest.raises(errors.ResendTooSoon):
+        await begin_with(store, vid, NOW + timedelta(seconds=10), budgets, token="early")
+    assert [await counted(redis, budget, f"{vid}:early") for budget in budgets] == [False, False]
+    assert await begin_with(store, vid, NOW + timedelta(seconds=30), budgets, token="later") == 2
+    assert [await counted(redis, budget, f"{vid}:later") for budget in budgets] == [True, True]
+
+
+async def test_a_budget_refusing_a_resend_begins_nothing(store: VerificationStore, redis: Redis) -> None:
+    """A resend one of its budgets refuses is answered with that refusal, and nothing is begun."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    allowing, prefix = spent_budget("client"), spent_budget("prefix")
+    await CallBudgets(Storage(redis, operation_timeout_seconds=5)).take("earlier", [prefix], MS)
+    refused = await begin_with(store, vid, NOW + timedelta(seconds=30), [allowing, prefix], "r")
+    assert isinstance(refused, Refusal)
+    assert refused.budget == prefix
+    assert not await counted(redis, allowing, f"{vid}:r")
+    assert await redis.hget(keys.verification_key(vid), "sq") == b"1"

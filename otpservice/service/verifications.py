@@ -412,21 +412,26 @@ class VerificationService:
         name = call_name(verification_id, token)
         now = self._clock.now()
         budgets = self._budgets_for(tenant, phone, client, now)
-        charges = await self._charge(verification_id, name, budgets, now, phone)
+        same_code = current.custom_code and code is not None  # its hash is stored already
+        spoken = (
+            code if same_code and code is not None else generate_code(current.code_length, self._randbelow)
+        )
         code_hash: CodeHash | None = None
-        if current.custom_code and code is not None:
-            spoken = code  # the current code again: its hash is stored already
+        if self._store.takes_budgets_in_create:  # one round trip: budgets and begin (see start)
+            charges = Charges(name, to_millis(now), tuple(budgets))
+            send_seq = await self._begin_send(tenant, current, token, charges, now, same_code, budgets)
+            if not same_code:
+                code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
         else:
-            spoken = generate_code(current.code_length, self._randbelow)
-            code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
-        try:
-            send_seq = await self._begin_send(
-                tenant, current, token, charges, now, same_code=code_hash is None
-            )
-        except BaseException:
-            if code_hash is not None:
-                await code_hash.discard()  # nothing was begun that could take it
-            raise
+            charges = await self._charge(verification_id, name, budgets, now, phone)
+            if not same_code:
+                code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
+            try:
+                send_seq = await self._begin_send(tenant, current, token, charges, now, same_code)
+            except BaseException:
+                if code_hash is not None:
+                    await code_hash.discard()  # nothing was begun that could take it
+                raise
         if code_hash is not None:
             code_hash.store_with(
                 lambda encoded: self._store.store_code(
@@ -455,13 +460,14 @@ class VerificationService:
         token: str,
         charges: Charges,
         now: datetime,
-        *,
         same_code: bool,
+        budgets: list[Budget] | None = None,
     ) -> int:
         """Begin the next send (its code's hash follows, unless it is the current code again); on a
-        refusal the other budgets' counts go back."""
+        refusal the other budgets' counts go back. ``budgets``: taken by the same script (one
+        server), else they were taken before (``charges``)."""
         try:
-            return await self._store.begin_send(
+            begun = await self._store.begin_send(
                 current.id,
                 now,
                 tenant=tenant.name,
@@ -471,16 +477,21 @@ class VerificationService:
                 same_code=same_code,
                 ttl_seconds=current.ttl_seconds,
                 placement_deadline=self._placer.placement_deadline(now),
+                budgets=budgets or (),
             )
         except errors.StorageUnavailable as exc:
             self._release(current.id, tenant.name, token, now)  # the begin may land later
             await self._placer.give_back(charges, current.id, now=False)
             raise _resend_not_placed(current.id) from exc
         except errors.VerificationError as exc:
-            await self._placer.give_back(charges, current.id)
+            if budgets is None:  # taken before, by CallBudgets; a script taking them gave them back
+                await self._placer.give_back(charges, current.id)
             if isinstance(exc, errors.PhoneRateLimited):
                 self._log_refusal("phone", stored_phone(current.phone))
             raise
+        if isinstance(begun, Refusal):
+            raise self._refused(begun, stored_phone(current.phone))
+        return begun
 
     async def cancel(self, tenant: Tenant, verification_id: str) -> Verification:
         now = self._clock.now()

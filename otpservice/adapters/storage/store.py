@@ -226,7 +226,6 @@ class VerificationStore:
         if code_hash is not None:
             params, packed = pack_hash(code_hash)
             fields |= {"nc": packed, "np": params}
-        now_ms = to_millis(new.created_at)
         reply = await self._run(
             "create",
             new.id,
@@ -239,17 +238,14 @@ class VerificationStore:
             new.phone,
             new.call,
             *self._policy.args(),
-            len(budgets),
-            *(value for budget in budgets for value in _limit_list(budget.limits)),
+            *self._budget_args(budgets),
             *_flatten(fields),
             tenant=new.tenant,
-            extra_keys=[key for budget in budgets for key in keys.budget_keys(budget.subject)],
+            extra_keys=self._budget_keys(budgets),
         )
         verdict, detail = text(reply[0]), text(reply[1]) if len(reply) > 1 else ""
         if verdict == "budget_refused":
-            refusal = refusal_of(budgets, [int(wait) for wait in reply[1:]], now_ms)
-            assert refusal is not None  # the script answers so only when one refused
-            return refusal
+            return self._refusal_of(budgets, reply, new.created_at)
         if verdict == "existing":
             return Started("existing", to_verification(detail, fields_of(reply[2:])))
         if verdict == "locked":
@@ -260,6 +256,22 @@ class VerificationStore:
         if verdict == "voided" or verification is None:
             raise errors.NotPending(VerificationStatus.FAILED)
         return Started("created", verification)
+
+    @staticmethod
+    def _budget_args(budgets: Sequence[Budget]) -> list[int]:
+        """The other budgets as the scripts take them: how many, then each one's limit list."""
+        return [len(budgets), *(value for budget in budgets for value in _limit_list(budget.limits))]
+
+    @staticmethod
+    def _budget_keys(budgets: Sequence[Budget]) -> list[str]:
+        return [key for budget in budgets for key in keys.budget_keys(budget.subject)]
+
+    @staticmethod
+    def _refusal_of(budgets: Sequence[Budget], reply: list[Any], now: datetime) -> Refusal:
+        """The refusal a script's ``budget_refused`` answer (each budget's wait, ms) names."""
+        refusal = refusal_of(budgets, [int(wait) for wait in reply[1:]], to_millis(now))
+        assert refusal is not None  # the scripts answer so only when one refused
+        return refusal
 
     async def void_create(self, new: NewVerification, reason: str) -> None:
         """Make sure a verification whose first call was never placed is failed, never pending.
@@ -332,8 +344,11 @@ class VerificationStore:
         placement_deadline: datetime,
         code_hash: str | None = None,
         same_code: bool = False,
-    ) -> int:
-        """Reserve the next call; answers the call's send number.
+        budgets: Sequence[Budget] = (),
+    ) -> int | Refusal:
+        """Reserve the next call; answers the call's send number (or, when one of ``budgets`` refused
+        it, the :class:`Refusal`: ``budgets`` are the call's other budgets, taken in the same step
+        where :attr:`takes_budgets_in_create`, as :meth:`create` does).
 
         Its code's hash is ``code_hash``, or the current code's (``same_code``: one the tenant chose,
         said again), or neither: then :meth:`store_code` stores it under ``token`` while the call is
@@ -341,6 +356,8 @@ class VerificationStore:
         The call is named ``<id>:<token>`` in the budgets (:func:`call_name`); a retry with the same
         token begins once.
         """
+        if budgets and not self.takes_budgets_in_create:
+            raise ValueError("a Cluster's budgets are taken one slot at a time, before the begin")
         params, packed = pack_hash(code_hash) if code_hash else ("", "")
         mode = "hash" if code_hash else "same" if same_code else "later"
         reply = await self._run(
@@ -358,11 +375,15 @@ class VerificationStore:
             verification_id,
             token,
             *self._policy.args(),
+            *self._budget_args(budgets),
             tenant=tenant,
+            extra_keys=self._budget_keys(budgets),
         )
         verdict, detail, _ = self._answer(verification_id, reply)
         if verdict == "begun":
             return int(detail)
+        if verdict == "budget_refused":
+            return self._refusal_of(budgets, reply, now)
         if verdict == "phone_limited":
             raise errors.PhoneRateLimited(retry_after_seconds=-(-int(detail) // 1000))
         if verdict == "voided":  # this request's begin landed after its request gave up

@@ -56,3 +56,41 @@ local function limits_at(args, i)
   for j = 1, n do limits[j] = args[i + j] end
   return limits, i + n + 1
 end
+
+-- A call's other budgets, as the scripts that take them in the same step get them (one server, not a
+-- Cluster: see create.lua): ARGV from `i` on says how many, then each one's limit list; their keys
+-- are KEYS from `first_key` on, a log and a log of calls given back each. Answers the budgets and
+-- the index of the argument after them.
+local function budgets_at(args, i, first_key)
+  local budgets = {}
+  local count = tonumber(args[i])
+  i = i + 1
+  for b = 1, count do
+    local limits
+    limits, i = limits_at(args, i)
+    budgets[b] = {log = KEYS[first_key + 2 * b - 2], back = KEYS[first_key + 2 * b - 1], limits = limits}
+  end
+  return budgets, i
+end
+
+-- Take call `name` from every budget; when any refuses, give back the others and answer
+-- {'budget_refused', wait of each budget (ms, 0: allowed)}, else nil.
+local function take_budgets(budgets, name, at)
+  local waits, refused = {'budget_refused'}, false
+  for b, budget in ipairs(budgets) do
+    waits[b + 1] = budget_take(budget.log, budget.back, name, at, budget.limits)
+    refused = refused or waits[b + 1] > 0
+  end
+  if not refused then return nil end
+  for b, budget in ipairs(budgets) do
+    if waits[b + 1] == 0 then budget_give_back(budget.log, budget.back, name, at, longest(budget.limits)) end
+  end
+  return waits
+end
+
+-- Give call `name` back to every budget (taken by take_budgets, before a later refusal).
+local function give_back_budgets(budgets, name, at)
+  for _, budget in ipairs(budgets) do
+    budget_give_back(budget.log, budget.back, name, at, longest(budget.limits))
+  end
+end

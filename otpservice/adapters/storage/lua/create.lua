@@ -20,43 +20,20 @@ local id, phone, call = ARGV[7], ARGV[8], ARGV[9]
 local lock, i = limits_at(ARGV, 10)
 local number_limits
 number_limits, i = limits_at(ARGV, i)
-local budgets = {}
-local budget_count
-budget_count, i = tonumber(ARGV[i]), i + 1
-for b = 1, budget_count do
-  local limits
-  limits, i = limits_at(ARGV, i)
-  budgets[b] = {log = KEYS[1 + 2 * b], back = KEYS[2 + 2 * b], limits = limits}
-end
-local first_field = i
+local budgets, first_field = budgets_at(ARGV, i, 3)
 local pending_key = number_key(phone, 'pending:' .. tenant)
 local v = load()
-
--- Give back the other budgets' counts this script took (see budget_give_back).
-local function give_back_budgets()
-  for _, budget in ipairs(budgets) do
-    if budget.taken then budget_give_back(budget.log, budget.back, call, now, longest(budget.limits)) end
-  end
-end
 
 if ARGV[3] == 'create' then
   if v then
     if v.vd then return answer('voided') end
     return answer('created')  -- a retry of this create: the id is fresh, so the record is ours
   end
-  local waits, refused = {'budget_refused'}, false
-  for b, budget in ipairs(budgets) do
-    waits[b + 1] = budget_take(budget.log, budget.back, call, now, budget.limits)
-    budget.taken = waits[b + 1] == 0
-    refused = refused or waits[b + 1] > 0
-  end
-  if refused then
-    give_back_budgets()
-    return waits
-  end
+  local refused = take_budgets(budgets, call, now)
+  if refused then return refused end
   local wait = lock_state(phone, tenant, lock)
   if wait > 0 then
-    give_back_budgets()
+    give_back_budgets(budgets, call, now)
     return {'locked', int(now + wait)}
   end
   local other = redis.call('GET', pending_key)
@@ -64,7 +41,7 @@ if ARGV[3] == 'create' then
     local record = shard .. other
     local st, created, expires = unpack(redis.call('HMGET', record, 'st', 'ca', 'ex'))
     if st == 'pending' and now < at({ca = created}, expires) then
-      give_back_budgets()
+      give_back_budgets(budgets, call, now)
       local reply = redis.call('HGETALL', record)
       table.insert(reply, 1, other)
       table.insert(reply, 1, 'existing')
@@ -73,7 +50,7 @@ if ARGV[3] == 'create' then
   end
   wait = budget_take(number_key(phone, 'calls'), number_key(phone, 'back'), call, now, number_limits)
   if wait > 0 then
-    give_back_budgets()
+    give_back_budgets(budgets, call, now)
     return {'phone_limited', int(wait)}
   end
   redis.call('HSET', key, unpack(ARGV, first_field))
