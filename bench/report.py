@@ -765,8 +765,16 @@ def _before_after(sections: dict[str, Any]) -> list[str]:
         now = []
         for workers in (1, 2):
             case = _start_case(start, workers)
+            # the figure is at the sandbox's default (no delay); slower providers beside it
+            others = sorted(
+                (c for c in start["cases"] if c["workers"] == workers and c is not case),
+                key=lambda c: float(c["delay_ms"]),
+            )
             now.append(
-                f"{case['start_p50_ms'] - case['provider_p50_ms']:+.1f} ms (delay {case['delay_ms']:g} ms)"
+                "; ".join(
+                    f"{c['start_p50_ms'] - c['provider_p50_ms']:+.1f} ms (delay {c['delay_ms']:g} ms)"
+                    for c in (case, *others)
+                )
                 if case
                 else "-"
             )
@@ -1062,6 +1070,12 @@ def _cpu_section(sections: dict[str, Any]) -> list[str]:
                 [[f"`{leaf}`", f"{count / profile['samples']:.1%}"] for leaf, count in profile["leaves"]],
                 "lr",
             ),
+            "",
+            "py-spy samples wall time: a frame's share includes moments its thread held the GIL but "
+            "not the core. `StreamWriter.writelines` is the write to Valkey over loopback, which wakes "
+            "Valkey and may hand it the core before the call returns; `perf record` of the same load "
+            "(2026-11-28) put 9-10% of the worker's CPU in the kernel in all, so that leaf's share "
+            "overstates its CPU, and the Redis client's row with it.",
             "",
         ]
     else:

@@ -11,7 +11,7 @@ import pytest
 
 from otpservice.domain.codes import CodeHasher
 from otpservice.domain.errors import Overloaded
-from otpservice.service.hashing import HASH_THREAD_NICENESS, HashingPool
+from otpservice.service.hashing import GIL_SWITCH_INTERVAL_SECONDS, HASH_THREAD_NICENESS, HashingPool
 from otpservice.settings import Argon2Settings
 
 
@@ -101,3 +101,14 @@ async def test_hash_threads_yield_the_cores_to_the_event_loop() -> None:
         pool.close()
     loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert hasher.niceness == min(19, loop_niceness + HASH_THREAD_NICENESS)
+
+
+async def test_a_hash_thread_waits_at_most_half_a_millisecond_for_the_interpreter_lock() -> None:
+    """With hash threads running, the interpreter hands its lock to a waiting thread within 0.5 ms,
+    so a thread done hashing is not kept waiting while the event loop runs Python."""
+    pool = HashingPool(CodeHasher(b"p" * 32, Argon2Settings(time_cost=1, memory_cost_kib=8)), 1, queue=1)
+    try:
+        await pool.hash("vf_x", "123456")
+        assert sys.getswitchinterval() <= GIL_SWITCH_INTERVAL_SECONDS == 0.0005
+    finally:
+        pool.close()
