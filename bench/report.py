@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import importlib.metadata
 import json
@@ -268,6 +269,28 @@ def phase_summary(phase: verify_overload.Phase) -> dict[str, Any]:
     }
 
 
+def python_speed_ms() -> float:
+    """CPU time of a fixed pure-Python workload (dict inserts, then JSON), the best of five.
+
+    Why: the cores of this shared machine run slower or faster by the hour (the same workload took
+    144 ms one hour and 215 ms the next on 2026-11-28), and every figure of the page moves with
+    them; timed around each section, it says how fast the machine was when that section ran.
+    """
+    best = math.inf
+    gc.disable()  # the collector's work grows with everything this process has loaded: left out
+    try:
+        for _ in range(5):
+            started = time.process_time()
+            table = {}
+            for n in range(200_000):
+                table[str(n)] = n * 2
+            json.dumps(table)
+            best = min(best, time.process_time() - started)
+    finally:
+        gc.enable()
+    return best * 1000
+
+
 def measure_all(plan: Plan, scratch: Path, store_url: str) -> dict[str, Any]:
     results: dict[str, Any] = {"sections": {}, "errors": {}, "machine_load": {}}
     store = redis.Redis.from_url(store_url)
@@ -282,6 +305,7 @@ def measure_all(plan: Plan, scratch: Path, store_url: str) -> dict[str, Any]:
         started = time.monotonic()
         store.flushall()
         neighbours = set(_test_runs())
+        speed_before = python_speed_ms()
         machine_from, own_from = machine_busy_seconds(), _own_cpu()
         try:
             results["sections"][name] = work()
@@ -298,6 +322,7 @@ def measure_all(plan: Plan, scratch: Path, store_url: str) -> dict[str, Any]:
             "seconds": elapsed,
             "others_cpu_cores": others / elapsed,
             "test_runs": sorted(neighbours),
+            "python_speed_ms": [speed_before, python_speed_ms()],
         }
         if neighbours:
             say(f"  warning: a test run was going on meanwhile: {', '.join(sorted(neighbours))}")
@@ -634,6 +659,18 @@ def _machine_load(load: dict[str, Any], cpus: int) -> list[str]:
         lines += [
             "Other processes' CPU, in cores, on average during each section (this machine has "
             f"{cpus}): " + ", ".join(parts) + ".",
+            "",
+        ]
+    speeds = [
+        f"{item['title']} {item['python_speed_ms'][0]:.0f} / {item['python_speed_ms'][1]:.0f}"
+        for item in load.values()
+        if "python_speed_ms" in item
+    ]
+    if speeds:
+        lines += [
+            "How fast the machine ran: CPU ms of a fixed pure-Python workload (`python_speed_ms` in "
+            "bench/report.py; about 140 on a quiet hour of this machine, 210 on a busy one) before / after "
+            "each section: " + ", ".join(speeds) + ". Every figure scales with it.",
             "",
         ]
     disturbed = [item["title"] for item in load.values() if item["test_runs"]]
