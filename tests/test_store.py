@@ -726,6 +726,25 @@ async def test_a_create_answering_the_pending_verification_gives_its_budgets_bac
     assert not await counted(redis, budget, f"{vid}:1:t")
 
 
+async def test_a_create_retried_after_its_refusal_passed_counts_its_budgets(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A create refused after it took its budgets (a pending verification met) does not leave the
+    call marked given back: the identical request retried once the refusal passed is counted."""
+    first = await new_pending(store)
+    vid = keys.id_in_number_shard(phone_for(first), new_verification_id)
+    budget = spent_budget()
+    again = replace(new(vid), phone=phone_for(first))
+    existing = await store.create(again, None, NOW, [budget])
+    assert isinstance(existing, Started)
+    assert existing.outcome == "existing"
+    await store.cancel(first, "", NOW)
+    created = await store.create(again, None, NOW, [budget])
+    assert isinstance(created, Started)
+    assert created.outcome == "created"
+    assert await counted(redis, budget, f"{vid}:1:t")
+
+
 async def test_a_create_refused_by_the_number_gives_its_budgets_back(redis: Redis) -> None:
     """A create the number's own budget refuses keeps no count in the other budgets either."""
     policy = NumberPolicy(call_limits=(Limit(1, 3_600_000),))
@@ -769,6 +788,21 @@ async def test_a_resend_on_one_server_takes_its_budgets_or_gives_them_back_when_
     assert [await counted(redis, budget, f"{vid}:early") for budget in budgets] == [False, False]
     assert await begin_with(store, vid, NOW + timedelta(seconds=30), budgets, token="later") == 2
     assert [await counted(redis, budget, f"{vid}:later") for budget in budgets] == [True, True]
+
+
+async def test_a_resend_retried_after_its_cooldown_passed_counts_its_budgets(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """The same resend request (same token) refused by its cooldown and retried after it passed is
+    counted in every budget, not let through as a call given back."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    budgets = [spent_budget("prefix"), spent_budget("global")]
+    with pytest.raises(errors.ResendTooSoon):
+        await begin_with(store, vid, NOW + timedelta(seconds=10), budgets, token="same")
+    assert await begin_with(store, vid, NOW + timedelta(seconds=30), budgets, token="same") == 2
+    assert [await counted(redis, budget, f"{vid}:same") for budget in budgets] == [True, True]
+    assert [await redis.zcard(keys.budget_keys(budget.subject)[1]) for budget in budgets] == [0, 0]
 
 
 async def test_a_budget_refusing_a_resend_begins_nothing(store: VerificationStore, redis: Redis) -> None:

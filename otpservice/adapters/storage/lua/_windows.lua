@@ -73,7 +73,14 @@ local function budgets_at(args, i, first_key)
   return budgets, i
 end
 
--- Take call `name` from every budget; when any refuses, give back the others and answer
+-- Undo a take of call `name` from every budget, when the script that took it refuses. Not
+-- budget_give_back: the call is not remembered as given back, so a retry of the same request, once
+-- the refusal's cause is gone, is counted like any new call (a name in `back` passes uncounted).
+local function untake_budgets(budgets, name)
+  for _, budget in ipairs(budgets) do redis.call('ZREM', budget.log, name) end
+end
+
+-- Take call `name` from every budget; when any refuses, untake the others and answer
 -- {'budget_refused', wait of each budget (ms, 0: allowed)}, else nil.
 local function take_budgets(budgets, name, at)
   local waits, refused = {'budget_refused'}, false
@@ -82,15 +89,6 @@ local function take_budgets(budgets, name, at)
     refused = refused or waits[b + 1] > 0
   end
   if not refused then return nil end
-  for b, budget in ipairs(budgets) do
-    if waits[b + 1] == 0 then budget_give_back(budget.log, budget.back, name, at, longest(budget.limits)) end
-  end
+  untake_budgets(budgets, name)
   return waits
-end
-
--- Give call `name` back to every budget (taken by take_budgets, before a later refusal).
-local function give_back_budgets(budgets, name, at)
-  for _, budget in ipairs(budgets) do
-    budget_give_back(budget.log, budget.back, name, at, longest(budget.limits))
-  end
 end

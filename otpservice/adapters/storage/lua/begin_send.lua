@@ -3,7 +3,7 @@
 -- the call is placed (mode 'later': store_code.lua writes it), or is the current code again (mode
 -- 'same': a code the tenant chose). Until the placement resolves both codes are accepted.
 -- On one server (not a Cluster) the call's other budgets are taken here too, as create.lua does:
--- first, and given back on any later refusal.
+-- first, and untaken on any later refusal.
 -- KEYS: record, the shard's call schedule, then each other budget's log and log of calls given back.
 -- ARGV: now, tenant, cooldown (ms), max sends, code mode, packed hash, hash parameters (both '' but
 --       in mode 'hash'), code lifetime (ms), placement deadline (ms), retention (ms), verification
@@ -25,9 +25,9 @@ if v['x:' .. token] then return {'voided'} end
 local refused_by_budget = take_budgets(budgets, call, now)
 if refused_by_budget then return refused_by_budget end
 
--- A refusal after the budgets were taken gives them back.
+-- A refusal after the budgets were taken untakes them.
 local function refuse(reply)
-  give_back_budgets(budgets, call, now)
+  untake_budgets(budgets, call)
   return reply
 end
 

@@ -10,7 +10,7 @@
 -- On one server (not a Cluster, where each budget has a slot of its own) the call's other budgets
 -- (a client address, a number range, the tenant's day, everything) are taken here first, in the
 -- order the service lists them: any refusal, or a lock, a pending verification or the number's
--- budget refusing afterwards, gives back what this script took.
+-- budget refusing afterwards, untakes what this script took.
 -- KEYS: record, the shard's call schedule, then each other budget's log and log of calls given back.
 -- ARGV: now, tenant, mode, record ttl (ms), schedule member, placement deadline (ms) (mode void:
 --       the reason), verification id, phone (E.164), the call's budget name, failure lock limits,
@@ -33,7 +33,7 @@ if ARGV[3] == 'create' then
   if refused then return refused end
   local wait = lock_state(phone, tenant, lock)
   if wait > 0 then
-    give_back_budgets(budgets, call, now)
+    untake_budgets(budgets, call)
     return {'locked', int(now + wait)}
   end
   local other = redis.call('GET', pending_key)
@@ -41,7 +41,7 @@ if ARGV[3] == 'create' then
     local record = shard .. other
     local st, created, expires = unpack(redis.call('HMGET', record, 'st', 'ca', 'ex'))
     if st == 'pending' and now < at({ca = created}, expires) then
-      give_back_budgets(budgets, call, now)
+      untake_budgets(budgets, call)
       local reply = redis.call('HGETALL', record)
       table.insert(reply, 1, other)
       table.insert(reply, 1, 'existing')
@@ -50,7 +50,7 @@ if ARGV[3] == 'create' then
   end
   wait = budget_take(number_key(phone, 'calls'), number_key(phone, 'back'), call, now, number_limits)
   if wait > 0 then
-    give_back_budgets(budgets, call, now)
+    untake_budgets(budgets, call)
     return {'phone_limited', int(wait)}
   end
   redis.call('HSET', key, unpack(ARGV, first_field))
