@@ -174,12 +174,14 @@ def configure_logging(level: str = "INFO", *, json: bool = True, stream: TextIO 
     handler = _SinkHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
+            # A library's `extra` goes in first, so the fields the pipeline adds after it (and which
+            # redaction trusts) overwrite any extra of the same name rather than pass unscrubbed.
             foreign_pre_chain=[
+                structlog.stdlib.ExtraAdder(),
                 structlog.contextvars.merge_contextvars,
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
                 timestamp,
-                structlog.stdlib.ExtraAdder(),
             ],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
         )

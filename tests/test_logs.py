@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
 
 from otpservice.domain.callback_auth import CallbackSigner
-from otpservice.logs import redact
+from otpservice.logs import configure_logging, redact
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY, EXAMPLE_TOKEN
 from tests.support.flows import create, heard_code, wrong_code
 from tests.support.sandbox import SandboxHandle
@@ -81,3 +83,20 @@ def test_redaction_masks_callback_credentials_numbers_in_messages_and_secrets_in
     assert "+84987654321" not in event["event"]
     assert event["Authorization"] == "[redacted]"
     assert event["timestamp"] == "2026-11-28T06:00:00Z"
+
+
+def test_a_library_extra_named_like_a_pipeline_field_cannot_skip_redaction() -> None:
+    """A stdlib log whose `extra` carries a number under a name the pipeline adds (timestamp,
+    level, logger) is written with the pipeline's own value there, never the number."""
+    stream = io.StringIO()
+    configure_logging("INFO", json=True, stream=stream)
+    try:
+        logging.getLogger("some.library").warning(
+            "x", extra={"timestamp": "+84987654321", "level": "+84987654322", "logger": "+84987654323"}
+        )
+    finally:
+        configure_logging("INFO")
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert "849876543" not in stream.getvalue()
+    assert line["logger"] == "some.library"
+    assert line["level"] == "warning"
