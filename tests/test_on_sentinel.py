@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import SentinelConnectionPool
 
+from otpservice.adapters.storage.connection import connect
+from otpservice.adapters.storage.held_connections import HeldConnections
+from otpservice.adapters.storage.scripts import Storage
+from otpservice.redis_url import parse_redis_url
 from tests.support.contract import SENTINEL_MODULES, contract_tests
 from tests.support.flows import heard_code
-from tests.support.redis_servers import sentinel_setup
+from tests.support.redis_servers import SentinelSetup, ServerProcess, sentinel_setup, wait_until
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import running_service
 
@@ -66,3 +73,48 @@ def test_master_failover_serves_again_within_15_seconds(sandbox: SandboxHandle) 
         with httpx.Client(base_url=service.url) as probe:
             assert probe.get("/readyz").status_code == 200
     print(f"failover: serving again {recovered:.1f} s after the master was killed")
+
+
+def _scripts_connected(server: ServerProcess) -> int:
+    """How many client connections of ``server`` last ran a script by its digest."""
+    with server.client() as client:
+        return sum(1 for entry in client.client_list(_type="normal") if entry.get("cmd") == "evalsha")
+
+
+async def _scripts_across_a_switchover(setup: SentinelSetup) -> None:
+    client = connect(parse_redis_url(setup.url), timeout_seconds=2)
+    assert isinstance(client, Redis)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    held = HeldConnections(client)
+    try:
+        echo = client.register_script("return ARGV[1]")
+        count = client.register_script("return redis.call('INCR', KEYS[1])")
+        both = await asyncio.gather(held.run(echo, [], ["a"]), held.run(echo, [], ["b"]))
+        assert list(both) == [b"a", b"b"]
+        assert _scripts_connected(setup.master) >= 2  # the two held (the first run also loads it)
+        old_master = setup.master.port
+        with setup.sentinels[0].client() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", setup.master_name)
+        wait_until(lambda: setup.current_master_port() not in (None, old_master), 15, "the switchover")
+        # the pool asks the sentinels whenever it makes a connection; here it is made to ask at once,
+        # while the old master still accepts writes (the sentinels demote it seconds later)
+        deadline = time.monotonic() + 10
+        while (await pool.get_master_address())[1] == old_master:  # type: ignore[no-untyped-call]
+            assert time.monotonic() < deadline, "the sentinels never agreed on the new master"
+            await asyncio.sleep(0.05)
+        assert await held.run(count, ["held:{switch}"], []) == 1
+        assert await held.run(echo, [], ["after"]) == b"after"
+        wait_until(lambda: _scripts_connected(setup.master) == 0, 5, "no script connection to the old master")
+        assert await client.get("held:{switch}") == b"1"
+        await held.close()
+    finally:
+        await Storage(client, operation_timeout_seconds=2).close()  # the sentinels' clients too
+
+
+@pytest.mark.long
+def test_held_script_connections_follow_the_pool_to_a_new_master() -> None:
+    """Once the pool knows Sentinel switched masters, held script connections to the old master are
+    dropped before their next script, so scripts run and write on the new master only."""
+    with sentinel_setup() as setup:
+        asyncio.run(_scripts_across_a_switchover(setup))

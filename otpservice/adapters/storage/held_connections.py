@@ -26,6 +26,7 @@ from typing import Any
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.commands.core import AsyncScript
 
 IDLE_MAX = 16
@@ -40,7 +41,7 @@ class HeldConnections:
 
     async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run ``script`` by its digest on a held connection; anything unusual goes to the client."""
-        connection = self._idle.pop() if self._idle else await self._check_out()
+        connection = await self._take()
         try:
             await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
             reply = await connection.read_response()
@@ -59,6 +60,14 @@ class HeldConnections:
         await self._put_back(connection)
         return reply
 
+    async def _take(self) -> AbstractConnection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not self._to_old_master(connection):
+                return connection
+            await self._discard(connection)
+        return await self._check_out()
+
     async def _check_out(self) -> AbstractConnection:
         connection: AbstractConnection = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         return connection
@@ -68,6 +77,23 @@ class HeldConnections:
             self._idle.append(connection)
         else:
             await self._client.connection_pool.release(connection)
+
+    def _to_old_master(self, connection: AbstractConnection) -> bool:
+        """Whether ``connection`` goes to a server Sentinel no longer names as the master.
+
+        The pool learns of a new master whenever it makes a connection (after a script's write was
+        refused as READONLY by the demoted one, for instance), and then drops its own idle ones;
+        held ones are in use to it, so they are dropped here, before their next script: a demoted
+        master would refuse a write, but a script's run that only reads would get its answer.
+        redis-py's own ``owns_connection`` is not used: its asyncio version calls a base method
+        that does not exist.
+        """
+        pool = self._client.connection_pool
+        if not isinstance(pool, SentinelConnectionPool) or pool.master_address is None:
+            return False
+        return bool(
+            pool.master_address != (getattr(connection, "host", None), getattr(connection, "port", None))
+        )
 
     async def _discard(self, connection: AbstractConnection) -> None:
         try:
