@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 
@@ -48,3 +49,12 @@ def receiver() -> Iterator[Receiver]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Long tests first: started last, one of them would keep a worker busy after the rest finished."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """With ``OTP_TEST_COLLECT_EACH=1``, collect garbage after every test, so that a leaked socket or
+    transport fails the test that leaked it rather than whichever test the collector next runs in."""
+    yield
+    if os.environ.get("OTP_TEST_COLLECT_EACH") == "1":
+        gc.collect()
