@@ -679,6 +679,12 @@ def spent_budget(kind: BudgetKind = "prefix") -> Budget:
     return Budget(kind, f"r:{new_verification_id()}", (Limit(1, 3_600_000),))
 
 
+def another_start_for_the_number_of(first: str) -> NewVerification:
+    """A new verification of ``first``'s number, its id drawn into that number's shard."""
+    phone = phone_for(first)
+    return replace(new(keys.id_in_number_shard(phone, new_verification_id)), phone=phone)
+
+
 async def counted(redis: Redis, budget: Budget, call: str) -> bool:
     return await redis.zscore(keys.budget_keys(budget.subject)[0], call) is not None
 
@@ -716,9 +722,8 @@ async def test_a_create_answering_the_pending_verification_gives_its_budgets_bac
 ) -> None:
     """A create that meets the tenant's pending verification of the number keeps no budget count."""
     first = await new_pending(store)
-    vid = keys.id_in_number_shard(phone_for(first), new_verification_id)
-    budget = spent_budget()
-    again = replace(new(vid), phone=phone_for(first))
+    again = another_start_for_the_number_of(first)
+    vid, budget = again.id, spent_budget()
     started = await store.create(again, None, NOW, [budget])
     assert isinstance(started, Started)
     assert started.outcome == "existing"
@@ -732,9 +737,8 @@ async def test_a_create_retried_after_its_refusal_passed_counts_its_budgets(
     """A create refused after it took its budgets (a pending verification met) does not leave the
     call marked given back: the identical request retried once the refusal passed is counted."""
     first = await new_pending(store)
-    vid = keys.id_in_number_shard(phone_for(first), new_verification_id)
-    budget = spent_budget()
-    again = replace(new(vid), phone=phone_for(first))
+    again = another_start_for_the_number_of(first)
+    vid, budget = again.id, spent_budget()
     existing = await store.create(again, None, NOW, [budget])
     assert isinstance(existing, Started)
     assert existing.outcome == "existing"
@@ -751,10 +755,10 @@ async def test_a_create_refused_by_the_number_gives_its_budgets_back(redis: Redi
     store = VerificationStore(Storage(redis, operation_timeout_seconds=5), 86400, policy)
     first = await new_pending(store)
     await store.cancel(first, "", NOW)
-    vid = keys.id_in_number_shard(phone_for(first), new_verification_id)
-    budget = spent_budget()
+    again = another_start_for_the_number_of(first)
+    vid, budget = again.id, spent_budget()
     with pytest.raises(errors.PhoneRateLimited):
-        await store.create(replace(new(vid), phone=phone_for(first)), None, NOW, [budget])
+        await store.create(again, None, NOW, [budget])
     assert not await counted(redis, budget, f"{vid}:1:t")
 
 
