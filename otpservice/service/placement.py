@@ -20,9 +20,10 @@ with a code nobody can check.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -46,7 +47,7 @@ log = structlog.get_logger(__name__)
 PROVIDER_RETRY_AFTER_SECONDS = 5
 
 
-def _seen(task: asyncio.Task[object]) -> None:
+def _seen(task: asyncio.Future[Any]) -> None:
     """Retrieve a finished task's failure, so none is ever reported as "never retrieved"; whoever
     needs its outcome awaits the task and sees it there."""
     if not task.cancelled():
@@ -62,8 +63,8 @@ class CodeHash:
     a code not needed any more is :meth:`discard`-ed. Every task here has its outcome retrieved.
     """
 
-    def __init__(self, hashing: Coroutine[object, object, str]):
-        self._hashing = asyncio.get_running_loop().create_task(hashing)
+    def __init__(self, hashing: asyncio.Future[str]):
+        self._hashing = hashing
         self._hashing.add_done_callback(_seen)
         self._writing: asyncio.Task[None] | None = None
         self._write: Callable[[str], Awaitable[object]] | None = None
