@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from otpservice.adapters.storage.held_connections import IDLE_MAX, HeldConnections
@@ -38,6 +39,28 @@ async def test_a_reply_still_on_its_way_when_the_request_gave_up_never_answers_t
             finally:
                 server.resume()
             assert await held.run(script, [], ["mine"]) == b"mine"
+            await held.close()
+        finally:
+            await client.aclose()
+
+
+async def test_a_stalled_server_ends_the_script_at_the_socket_timeout_and_the_next_is_answered() -> None:
+    """With the server paused, a script ends in redis-py's TimeoutError (its own deadline, then the
+    library's retry), not in a wait without end; once the server is back, the next is answered."""
+    with standalone_server() as server:
+        client = Redis.from_url(server.url, socket_timeout=0.1)
+        try:
+            held = HeldConnections(client)
+            script = client.register_script(ECHO)
+            assert await held.run(script, [], ["warm"]) == b"warm"
+            server.pause()
+            try:
+                with pytest.raises(redis_errors.TimeoutError):
+                    async with asyncio.timeout(10):  # a guard: the socket timeout ends it long before
+                        await held.run(script, [], ["stalled"])
+            finally:
+                server.resume()
+            assert await held.run(script, [], ["back"]) == b"back"
             await held.close()
         finally:
             await client.aclose()

@@ -20,6 +20,8 @@ the next script.
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +32,31 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.commands.core import AsyncScript
 
 IDLE_MAX = 16
+
+
+async def _exchange(connection: AbstractConnection, command: tuple[Any, ...]) -> Any:
+    """Send ``command`` and read its reply, both under one deadline (the socket timeout).
+
+    Why not ``send_command``: with a socket timeout, redis-py sends through ``asyncio.wait_for``,
+    which on Python 3.11 wraps the write in a task of its own that runs on the loop's next turn, and
+    then reads under a timeout of its own: ~9% of a check's CPU here (bench/verify_cpu.py --profile).
+    A connection that is not connected or whose health check is due takes redis-py's own path.
+    Failures end as redis-py's would: ``ConnectionError`` for the socket, ``TimeoutError`` (the
+    builtin) for the deadline; the connection is discarded by the caller either way.
+    """
+    writer = connection._writer
+    now = asyncio.get_running_loop().time()
+    if writer is None or (connection.health_check_interval and now > connection.next_health_check):
+        await connection.send_command(*command)
+        return await connection.read_response()
+    async with asyncio.timeout(connection.socket_timeout):
+        try:
+            writer.writelines(connection.pack_command(*command))
+            await writer.drain()
+        except OSError as exc:
+            raise redis_errors.ConnectionError(f"error while writing to the server: {exc!r}") from exc
+        # math.inf: no timeout of its own, the deadline above covers the read
+        return await connection.read_response(timeout=math.inf)
 
 
 class HeldConnections:
@@ -43,15 +70,14 @@ class HeldConnections:
         """Run ``script`` by its digest on a held connection; anything unusual goes to the client."""
         connection = await self._take()
         try:
-            await connection.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            reply = await connection.read_response()
+            reply = await _exchange(connection, ("EVALSHA", script.sha, len(keys), *keys, *args))
         except redis_errors.NoScriptError:
             await self._put_back(connection)  # its reply was read whole: the connection is sound
             return await script(keys=list(keys), args=list(args))
         except redis_errors.ResponseError:
             await self._put_back(connection)
             raise
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError):
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, TimeoutError):
             await self._discard(connection)
             return await script(keys=list(keys), args=list(args))
         except BaseException:
