@@ -408,6 +408,7 @@ def measure_all(plan: Plan, scratch: Path, store_url: str) -> dict[str, Any]:
         data["cpu_ms_per_check"] = found.cpu_ms_per_check
         data["checks_per_second"] = found.checks_per_second
         data["round_trips_per_check"] = found.round_trips_per_check
+        data["background_round_trips_per_check"] = found.background_round_trips_per_check
         data["commands_per_check"] = found.commands_per_check
         return data
 
@@ -751,8 +752,8 @@ def _targets(sections: dict[str, Any]) -> list[str]:
         rows.append(
             [
                 f"storage round trips per check <= {ROUND_TRIPS_PER_CHECK}",
-                f"{cpu['round_trips_per_check']:.2f}",
-                _verdict(cpu["round_trips_per_check"] <= ROUND_TRIPS_PER_CHECK + 0.005),
+                f"{_round_trips(cpu):.2f}",
+                _verdict(_round_trips(cpu) <= ROUND_TRIPS_PER_CHECK + 0.005),
             ]
         )
     if rows:
@@ -834,7 +835,7 @@ def _before_after(sections: dict[str, Any]) -> list[str]:
                 "storage round trips per /verify",
                 "3 (two scripts and a read-back)",
                 "",
-                f"{cpu['round_trips_per_check']:.2f}",
+                f"{_round_trips(cpu):.2f}",
                 "",
             ]
         )
@@ -1034,11 +1035,20 @@ def _profile_rows(cpu: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _round_trips(cpu: dict[str, Any], *, background: bool = False) -> float:
+    """A check's own storage round trips per check, or (``background``) the service's background
+    loops' in the same window; computed from the operations, so results saved before the two were
+    told apart render the same way."""
+    loops = verify_cpu.BACKGROUND_OPERATIONS
+    return float(sum(n for name, n in cpu["round_trips"].items() if (name in loops) == background))
+
+
 def _cpu_section(sections: dict[str, Any]) -> list[str]:
     cpu = sections.get("cpu")
     if not cpu:
         return []
     trips = ", ".join(f"{name} {count:.2f}" for name, count in sorted(cpu["round_trips"].items()))
+    background = _round_trips(cpu, background=True)
     commands = ", ".join(f"{name} {count:.2f}" for name, count in sorted(cpu["commands"].items()))
     lines = [
         "## CPU per /verify beyond hashing, and where it goes",
@@ -1062,8 +1072,9 @@ def _cpu_section(sections: dict[str, Any]) -> list[str]:
                     + ")",
                 ],
                 [
-                    "storage round trips per check (otp_storage_operations)",
-                    f"{cpu['round_trips_per_check']:.2f} ({trips})",
+                    "storage round trips per check (otp_storage_operations), and the service's "
+                    "background loops' in the same window",
+                    f"{_round_trips(cpu):.2f} + {background:.2f} ({trips})",
                 ],
                 [
                     "Valkey commands per check (INFO commandstats)",
