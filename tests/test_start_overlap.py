@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from otpservice.adapters.storage import keys
 from otpservice.domain.limits import Limit
@@ -161,6 +162,36 @@ def test_a_start_places_its_call_while_its_code_is_still_being_hashed(
     assert not {"nc", "hc"} & set(stored)
     assert answer.status_code == 201, answer.text
     assert (answer.json()["id"], answer.json()["delivery"]["status"]) == (vid, "calling")
+    assert approved.json()["valid"] is True
+
+
+def _storage_operations(name: str) -> float:
+    """How many times this process ran the storage operation ``name`` (otp_storage_operations)."""
+    return REGISTRY.get_sample_value("otp_storage_operations_total", {"operation": name}) or 0.0
+
+
+def test_a_code_hashed_after_its_call_was_placed_is_stored_with_the_placement_in_one_round_trip(
+    gated: ServiceHandle, sandbox: SandboxHandle, recorded: RecordedRequests, redis_url: str
+) -> None:
+    """When the provider answers before the hash is ready, one script stores the code and the
+    placement: no write of the code of its own, and the code approves."""
+    gate = HashGate(gated.hasher)
+    gate.close()
+    before = {name: _storage_operations(name) for name in ("store_code", "placed")}
+    starting = InBackground(gated, lambda client: client.post("/otp", json={"phone": "0912100013"}))
+    wait_until(lambda: recorded.answered == 1, 5, "the provider's answer reaching the service first")
+    gate.open()
+    answer = starting.answer()
+    ran = {name: _storage_operations(name) - count for name, count in before.items()}
+    stored = _record(redis_url, _called_id(recorded))
+    with gated.client() as client:
+        approved = client.post(
+            "/verify", json={"id": answer.json()["id"], "code": heard_code(sandbox, "0912100013")}
+        )
+    assert answer.status_code == 201, answer.text
+    assert ran == {"store_code": 0, "placed": 1}
+    assert {"hc", "hp"} <= set(stored)
+    assert "nc" not in stored
     assert approved.json()["valid"] is True
 
 

@@ -16,7 +16,13 @@ from otpservice.adapters.storage import keys
 from otpservice.adapters.storage.budget import Budget, BudgetKind, CallBudgets, Charges, Refusal
 from otpservice.adapters.storage.records import pack_hash, text, to_verification, unpack_hash
 from otpservice.adapters.storage.scripts import Storage
-from otpservice.adapters.storage.store import NewVerification, NumberPolicy, Started, VerificationStore
+from otpservice.adapters.storage.store import (
+    NewVerification,
+    NumberPolicy,
+    SendCode,
+    Started,
+    VerificationStore,
+)
 from otpservice.domain import errors
 from otpservice.domain.codes import CodeHasher
 from otpservice.domain.limits import Limit
@@ -640,6 +646,38 @@ async def test_a_callback_before_a_resends_code_makes_it_current_and_the_code_st
     reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
     assert [code.send_seq for code in reservation.codes] == [seq]
     assert HASHER.matches(vid, "222222", reservation.codes[0].encoded_hash)
+
+
+async def test_a_placement_carrying_its_code_stores_both_in_one_script(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A first call's code that comes with its placement is stored as the current code, and it checks."""
+    vid = await new_without_code(store)
+    code = SendCode("", HASHER.hash(vid, "123456"))
+    result = await store.placed(vid, NOW, 1, "c1", ttl_seconds=300, check_outcome_at=NOW, code=code)
+    stored = await fields(redis, vid)
+    reservation = await store.reserve(vid, "t1", NOW, 6, LEASE)
+    assert result.outcome == "placed"
+    assert {"hc", "hp"} <= set(stored)
+    assert not {"nc", "np", "ns"} & set(stored)
+    assert [code.send_seq for code in reservation.codes] == [1]
+    assert HASHER.matches(vid, "123456", reservation.codes[0].encoded_hash)
+
+
+async def test_a_placement_carrying_the_code_of_another_requests_send_stores_no_code(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A resend's placement whose code names a request that did not begin that send records the call
+    but not the code, as a late code write would be refused."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin_later(store, vid, at, "resend")
+    code = SendCode("other", HASHER.hash(vid, "999999"))
+    await store.placed(vid, at, seq, "c2", ttl_seconds=300, check_outcome_at=at, code=code)
+    stored = await fields(redis, vid)
+    assert stored["hs"] == str(seq)
+    assert "hc" not in stored  # the send's own code is still to come
 
 
 async def test_a_chosen_code_said_again_waits_for_its_hash(store: VerificationStore) -> None:

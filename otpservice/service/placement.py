@@ -30,7 +30,7 @@ import structlog
 
 from otpservice.adapters.autocall import models as autocall
 from otpservice.adapters.storage.budget import CallBudgets, Charges
-from otpservice.adapters.storage.store import Placement, VerificationStore
+from otpservice.adapters.storage.store import Placement, SendCode, VerificationStore
 from otpservice.domain import errors
 from otpservice.domain.callback_auth import CallbackSigner
 from otpservice.domain.clock import Clock
@@ -59,8 +59,10 @@ class CodeHash:
 
     Hashing (argon2id, tens of milliseconds in the hashing pool) starts when the code exists; once
     the send that carries the code is stored, :meth:`store_with` writes the hash as soon as it is
-    ready, concurrently with the provider call. Whoever needs the code stored awaits :meth:`stored`;
-    a code not needed any more is :meth:`discard`-ed. Every task here has its outcome retrieved.
+    ready, concurrently with the provider call. Whoever needs the code stored awaits :meth:`stored`,
+    or, while the write has not begun, takes it over (:meth:`take_write`) to store the hash with what
+    it records next; a code not needed any more is :meth:`discard`-ed. Every task here has its
+    outcome retrieved.
     """
 
     def __init__(self, hashing: asyncio.Future[str]):
@@ -68,18 +70,49 @@ class CodeHash:
         self._hashing.add_done_callback(_seen)
         self._writing: asyncio.Task[None] | None = None
         self._write: Callable[[str], Awaitable[object]] | None = None
+        self._write_begun = False
+        self._taken: asyncio.Future[bool] | None = None
         self._written = False
+        self.token = ""
 
-    def store_with(self, write: Callable[[str], Awaitable[object]]) -> None:
-        """The send exists now: store the hash with ``write(hash)`` once it is computed."""
-        self._write = write
+    def store_with(self, write: Callable[[str], Awaitable[object]], token: str) -> None:
+        """The send exists now, begun by the request ``token``: store the hash with ``write(hash)``
+        once it is computed."""
+        self._write, self.token = write, token
         self._writing = asyncio.get_running_loop().create_task(self._hash_then_write())
         self._writing.add_done_callback(_seen)
 
     async def _hash_then_write(self) -> None:
         assert self._write is not None
-        await self._write(await self._hashing)
+        # shielded: taken over or not, the hash goes on for whoever needs it
+        encoded = await asyncio.shield(self._hashing)
+        if self._taken is not None and await self._taken:
+            return  # whoever took the write over stored it
+        self._write_begun = True
+        await self._write(encoded)
         self._written = True
+
+    def take_write(self) -> bool:
+        """Take the write over, unless it has begun: True when the caller now stores the hash
+        itself (:meth:`hashed`), and then says with :meth:`settle_taken` whether it did."""
+        if self._write_begun or self._taken is not None:
+            return False
+        self._taken = asyncio.get_running_loop().create_future()
+        return True
+
+    async def hashed(self) -> str:
+        """The hash, once computed (shielded, like :meth:`stored`); raises what hashing raised."""
+        return await asyncio.shield(self._hashing)
+
+    def settle_taken(self, stored: bool) -> None:
+        """Whether the caller that took the write over stored the hash. If not (it failed, or was
+        cancelled), the write is made as if never taken: a code that may have been heard is kept."""
+        if self._taken is None:
+            return
+        if stored:
+            self._written = True
+        if not self._taken.done():
+            self._taken.set_result(stored)
 
     async def stored(self) -> None:
         """Wait until the hash is stored; raises StorageUnavailable, or what hashing raised.
@@ -207,6 +240,7 @@ class CallPlacer:
     async def _placed(self, call: CallRequest, call_id: str) -> Verification:
         now = self._clock.now()
         check_at = now + timedelta(seconds=self._settings.reconcile_after_seconds)
+        code: SendCode | None = None
 
         def record() -> Awaitable[Placement]:
             return self._store.placed(
@@ -216,11 +250,14 @@ class CallPlacer:
                 call_id,
                 ttl_seconds=call.ttl_seconds,
                 check_outcome_at=check_at,
+                code=code,
             )
 
+        placement_recorded = False
         try:
-            await self._code_stored(call)
+            code = await self._code_stored(call, or_taken=True)
             recorded = await record()
+            placement_recorded = True
         except errors.StorageUnavailable as exc:
             metrics.CALLS.labels("placed").inc()
             self._log(call).warning("call.placed", outcome="not_recorded_yet")
@@ -233,6 +270,9 @@ class CallPlacer:
                 verification_id=call.verification_id,
                 call_placed=True,
             ) from exc
+        finally:
+            if call.code_hash is not None:
+                call.code_hash.settle_taken(placement_recorded)
         metrics.CALLS.labels(recorded.outcome).inc()
         self._log(call).info("call.placed", outcome=recorded.outcome)
         return recorded.verification
@@ -334,17 +374,25 @@ class CallPlacer:
         """One recording write now, or in the background when storage fails (the answer stands)."""
         await self._repairs.write(what, write, verification_id=call.verification_id)
 
-    async def _code_stored(self, call: CallRequest) -> None:
+    async def _code_stored(self, call: CallRequest, *, or_taken: bool = False) -> SendCode | None:
         """Wait until the code this call reads is stored: it may have been heard.
+
+        With ``or_taken``, a write not begun yet (the hash is still being computed) is taken over
+        instead: the code is answered, for the caller to store with what it records next (one round
+        trip instead of two, when the provider answered before the hash was ready).
 
         Raises StorageUnavailable when storing it failed. Should hashing have failed (a bug), the
         code can never be checked: the send is recorded as failed (a first call fails its
         verification; a resend gives way to the current code), then the error goes on.
         """
-        if call.code_hash is None:
-            return
+        code_hash = call.code_hash
+        if code_hash is None:
+            return None
         try:
-            await call.code_hash.stored()
+            if or_taken and code_hash.take_write():
+                return SendCode(code_hash.token, await code_hash.hashed())
+            await code_hash.stored()
+            return None
         except errors.StorageUnavailable:
             raise
         except Exception:

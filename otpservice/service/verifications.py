@@ -187,7 +187,8 @@ class VerificationService:
         code_hash.store_with(
             lambda encoded: self._store.store_code(
                 verification_id, self._clock.now(), 1, "", encoded, tenant=tenant.name
-            )
+            ),
+            token="",
         )
         log.info(
             "verification.created",
@@ -436,7 +437,8 @@ class VerificationService:
             code_hash.store_with(
                 lambda encoded: self._store.store_code(
                     verification_id, self._clock.now(), send_seq, token, encoded, tenant=tenant.name
-                )
+                ),
+                token=token,
             )
         placed = await self._placer.place(
             CallRequest(

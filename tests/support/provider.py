@@ -38,11 +38,18 @@ class RecordedRequests(httpx.AsyncBaseTransport):
     def __init__(self) -> None:
         self._inner = httpx.AsyncHTTPTransport(verify=TLS_CONTEXT)
         self.placed: list[tuple[str, dict[str, object]]] = []
+        self.answered = 0  # calls whose answer reached the service
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/otp"):
-            self.placed.append((request.url.path, json.loads(await request.aread())))
-        return await self._inner.handle_async_request(request)
+        if not request.url.path.endswith("/otp"):
+            return await self._inner.handle_async_request(request)
+        self.placed.append((request.url.path, json.loads(await request.aread())))
+        response = await self._inner.handle_async_request(request)
+        # Read whole here, so that once ``answered`` counts it the service handles the answer
+        # without waiting for anything more (a test can tell it reached the service's code).
+        await response.aread()
+        self.answered += 1
+        return response
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -111,6 +111,15 @@ class Placement:
 
 
 @dataclass(frozen=True, slots=True)
+class SendCode:
+    """A send's code hash, stored together with its placement when it came after the call was placed:
+    ``token`` is that of the request that began the send ('' for send 1, which only its create begins)."""
+
+    token: str
+    encoded_hash: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryUpdate:
     """What a report of a call's outcome did.
 
@@ -436,8 +445,17 @@ class VerificationStore:
         *,
         ttl_seconds: int,
         check_outcome_at: datetime,
+        code: SendCode | None = None,
     ) -> Placement:
-        """Record that the provider took the call and named it; track it until its outcome is known."""
+        """Record that the provider took the call and named it; track it until its outcome is known.
+
+        With ``code``, the send's code is stored first in the same script, as :meth:`store_code`
+        would (one round trip where there would be two).
+        """
+        with_code: tuple[str, ...] = ()
+        if code is not None:
+            params, packed = pack_hash(code.encoded_hash)
+            with_code = (code.token, packed, params)
         reply = await self._run(
             "placed",
             verification_id,
@@ -448,6 +466,7 @@ class VerificationStore:
             to_millis(check_outcome_at),
             self._retention_ms,
             keys.scheduled_call(verification_id, send_seq),
+            *with_code,
         )
         verdict, detail, verification = self._answer(verification_id, reply)
         if verification is None:

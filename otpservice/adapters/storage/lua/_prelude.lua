@@ -173,6 +173,34 @@ local function promote(v)
   end
 end
 
+-- Store the hash of send `send`'s code, which that send was begun without (create.lua, begin_send.lua
+-- mode 'later') by the request `token` ('' for send 1, which only its create begins), keeping `v` in
+-- step. Only into that send while it is the unresolved one (nc), or the current one whose code has not
+-- come yet (hc: a callback proved the call placed first). A verification that ended, a send undone
+-- because its call never left, or a send begun again under the same number by another request takes
+-- nothing: a late write can never bring back a dropped code. A code already stored stays.
+local function take_code(v, send, token, packed, params)
+  if v.st ~= 'pending' then return 'not_taken' end
+  if send ~= '1' and v.bt ~= token then return 'not_taken' end
+  if v.ns == send then
+    if not v.nc then
+      redis.call('HSET', key, 'nc', packed, 'np', params)
+      v.nc, v.np = packed, params
+    end
+    return 'stored'
+  end
+  if v.hs == send and not v.hc then
+    if send ~= '1' then  -- it named this request (see promote)
+      redis.call('HDEL', key, 'bt')
+      v.bt = nil
+    end
+    redis.call('HSET', key, 'hc', packed, 'hp', params)
+    v.hc, v.hp = packed, params
+    return 'stored'
+  end
+  return 'not_taken'
+end
+
 -- Rank of a delivery status: a report of lower or equal rank never replaces the one recorded.
 local function rank(s)
   if s == nil or s == '' or s == 'queued' then return 0 end

@@ -1,10 +1,15 @@
 -- The provider took the call and named it: its code becomes the current one, the delivery says
 -- "calling" (unless its callback already came), and the call is tracked until its outcome is known.
 -- Answers what the verification had become meanwhile: placed, superseded, or not_pending + status.
+-- The call's code may come along (its hash was computed after the provider took the call): it is
+-- stored first, as store_code.lua would, so the code and the placement cost one round trip.
 -- KEYS: record, the shard's call schedule.
--- ARGV: now, tenant, send, call id, code lifetime (ms), when to ask about the call, retention (ms), member.
+-- ARGV: now, tenant, send, call id, code lifetime (ms), when to ask about the call, retention (ms),
+--       member; optionally the code: the token of the request that began the send, packed hash,
+--       hash parameters.
 local v = load()
 if not v then return {'not_found'} end
+if ARGV[9] then take_code(v, ARGV[3], ARGV[9], ARGV[10], ARGV[11]) end
 local seq = tonumber(ARGV[3])
 local ds = tonumber(v.ds)
 if seq > ds then
