@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
-from structlog.testing import capture_logs
 
 from otpservice.adapters.autocall import (
     AutocallClient,
@@ -22,6 +22,7 @@ from otpservice.adapters.autocall import (
     ProviderUnavailable,
     create_http_client,
 )
+from otpservice.logs import configure_logging
 from otpservice.settings import AutocallSettings
 
 SECRET = "secret-key-0123456789abcdef"
@@ -403,13 +404,23 @@ async def test_report_parses_the_cdr(client: AutocallClient, fake: FakeAutocall)
 async def test_logs_hold_no_secret_token_code_or_full_number(
     client: AutocallClient, fake: FakeAutocall
 ) -> None:
-    """Logs of a flow with a refresh and failures name events but never the key, tokens, code or number."""
+    """Logs of a flow with a refresh and failures name events but never the key, tokens, code or number.
+
+    Read as the service writes them (its logging pipeline into a stream of the test's own): loggers
+    are cached on first use, and structlog's capture_logs misses one cached under an earlier
+    configuration (a test that used the client, then one that configured logging again).
+    """
     fake.on(OTP_PATH, httpx.Response(401), placed(CALL_ID), httpx.Response(400, json={"message": "no"}))
-    with capture_logs() as logs:
+    stream = io.StringIO()
+    configure_logging("INFO", json=True, stream=stream)
+    try:
         await place(client)
         with pytest.raises(ProviderRejectedRequest):
             await place(client)
-    text = repr(logs) + repr(client) + repr(await client.get_token())
+    finally:
+        configure_logging("INFO")
+    logs = [json.loads(line) for line in stream.getvalue().splitlines()]
+    text = stream.getvalue() + repr(client) + repr(await client.get_token())
     for leaked in (SECRET, "token-1", "token-2", "123456", "0987654321"):
         assert leaked not in text
     assert "0987****21" in text
