@@ -34,7 +34,7 @@ _NEWEST_WEIGHT = 0.1
 # refusals of shed checks) gets one first, and hashing takes what is left instead of delaying them.
 HASH_THREAD_NICENESS = 5
 # The longest the interpreter lets one thread keep the GIL while another waits for it (see HashThreads).
-GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+GIL_SWITCH_INTERVAL_SECONDS = 0.0001
 
 _Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
 
@@ -70,6 +70,10 @@ class HashThreads:
         # job), and waits for it while the event loop runs Python: up to the interpreter's switch
         # interval, 5 ms by default, a fifth of a hash here. At 0.5 ms, /verify at 64 connections
         # kept 0.82 of the raw argon2 ceiling instead of 0.76 (four runs each, bench.verify_overload).
+        # At 0.1 ms a start's hash begins 0.35 ms after it is queued instead of 0.88 (the loop goes
+        # on building the provider call meanwhile), so POST /otp with an instant provider is 0.5 ms
+        # faster (bench.start_latency --delays 0, two runs each); /verify under load is unchanged,
+        # and with the cheapest argon2 a check costs ~0.04 ms more CPU (bench.verify_cpu).
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_SECONDS))
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._on_timed = on_timed
