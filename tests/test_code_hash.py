@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
@@ -68,3 +69,55 @@ async def test_a_write_that_has_begun_cannot_be_taken_over(store: VerificationSt
     assert not code_hash.take_write()
     await code_hash.stored()
     assert "nc" in await fields(redis, vid)
+
+
+async def test_a_write_taken_over_after_the_hash_came_but_before_its_task_woke_is_the_takers(
+    store: VerificationStore,
+) -> None:
+    """The hash is ready, its task not yet running: the taker gets the write, and the task makes none."""
+    vid = await new_without_code(store)
+    hashing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    code_hash = CodeHash(hashing)
+    code_hash.store_with(_first_send_write(store, vid), token="")
+    writes_before = _code_writes()
+    hashing.set_result(HASHER.hash(vid, "123456"))
+    assert code_hash.take_write()
+    await code_hash.hashed()
+    code_hash.settle_taken(stored=True)
+    await code_hash.stored()
+    assert _code_writes() == writes_before
+
+
+async def test_a_write_given_back_while_its_task_waits_on_the_taker_is_made(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """The task woke with the hash and waits on the taker; the taker gives up: the task writes it."""
+    vid = await new_without_code(store)
+    hashing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    code_hash = CodeHash(hashing)
+    code_hash.store_with(_first_send_write(store, vid), token="")
+    assert code_hash.take_write()
+    hashing.set_result(HASHER.hash(vid, "123456"))
+    for _ in range(3):  # the task wakes up with the hash and waits on the taker
+        await asyncio.sleep(0)
+    code_hash.settle_taken(stored=False)
+    await code_hash.stored()
+    assert "nc" in await fields(redis, vid)
+
+
+async def test_a_hash_that_failed_after_the_write_was_taken_over_reaches_the_taker_and_writes_nothing(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """Hashing raised: the taker sees the error, and nothing is written for the code."""
+    vid = await new_without_code(store)
+    hashing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    code_hash = CodeHash(hashing)
+    code_hash.store_with(_first_send_write(store, vid), token="")
+    assert code_hash.take_write()
+    hashing.set_exception(RuntimeError("argon2 failed"))
+    with pytest.raises(RuntimeError, match="argon2 failed"):
+        await code_hash.hashed()
+    code_hash.settle_taken(stored=False)
+    with pytest.raises(RuntimeError, match="argon2 failed"):
+        await code_hash.stored()
+    assert not {"nc", "hc"} & set(await fields(redis, vid))

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from otpservice.adapters.storage.held_connections import IDLE_MAX, HeldConnections
 from tests.support.redis_servers import standalone_server
@@ -45,10 +47,10 @@ async def test_a_reply_still_on_its_way_when_the_request_gave_up_never_answers_t
 
 
 async def test_a_stalled_server_ends_the_script_at_the_socket_timeout_and_the_next_is_answered() -> None:
-    """With the server paused, a script ends in redis-py's TimeoutError (its own deadline, then the
-    library's retry), not in a wait without end; once the server is back, the next is answered."""
+    """With the server paused, a script ends in redis-py's TimeoutError at the socket timeout (no
+    retries here), not in a wait without end; once the server is back, the next is answered."""
     with standalone_server() as server:
-        client = Redis.from_url(server.url, socket_timeout=0.1)
+        client = Redis.from_url(server.url, socket_timeout=0.1, retry=Retry(NoBackoff(), 0))
         try:
             held = HeldConnections(client)
             script = client.register_script(ECHO)
@@ -64,6 +66,31 @@ async def test_a_stalled_server_ends_the_script_at_the_socket_timeout_and_the_ne
             await held.close()
         finally:
             await client.aclose()
+
+
+async def test_a_held_connection_whose_health_check_is_due_is_checked_and_used() -> None:
+    """A held connection idle past the health check interval goes through redis-py's own send (a
+    PING first), and the script is answered on it."""
+    with standalone_server() as server:
+        client = Redis.from_url(server.url, health_check_interval=0.05)
+        observer = Redis.from_url(server.url)  # no health checks of its own: counts only the held one's
+
+        async def pings() -> int:
+            calls: int = (await observer.info("commandstats")).get("cmdstat_ping", {}).get("calls", 0)
+            return calls
+
+        try:
+            held = HeldConnections(client)
+            script = client.register_script(ECHO)
+            assert await held.run(script, [], ["first"]) == b"first"
+            before = await pings()
+            await asyncio.sleep(0.1)  # idle past the interval: the next script's connection is checked
+            assert await held.run(script, [], ["checked"]) == b"checked"
+            assert await pings() == before + 1
+            await held.close()
+        finally:
+            await client.aclose()
+            await observer.aclose()
 
 
 async def test_a_script_the_server_forgot_is_loaded_and_run(redis: Redis) -> None:

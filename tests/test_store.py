@@ -680,6 +680,38 @@ async def test_a_placement_carrying_the_code_of_another_requests_send_stores_no_
     assert "hc" not in stored  # the send's own code is still to come
 
 
+async def test_a_resends_placement_carrying_its_code_after_its_callback_makes_it_the_current_code(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A callback proved a resend placed before its code came: the placement carrying the code
+    stores it as the current code, as a code write of its own would, and it checks."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin_later(store, vid, at, "resend")
+    await store.record_delivery(vid, at, seq, "c2", DeliveryStatus.ANSWERED, "ANSWERED", 4)
+    code = SendCode("resend", HASHER.hash(vid, "222222"))
+    result = await store.placed(vid, at, seq, "c2", ttl_seconds=300, check_outcome_at=at, code=code)
+    stored = await fields(redis, vid)
+    reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
+    assert result.outcome == "placed"
+    assert "bt" not in stored
+    assert [code.send_seq for code in reservation.codes] == [seq]
+    assert HASHER.matches(vid, "222222", reservation.codes[0].encoded_hash)
+
+
+async def test_a_placement_carrying_its_code_after_the_verification_ended_stores_no_code(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A verification canceled while its first call was placed takes no code from the placement."""
+    vid = await new_without_code(store)
+    await store.cancel(vid, "cancel-1", NOW)
+    code = SendCode("", HASHER.hash(vid, "123456"))
+    result = await store.placed(vid, NOW, 1, "c1", ttl_seconds=300, check_outcome_at=NOW, code=code)
+    assert result.outcome == "canceled"
+    assert not {"nc", "hc"} & set(await fields(redis, vid))
+
+
 async def test_a_chosen_code_said_again_waits_for_its_hash(store: VerificationStore) -> None:
     """A resend of the same code cannot begin before that code's hash is stored (it copies it)."""
     vid = await new_without_code(store)

@@ -271,6 +271,9 @@ class CallPlacer:
                 call_placed=True,
             ) from exc
         finally:
+            # Given back even when a repair will carry the code with the placement: both writes
+            # are idempotent, whichever lands first stores it, and a code that may have been heard
+            # does not wait on the repair queue alone.
             if call.code_hash is not None:
                 call.code_hash.settle_taken(placement_recorded)
         metrics.CALLS.labels(recorded.outcome).inc()
