@@ -12,7 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from otpservice.adapters.storage.held_connections import IDLE_MAX, HeldConnections
-from tests.support.redis_servers import standalone_server
+from tests.support.redis_servers import ServerProcess, standalone_server
 
 ECHO = "return ARGV[1]"
 
@@ -24,24 +24,32 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+async def stalled_then_back(
+    client: Redis, server: ServerProcess, stalled_error: type[BaseException], give_up_after: float
+) -> None:
+    """One script while ``server`` is paused ends in ``stalled_error`` (its caller gives up after
+    ``give_up_after`` seconds at most); once the server is back, the next script reads its own reply."""
+    held = HeldConnections(client)
+    script = client.register_script(ECHO)
+    assert await held.run(script, [], ["warm"]) == b"warm"
+    server.pause()
+    try:
+        with pytest.raises(stalled_error):
+            async with asyncio.timeout(give_up_after):
+                await held.run(script, [], ["stalled"])
+    finally:
+        server.resume()
+    assert await held.run(script, [], ["back"]) == b"back"
+    await held.close()
+
+
 async def test_a_reply_still_on_its_way_when_the_request_gave_up_never_answers_the_next() -> None:
     """A script whose caller stopped waiting (the server stalled) closes its connection, so the next
     script, once the server is back, reads its own reply and not the late one."""
     with standalone_server() as server:
         client = Redis.from_url(server.url)
         try:
-            held = HeldConnections(client)
-            script = client.register_script(ECHO)
-            assert await held.run(script, [], ["warm"]) == b"warm"
-            server.pause()
-            try:
-                with pytest.raises(TimeoutError):
-                    async with asyncio.timeout(0.2):
-                        await held.run(script, [], ["late"])
-            finally:
-                server.resume()
-            assert await held.run(script, [], ["mine"]) == b"mine"
-            await held.close()
+            await stalled_then_back(client, server, TimeoutError, give_up_after=0.2)
         finally:
             await client.aclose()
 
@@ -51,19 +59,8 @@ async def test_a_stalled_server_ends_the_script_at_the_socket_timeout_and_the_ne
     retries here), not in a wait without end; once the server is back, the next is answered."""
     with standalone_server() as server:
         client = Redis.from_url(server.url, socket_timeout=0.1, retry=Retry(NoBackoff(), 0))
-        try:
-            held = HeldConnections(client)
-            script = client.register_script(ECHO)
-            assert await held.run(script, [], ["warm"]) == b"warm"
-            server.pause()
-            try:
-                with pytest.raises(redis_errors.TimeoutError):
-                    async with asyncio.timeout(10):  # a guard: the socket timeout ends it long before
-                        await held.run(script, [], ["stalled"])
-            finally:
-                server.resume()
-            assert await held.run(script, [], ["back"]) == b"back"
-            await held.close()
+        try:  # the caller's 10 s are a guard: the socket timeout ends it long before
+            await stalled_then_back(client, server, redis_errors.TimeoutError, give_up_after=10)
         finally:
             await client.aclose()
 
