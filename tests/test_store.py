@@ -643,9 +643,23 @@ async def test_a_callback_before_a_resends_code_makes_it_current_and_the_code_st
     assert await store.store_code(vid, at, seq, "resend", HASHER.hash(vid, "222222")) is True
     assert "bt" not in await fields(redis, vid)
     assert (await placed(store, vid, seq, "c2")) == "placed"
-    reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
-    assert [code.send_seq for code in reservation.codes] == [seq]
-    assert HASHER.matches(vid, "222222", reservation.codes[0].encoded_hash)
+    await assert_only_code(store, vid, at, seq, "222222")
+
+
+async def placed_with_code(
+    store: VerificationStore, vid: str, at: datetime, seq: int, token: str, code: str
+) -> str:
+    """Record send ``seq``'s call placed, carrying its code (begun by ``token``); its outcome."""
+    send_code = SendCode(token, HASHER.hash(vid, code))
+    result = await store.placed(vid, at, seq, f"c{seq}", ttl_seconds=300, check_outcome_at=at, code=send_code)
+    return result.outcome
+
+
+async def assert_only_code(store: VerificationStore, vid: str, at: datetime, seq: int, code: str) -> None:
+    """A check reserved at ``at`` finds one code to judge against, send ``seq``'s, and it is ``code``."""
+    reservation = await store.reserve(vid, "t1", at, 6, LEASE + (at - NOW))
+    assert [found.send_seq for found in reservation.codes] == [seq]
+    assert HASHER.matches(vid, code, reservation.codes[0].encoded_hash)
 
 
 async def test_a_placement_carrying_its_code_stores_both_in_one_script(
@@ -653,15 +667,11 @@ async def test_a_placement_carrying_its_code_stores_both_in_one_script(
 ) -> None:
     """A first call's code that comes with its placement is stored as the current code, and it checks."""
     vid = await new_without_code(store)
-    code = SendCode("", HASHER.hash(vid, "123456"))
-    result = await store.placed(vid, NOW, 1, "c1", ttl_seconds=300, check_outcome_at=NOW, code=code)
+    assert await placed_with_code(store, vid, NOW, 1, "", "123456") == "placed"
     stored = await fields(redis, vid)
-    reservation = await store.reserve(vid, "t1", NOW, 6, LEASE)
-    assert result.outcome == "placed"
     assert {"hc", "hp"} <= set(stored)
     assert not {"nc", "np", "ns"} & set(stored)
-    assert [code.send_seq for code in reservation.codes] == [1]
-    assert HASHER.matches(vid, "123456", reservation.codes[0].encoded_hash)
+    await assert_only_code(store, vid, NOW, 1, "123456")
 
 
 async def test_a_placement_carrying_the_code_of_another_requests_send_stores_no_code(
@@ -673,8 +683,7 @@ async def test_a_placement_carrying_the_code_of_another_requests_send_stores_no_
     await placed(store, vid, 1, "c1")
     at = NOW + timedelta(seconds=30)
     seq = await begin_later(store, vid, at, "resend")
-    code = SendCode("other", HASHER.hash(vid, "999999"))
-    await store.placed(vid, at, seq, "c2", ttl_seconds=300, check_outcome_at=at, code=code)
+    await placed_with_code(store, vid, at, seq, "other", "999999")
     stored = await fields(redis, vid)
     assert stored["hs"] == str(seq)
     assert "hc" not in stored  # the send's own code is still to come
@@ -689,15 +698,10 @@ async def test_a_resends_placement_carrying_its_code_after_its_callback_makes_it
     await placed(store, vid, 1, "c1")
     at = NOW + timedelta(seconds=30)
     seq = await begin_later(store, vid, at, "resend")
-    await store.record_delivery(vid, at, seq, "c2", DeliveryStatus.ANSWERED, "ANSWERED", 4)
-    code = SendCode("resend", HASHER.hash(vid, "222222"))
-    result = await store.placed(vid, at, seq, "c2", ttl_seconds=300, check_outcome_at=at, code=code)
-    stored = await fields(redis, vid)
-    reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
-    assert result.outcome == "placed"
-    assert "bt" not in stored
-    assert [code.send_seq for code in reservation.codes] == [seq]
-    assert HASHER.matches(vid, "222222", reservation.codes[0].encoded_hash)
+    await store.record_delivery(vid, at, seq, f"c{seq}", DeliveryStatus.ANSWERED, "ANSWERED", 4)
+    assert await placed_with_code(store, vid, at, seq, "resend", "222222") == "placed"
+    assert "bt" not in await fields(redis, vid)
+    await assert_only_code(store, vid, at, seq, "222222")
 
 
 async def test_a_placement_carrying_its_code_after_the_verification_ended_stores_no_code(
@@ -706,9 +710,7 @@ async def test_a_placement_carrying_its_code_after_the_verification_ended_stores
     """A verification canceled while its first call was placed takes no code from the placement."""
     vid = await new_without_code(store)
     await store.cancel(vid, "cancel-1", NOW)
-    code = SendCode("", HASHER.hash(vid, "123456"))
-    result = await store.placed(vid, NOW, 1, "c1", ttl_seconds=300, check_outcome_at=NOW, code=code)
-    assert result.outcome == "canceled"
+    assert await placed_with_code(store, vid, NOW, 1, "", "123456") == "canceled"
     assert not {"nc", "hc"} & set(await fields(redis, vid))
 
 
