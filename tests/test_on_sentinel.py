@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import SentinelConnectionPool
 
@@ -118,3 +119,31 @@ def test_held_script_connections_follow_the_pool_to_a_new_master() -> None:
     dropped before their next script, so scripts run and write on the new master only."""
     with sentinel_setup() as setup:
         asyncio.run(_scripts_across_a_switchover(setup))
+
+
+def _clients_of(host: str, port: int) -> int:
+    """How many clients a sentinel has, not counting the one asking."""
+    with SyncRedis(host=host, port=port) as asking:
+        return len(asking.client_list()) - 1
+
+
+async def test_closing_the_storage_closes_every_sentinel_client_even_one_lost_from_its_list(
+    redis_url: str,
+) -> None:
+    """redis-py moves the sentinel that answered to the front of its list by a swap; two lookups at
+    once (a failover) can leave one client there twice and another not at all. Closing the storage
+    still closes every sentinel client it was made with, and their connections."""
+    target = parse_redis_url(redis_url)
+    client = connect(target, timeout_seconds=2)
+    assert isinstance(client, Redis)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    storage = Storage(client, operation_timeout_seconds=2)
+    manager = pool.sentinel_manager
+    lost_host, lost_port = target.nodes[1]
+    before = _clients_of(lost_host, lost_port)
+    await asyncio.gather(*(sentinel.ping() for sentinel in manager.sentinels))  # each holds a connection
+    assert _clients_of(lost_host, lost_port) == before + 1
+    manager.sentinels[1] = manager.sentinels[0]  # the list as the race leaves it
+    await storage.close()
+    wait_until(lambda: _clients_of(lost_host, lost_port) == before, 5, "the lost sentinel client closed")
