@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from otpservice.adapters.storage.held_connections import IDLE_MAX, HeldConnections
+from otpservice.adapters.storage.held_connections import IDLE_MAX, HeldConnections, packed
 from tests.support.redis_servers import ServerProcess, standalone_server
 
 ECHO = "return ARGV[1]"
@@ -88,6 +89,12 @@ async def test_a_held_connection_whose_health_check_is_due_is_checked_and_used()
         finally:
             await client.aclose()
             await observer.aclose()
+
+
+def test_a_script_is_sent_as_the_very_bytes_redis_py_would_send() -> None:
+    """The packed command equals redis-py's own for text, non-ASCII text, integers and a long value."""
+    command = ("EVALSHA", "a" * 40, 2, "{v:1}:v", "{v:1}:x", "Lê Văn ☎", 0, -17, "x" * 70_000, "")
+    assert packed(command) == b"".join(Connection().pack_command(*command))
 
 
 async def test_a_script_the_server_forgot_is_loaded_and_run(redis: Redis) -> None:

@@ -33,7 +33,22 @@ from redis.commands.core import AsyncScript
 IDLE_MAX = 16
 
 
-async def _exchange(connection: AbstractConnection, command: tuple[Any, ...]) -> Any:
+def packed(command: Sequence[str | int], encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``command`` in the protocol's request form (RESP), the bytes redis-py's ``pack_command`` sends.
+
+    Why not ``pack_command``: it runs every argument through the client's encoder (type checks and
+    a method call per argument) and splits the command name in case it holds spaces: 13 us for a
+    check's script here, against 3 us for this, which needs neither (a script's arguments are text
+    or integers, ``Storage.run``).
+    """
+    parts = [b"*%d\r\n" % len(command)]
+    for argument in command:
+        data = (argument if isinstance(argument, str) else str(argument)).encode(encoding, errors)
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+async def _exchange(connection: AbstractConnection, command: tuple[str | int, ...]) -> Any:
     """Send ``command`` and read its reply as redis-py does, without its ``asyncio.wait_for``.
 
     Why not ``send_command``: with a socket timeout, redis-py sends through ``asyncio.wait_for``,
@@ -52,7 +67,7 @@ async def _exchange(connection: AbstractConnection, command: tuple[Any, ...]) ->
     if writer.transport.is_closing():  # uvloop refuses writes to a closed handle with RuntimeError
         raise redis_errors.ConnectionError("the held connection is closing")
     try:
-        writer.writelines(connection.pack_command(*command))
+        writer.write(packed(command, connection.encoder.encoding, connection.encoder.encoding_errors))
         if writer.transport.get_write_buffer_size():
             async with asyncio.timeout(connection.socket_timeout):
                 await writer.drain()
