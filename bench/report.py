@@ -263,6 +263,9 @@ def phase_summary(phase: verify_overload.Phase) -> dict[str, Any]:
         "loop_cpu_ms_per_answer": phase.cpu.loop * 1000 / max(1, answered),
         "client_cpu_cores": phase.requests.client_cpu_seconds / phase.seconds,
         "others_cpu_cores": phase.others_cpu / phase.seconds,
+        # Valkey, the sandbox and the benchmark's own /healthz poller and RSS sampler
+        "rest_cpu_cores": (phase.own_cpu - phase.cpu.total) / phase.seconds
+        - phase.requests.client_cpu_seconds / phase.seconds,
         "other_answers": phase.others(),
         "refused_without_retry_after": phase.refused_without_retry_after(),
         "transport_errors": phase.requests.transport_errors,
@@ -638,7 +641,7 @@ def render(results: dict[str, Any], command: str, plots: dict[str, str]) -> str:
     lines += _targets(sections)
     lines += _before_after(sections)
     lines += _argon2_section(sections)
-    lines += _verify_section(sections, plots)
+    lines += _verify_section(sections, plots, info["cpus"])
     lines += _start_section(sections, plots)
     lines += _memory_section(sections)
     lines += _cpu_section(sections)
@@ -867,7 +870,7 @@ def _argon2_section(sections: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def _verify_section(sections: dict[str, Any], plots: dict[str, str]) -> list[str]:
+def _verify_section(sections: dict[str, Any], plots: dict[str, str], cpus: int) -> list[str]:
     verify = sections.get("verify")
     if not verify:
         return []
@@ -919,6 +922,7 @@ def _verify_section(sections: dict[str, Any], plots: dict[str, str]) -> list[str
                 ]
             )
         lines += [*_table(header, rows, "rlrrrrrrrrrrr"), ""]
+        lines += _cores_table(run, cpus)
         if any(_disturbed(phase) for phase in run["phases"]):
             lines += [
                 f"† Other processes on this shared machine used more than {DISTURBED_CORES} of its cores "
@@ -947,6 +951,57 @@ def _verify_section(sections: dict[str, Any], plots: dict[str, str]) -> list[str
         if name in plots:
             lines += [f"![{alt}](benchmarks/{plots[name]})", ""]
     return lines
+
+
+def _cores_table(run: dict[str, Any], cpus: int) -> list[str]:
+    """Where the machine's cores went in each case, and the share of the ceiling as the product of
+    two measured factors: the cores the hash threads got, per thread, and how fast a hash ran in the
+    service against the ceiling's. (accepted / ceiling = hash cores / threads x ceiling's hash ms /
+    the service's, an identity: hash ms = threads / ceiling and hash cores / accepted per second.)"""
+    threads = run["threads"]
+    header = ["connections", "clients", "accepted / ceiling", "= hash threads' cores / threads"]
+    header += ["x ceiling's hash ms / the service's", "event loop(s) cores (ms per answer)"]
+    header += ["load client cores", "Valkey, sandbox, pollers cores", "other processes' cores"]
+    header += [f"idle of {cpus} cores"]
+    rows = []
+    for phase in run["phases"]:
+        if not phase["accepted_per_s"] or not phase["ceiling"]:
+            continue
+        loop = phase["loop_cpu_ms_per_answer"] * phase["answers_per_s"] / 1000
+        hashing = phase["server_cpu_cores"] - loop
+        alone_ms = threads * 1000 / phase["ceiling"]
+        service_ms = hashing * 1000 / phase["accepted_per_s"]
+        rest = phase.get("rest_cpu_cores")  # absent from results saved before it was measured
+        idle = cpus - phase["server_cpu_cores"] - phase["client_cpu_cores"] - phase["others_cpu_cores"]
+        idle -= rest or 0.0
+        rows.append(
+            [
+                str(phase["connections"]),
+                _clients(phase),
+                f"{phase['share']:.2f}",
+                f"{hashing:.2f} / {threads} = {hashing / threads:.2f}",
+                f"{alone_ms:.1f} / {service_ms:.1f} = {alone_ms / service_ms:.2f}",
+                f"{loop:.2f} ({phase['loop_cpu_ms_per_answer']:.2f})",
+                f"{phase['client_cpu_cores']:.2f}",
+                "-" if rest is None else f"{rest:.2f}",
+                f"{phase['others_cpu_cores']:.2f}",
+                f"{max(0.0, idle):.2f}" + ("" if rest is not None else " (with Valkey's and pollers')"),
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        "Where the cores went (CPU time from /proc over each case: the workers' event loops are "
+        "their main threads, the hash threads the rest of the workers'). The share of the ceiling "
+        "is the product of the two columns after it: the cores the hash threads got, per thread, "
+        "and how fast a hash ran in the service against in the ceiling run (hash-thread CPU per "
+        "accepted check). Whatever the hash threads did not get went to the event loops (every "
+        "answer costs some, refusals included), the load client and the other processes beside "
+        "them on the same cores.",
+        "",
+        *_table(header, rows, "rlrrrrrrrr"),
+        "",
+    ]
 
 
 def _start_section(sections: dict[str, Any], plots: dict[str, str]) -> list[str]:

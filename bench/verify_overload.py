@@ -85,6 +85,9 @@ class Phase:
     rss_hwm_mib: float  # the largest of the workers' VmHWM after it (their peak since start)
     cpu: CpuReading  # the workers' CPU seconds over the measured window
     others_cpu: float  # CPU seconds of the machine's other processes (not this benchmark's) in it
+    # CPU seconds of this benchmark's own processes in it: the service and the load client, and also
+    # Valkey, the sandbox and this process (its /healthz poller and RSS sampler)
+    own_cpu: float = math.nan
     ceilings: tuple[float, float] = (math.nan, math.nan)  # raw argon2 checks/s just before and after
     honor_retry_after: bool = False  # the clients waited a refusal's Retry-After before their next request
 
@@ -210,7 +213,8 @@ def run_phase(
         try:
             client.expect("done", timeout=seconds + 30)
             cpu = CpuReading.of(served.worker_pids) - cpu_from
-            others = (machine_busy_seconds() - machine_from) - (own_cpu_seconds() - own_from)
+            own = own_cpu_seconds() - own_from
+            others = (machine_busy_seconds() - machine_from) - own
         finally:
             health.stop()
         requests = client.result(timeout=90)
@@ -225,6 +229,7 @@ def run_phase(
         rss_hwm_mib=max(status_kib(pid, "VmHWM") for pid in served.worker_pids) / 1024,
         cpu=cpu,
         others_cpu=others,
+        own_cpu=own,
     )
 
 
