@@ -245,6 +245,36 @@ def test_a_callback_before_the_code_is_stored_spends_no_attempt_and_the_code_sti
     assert (approved["valid"], approved["attempts"]) == (True, 1)
 
 
+def test_a_resend_heard_before_its_code_was_stored_still_approves_after_the_next_resend_failed(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """A resend whose callback came before its code was stored keeps that code when a newer resend
+    begins (and never leaves) before the code lands: the code heard approves."""
+    phone = "0912100013"
+    with running_service(redis_url, sandbox.url) as service, service.client() as client:
+        gate = HashGate(service.hasher)
+        vid = create(client, phone)["id"]
+        service.clock.advance(31)
+        gate.close()
+        resending = InBackground(service, lambda own: own.post(f"/otp/{vid}/resend"))
+        wait_until(
+            lambda: _record(redis_url, vid).get("ds") == "2" and "ns" not in _record(redis_url, vid),
+            5,
+            "the resend's callback making it the current send before its code is stored",
+        )
+        heard = heard_code(sandbox, phone)
+        service.clock.advance(31)
+        sandbox.config.provider_faults.error_status = 400
+        sandbox.config.provider_faults.error_rate = 1.0
+        refused = client.post(f"/otp/{vid}/resend")
+        gate.open()
+        answer = resending.answer()
+        check = client.post("/verify", json={"id": vid, "code": heard}).json()
+    assert refused.status_code >= 400
+    assert answer.status_code == 200, answer.text
+    assert (check["valid"], check["attempts"]) == (True, 1)
+
+
 def test_a_refused_start_hashes_nothing_and_stores_nothing(redis_url: str, sandbox: SandboxHandle) -> None:
     """A start a budget refuses costs no hash and leaves no record and no call."""
     with running_service(redis_url, sandbox.url, client_ip_limits=(Limit(1, 3_600_000),)) as service:

@@ -646,6 +646,65 @@ async def test_a_callback_before_a_resends_code_makes_it_current_and_the_code_st
     await assert_only_code(store, vid, at, seq, "222222")
 
 
+async def a_resend_made_current_before_its_code(store: VerificationStore, vid: str, token: str) -> int:
+    """After the first call, a resend begun by ``token`` whose callback proves it placed before its
+    code came: it is the current send, without a code yet. Its send number."""
+    await placed(store, vid, 1, "c1")
+    seq = await begin_later(store, vid, NOW + timedelta(seconds=30), token)
+    await store.record_delivery(
+        vid, NOW + timedelta(seconds=30), seq, "c2", DeliveryStatus.ANSWERED, "ANSWERED", 4
+    )
+    return seq
+
+
+async def test_a_current_sends_late_code_still_lands_after_the_next_resend_began(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """The code of a send made current before it came lands even once a newer resend has begun (whose
+    begin takes over the begun-by token), and no check is judged while it is on its way."""
+    vid = await new_pending(store)
+    heard = await a_resend_made_current_before_its_code(store, vid, "a")
+    at = NOW + timedelta(seconds=60)
+    newer = await begin_later(store, vid, at, "b")
+    assert await store.store_code(vid, at, newer, "b", HASHER.hash(vid, "333333")) is True
+    with pytest.raises(errors.CheckNotRecorded):  # the code heard may be the one still to come
+        await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=60))
+    assert await store.store_code(vid, at, heard, "b", HASHER.hash(vid, "999999")) is False
+    assert await store.store_code(vid, at, heard, "a", HASHER.hash(vid, "222222")) is True
+    stored = await fields(redis, vid)
+    assert "ht" not in stored
+    assert stored["bt"] == "b"  # the newer resend's request still finds what it began
+    reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=60))
+    codes = {code.send_seq: code.encoded_hash for code in reservation.codes}
+    assert sorted(codes) == [heard, newer]
+    assert HASHER.matches(vid, "222222", codes[heard])
+    assert HASHER.matches(vid, "333333", codes[newer])
+
+
+async def test_a_current_sends_late_code_lands_after_a_newer_resend_never_left(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """When the newer resend's call surely never left, the current send's late code still lands and
+    is then the only code."""
+    vid = await new_pending(store)
+    heard = await a_resend_made_current_before_its_code(store, vid, "a")
+    at = NOW + timedelta(seconds=60)
+    newer = await begin_later(store, vid, at, "b")
+    await store.unplaced(
+        vid,
+        at,
+        newer,
+        f"{vid}:b",
+        delivery=DeliveryStatus.REJECTED,
+        reason="refused",
+        give_back_cooldown=False,
+        describe=True,
+    )
+    assert await store.store_code(vid, at, heard, "a", HASHER.hash(vid, "222222")) is True
+    assert not {"ht", "bt"} & set(await fields(redis, vid))
+    await assert_only_code(store, vid, at, heard, "222222")
+
+
 async def placed_with_code(
     store: VerificationStore, vid: str, at: datetime, seq: int, token: str, code: str
 ) -> str:

@@ -8,7 +8,8 @@
 -- ra resend available at, md metadata, tn tenant (absent: "default"), cc 1 when the tenant chose
 -- the code, wh 1 when its tenant has a webhook, en events emitted; the current code hc/hp/hs (packed hash, argon2 parameters,
 -- the send that carried it); the code of a send whose placement is unresolved nc/np/ns, with px/pr
--- the expiry and resend time to restore if it surely never left (copies of ex and ra), and bt the token that began it. A
+-- the expiry and resend time to restore if it surely never left (copies of ex and ra), and bt the token that began it;
+-- ht the token that began the current send while its code has not come yet (see promote). A
 -- send's code hash may come after the send (store_code.lua writes it while the call is placed): until
 -- then ns (or hs) is there without nc (or hc). The delivery ds (send), dst
 -- (status), dci (call id), dps (provider's word), ddu (duration), drs (reason), dua (updated).
@@ -155,21 +156,24 @@ end
 -- A verification that stops being pending accepts no code any more. (bt stays: a resend's request
 -- that gave up still finds what it began, to give its budget back.)
 local function drop_codes()
-  redis.call('HDEL', key, 'hc', 'hp', 'hs', 'nc', 'np', 'ns', 'px', 'pr')
+  redis.call('HDEL', key, 'hc', 'hp', 'hs', 'nc', 'np', 'ns', 'px', 'pr', 'ht')
 end
 
 -- The code of a send now known to be placed becomes the one current code.
 -- The pending fields go before the current ones are written: a listpack keeps the allocation of
 -- its largest moment, and both codes at once would leave every record 16+ bytes larger for good.
 -- A callback may prove a call placed before its code's hash was stored (store_code.lua): the send
--- then becomes current without a code, and bt stays, naming the request whose write brings it.
+-- then becomes current without a code, and ht names the request whose write brings it. (Not bt
+-- alone: the next resend's begin writes its own token there while this code may still be on its way.
+-- bt stays too, for release.lua.)
 local function promote(v)
   if v.nc then
-    redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
+    redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt', 'ht')
     redis.call('HSET', key, 'hc', v.nc, 'hp', v.np, 'hs', v.ns)
   else
-    redis.call('HDEL', key, 'hc', 'hp', 'ns', 'px', 'pr')
+    redis.call('HDEL', key, 'hc', 'hp', 'ns', 'px', 'pr', 'ht')
     redis.call('HSET', key, 'hs', v.ns)
+    if v.bt then redis.call('HSET', key, 'ht', v.bt) end
   end
 end
 
@@ -181,8 +185,8 @@ end
 -- nothing: a late write can never bring back a dropped code. A code already stored stays.
 local function take_code(v, send, token, packed, params)
   if v.st ~= 'pending' then return 'not_taken' end
-  if send ~= '1' and v.bt ~= token then return 'not_taken' end
   if v.ns == send then
+    if send ~= '1' and v.bt ~= token then return 'not_taken' end
     if not v.nc then
       redis.call('HSET', key, 'nc', packed, 'np', params)
       v.nc, v.np = packed, params
@@ -190,7 +194,11 @@ local function take_code(v, send, token, packed, params)
     return 'stored'
   end
   if v.hs == send and not v.hc then
-    if send ~= '1' then  -- it named this request (see promote)
+    -- the request promote() named (records written before ht named it in bt alone)
+    if send ~= '1' and (v.ht or v.bt) ~= token then return 'not_taken' end
+    redis.call('HDEL', key, 'ht')
+    v.ht = nil
+    if v.bt == token then  -- no resend began since: its request is done with the record
       redis.call('HDEL', key, 'bt')
       v.bt = nil
     end
