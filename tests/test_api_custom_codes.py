@@ -109,6 +109,27 @@ def test_guessing_a_chosen_code_through_resend_spends_attempts(service: ServiceH
         assert_problem(client.post(f"/otp/{vid}/resend", json={"code": CODE}), 409, "max_attempts_reached")
 
 
+def test_the_right_chosen_code_resends_even_with_one_attempt_left(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """Checking the chosen code given to a resend reserves an attempt; it is given back before the
+    resend begins, so with one attempt left the resend still places its call."""
+    tenants = (Tenant("last-attempt", (hash_api_key(FALLBACK_KEY),), allow_custom_code=True, max_attempts=2),)
+    phone = f"096{secrets.randbelow(10**7):07d}"
+    with (
+        running_service(redis_url, sandbox.url, tenants=tenants) as service,
+        service.client(FALLBACK_KEY) as client,
+    ):
+        vid = create(client, phone, code=CODE)["id"]
+        assert client.post("/verify", json={"id": vid, "code": "11112222"}).json()["valid"] is False
+        service.clock.advance(30)
+        resent = client.post(f"/otp/{vid}/resend", json={"code": CODE})
+        approved = client.post("/verify", json={"id": vid, "code": CODE}).json()
+    assert resent.status_code == 200, resent.text
+    assert resent.json()["sends"] == 2
+    assert (approved["valid"], approved["attempts"]) == (True, 2)
+
+
 def test_a_chosen_code_whose_first_call_is_unconfirmed_can_be_resent(redis_url: str) -> None:
     """While the first call's outcome is unknown, the chosen code is still recognised for a resend."""
     placed: list[str] = []

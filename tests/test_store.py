@@ -245,6 +245,22 @@ async def test_right_code_judged_after_expiry_is_refused(store: VerificationStor
     assert refused.value.status is VerificationStatus.EXPIRED
 
 
+async def test_a_code_replaced_by_a_placement_while_it_was_checked_still_approves(
+    store: VerificationStore,
+) -> None:
+    """A code accepted when its attempt was reserved approves even if the new call's placement made
+    it old before the judgement (the check began while it was good)."""
+    vid = await new_pending(store, "111111")
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin(store, vid, "222222", at)
+    reservation = await store.reserve(vid, "t1", at, 6, LEASE + timedelta(seconds=30))
+    assert [c.send_seq for c in reservation.codes if HASHER.matches(vid, "111111", c.encoded_hash)] == [1]
+    assert await placed(store, vid, seq, "c2") == "placed"
+    judgement = await store.judge(vid, "t1", at, 1)
+    assert (judgement.verdict, judgement.verification.attempts) == ("approved", 1)
+
+
 async def test_retried_reserve_and_judge_count_once(store: VerificationStore) -> None:
     """The same request retried (its reply was lost) reserves and judges one attempt, with one verdict."""
     vid = await new_pending(store)

@@ -319,7 +319,12 @@ class VerificationService:
                 call_placed=False,
             ) from exc
         if await self._matched_send(verification.id, code, reservation) is not None:
-            self._release(verification.id, tenant.name, token, now)  # a right code spends nothing
+            # A right code spends nothing. Given back before the resend begins: until then it counts
+            # as an attempt in flight, and with one attempt left the resend would be refused for it.
+            try:
+                await self._store.release(verification.id, token, now, tenant=tenant.name)
+            except errors.StorageUnavailable:
+                self._release(verification.id, tenant.name, token, now)
             return
         try:
             judgement = await self._store.judge(

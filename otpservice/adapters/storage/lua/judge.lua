@@ -1,6 +1,9 @@
--- Judge a reserved attempt: approve once if the code matched one still accepted, else count a wrong
--- code (the last allowed one ends the verification). The verdict is kept under the token, so a
--- retried request gets the same answer instead of spending another attempt.
+-- Judge a reserved attempt: approve once if the code matched one accepted when it was reserved, else
+-- count a wrong code (the last allowed one ends the verification). Accepted then: the current send's
+-- code, the unresolved one's, or an older placed one's that a newer placement replaced meanwhile
+-- (the check began while it was good; only a send that surely never left loses its code, and its
+-- number is reused, so no older number is one). The verdict is kept under the token, so a retried
+-- request gets the same answer instead of spending another attempt.
 -- A wrong code also counts towards the number's failure lock for the tenant.
 -- KEYS: record.  ARGV: now, tenant, token, the send whose code matched ('' when none did),
 --       failure lock limits.
@@ -19,7 +22,8 @@ end
 if not v[reservation] then return {'released'} end
 redis.call('HDEL', key, reservation)
 local verdict = 'wrong'
-if ARGV[4] ~= '' and (ARGV[4] == v.hs or ARGV[4] == v.ns) then
+local matched = tonumber(ARGV[4])
+if matched and (ARGV[4] == v.ns or (v.hs and matched <= tonumber(v.hs))) then
   verdict = 'approved'
   redis.call('HSET', key, 'st', 'approved')
   drop_codes()
