@@ -45,10 +45,14 @@ def service(redis_url: str) -> Iterator[ServiceHandle]:
 
 
 @post("/echo", status_code=200, media_type=MediaType.TEXT)
-async def echo(request: Request[Any, Any, Any], wait: FromQuery[float] = 0) -> bytes:
-    """The request's body, asked for only after ``wait`` seconds."""
+async def echo(
+    request: Request[Any, Any, Any], wait: FromQuery[float] = 0, hold: FromQuery[float] = 0
+) -> bytes:
+    """The request's body, asked for only after ``wait`` seconds, answered ``hold`` seconds after."""
     await asyncio.sleep(wait)
-    return await request.body()
+    body = await request.body()
+    await asyncio.sleep(hold)
+    return body
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +299,50 @@ def test_a_slow_client_finishing_inside_the_client_timeout_is_served(service: Se
             sock.sendall(part)
         [answer] = parse_answers(read_until_closed(sock))
     assert answer.status == 200
+
+
+def test_a_request_begun_in_the_read_that_ended_the_one_before_still_gets_its_408(echo_url: str) -> None:
+    """A request whose head came in the same read as the end of the request before, and whose body
+    never comes, is answered 408 after the client timeout instead of holding the connection."""
+    with connect(echo_url) as sock:
+        started = time.monotonic()
+        sock.sendall(
+            post_echo(b"first", close=False)
+            + b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n"
+        )
+        answers = parse_answers(read_until_closed(sock))
+        elapsed = time.monotonic() - started
+    assert [(a.status, a.body) for a in answers[:1]] == [(200, b"first")]
+    assert [a.status for a in answers[1:]] == [408]
+    assert elapsed < ECHO_TIMEOUT + 1.5
+
+
+def test_a_pipelined_request_refused_while_an_answer_is_owed_sends_nothing_ahead_of_it(echo_url: str) -> None:
+    """A pipelined request too slow with its body, while the request before it is still being
+    answered, gets no answer ahead of that one: the answer owed goes out whole, then the connection
+    closes."""
+    with connect(echo_url) as sock:
+        sock.sendall(
+            b"POST /echo?hold=%g HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nfirst"
+            % (4 * ECHO_TIMEOUT)
+            + b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nse"
+        )
+        answers = parse_answers(read_until_closed(sock))
+    assert [(a.status, a.body) for a in answers] == [(200, b"first")]
+
+
+def test_a_head_following_a_body_in_one_read_is_still_held_to_the_limit(echo_url: str) -> None:
+    """A head that arrives in the same read as the end of the body before it (both queued while the
+    server held the connection) is refused once over the head limit, not parsed whole and served: the
+    answer owed before it goes out, then the connection closes (no 431 can go ahead of it)."""
+    huge = head(*[field(b"X-Pad-%d" % n, 8000) for n in range(3 * HEAD_LIMIT // 8000)], close=True)
+    with connect(echo_url) as sock:
+        sock.sendall(
+            b"POST /echo?wait=%g HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\nA"
+            % (2 * ECHO_TIMEOUT)
+            + b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\n"
+        )
+        time.sleep(ECHO_TIMEOUT / 2)  # the rest waits in the socket while the first is answered
+        sock.sendall(b"B" + huge)
+        answers = parse_answers(read_until_closed(sock))
+    assert [(a.status, a.body) for a in answers] == [(200, b"A"), (200, b"B")]

@@ -7,22 +7,25 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
 from otpservice.http.edge import SHED_PAUSE_SECONDS
 from tests.support.flows import assert_problem, create, heard_code, wrong_code
-from tests.support.raw_http import connect, read_answer, read_until_closed
+from tests.support.raw_http import connect, parse_answers, read_answer, read_until_closed
 from tests.support.redis_servers import wait_until
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import API_KEY, ServiceHandle, running_service
 
 
 @contextmanager
-def _saturated(redis_url: str, sandbox: SandboxHandle, phone: str) -> Iterator[tuple[ServiceHandle, bytes]]:
+def _saturated(
+    redis_url: str, sandbox: SandboxHandle, phone: str, **overrides: Any
+) -> Iterator[tuple[ServiceHandle, bytes]]:
     """A worker with one hashing thread, no queue, and that thread held by a check; yields the raw
     request of another check of the same verification."""
-    with running_service(redis_url, sandbox.url, hash_workers=1, hash_queue=0) as service:
+    with running_service(redis_url, sandbox.url, hash_workers=1, hash_queue=0, **overrides) as service:
         with service.client() as client:
             vid = create(client, phone)["id"]
             wrong = wrong_code(heard_code(sandbox, phone))
@@ -129,4 +132,35 @@ def test_a_check_awaiting_100_continue_is_still_refused_by_the_app_side_shedding
         refused = read_answer(sock)
         assert refused.status == 503
         assert json.loads(refused.body)["code"] == "overloaded"
+        assert refused.headers["connection"] == "close"  # the body may still come: not a next request
         assert body  # never sent: the answer came without it
+
+
+def test_a_refused_check_whose_body_stops_short_gets_408_on_a_connection_used_before(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """A check being refused for load whose body never ends is answered 408, also on a connection
+    that served a request before it."""
+    with (
+        _saturated(redis_url, sandbox, "0987650005", client_timeout_seconds=1.0) as (service, check),
+        connect(service.url) as sock,
+    ):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_answer(sock).status == 200
+        head, _, body = check.partition(b"\r\n\r\n")
+        sock.sendall(head + b"\r\n\r\n" + body[:5])
+        [answer] = parse_answers(read_until_closed(sock))
+    assert answer.status == 408
+    assert answer.problem()["code"] == "request_timeout"
+
+
+def test_checks_pipelined_in_one_write_are_refused_and_the_connection_closed(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """Checks pipelined in one write cannot be slowed down by the pause after a refusal: the second
+    is refused with Connection: close and the rest are not read."""
+    with _saturated(redis_url, sandbox, "0987650006") as (service, check), connect(service.url) as sock:
+        sock.sendall(check * 20)
+        answers = parse_answers(read_until_closed(sock))
+    assert [a.status for a in answers] == [503, 503]
+    assert [a.headers.get("connection") for a in answers] == [None, "close"]

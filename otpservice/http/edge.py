@@ -22,7 +22,11 @@ take: pipelined ones and those expecting ``100 Continue``). Clients that retry a
 waiting the ``Retry-After`` would otherwise come back as fast as they are answered, and on a small
 machine their refusals take the CPU the hashing threads need: after a refusal the connection's next
 request is read ``SHED_PAUSE_SECONDS`` later (the refusal itself goes out at once; a client that
-waits as asked never notices).
+waits as asked never notices). Checks pipelined in one write, which the pause cannot slow down,
+are refused up to the second, which closes the connection.
+
+A request refused while an answer to an earlier pipelined one is still owed sends nothing ahead of
+that answer: it is dropped, and the connection closes once the answers owed are out.
 
 uvicorn's h11 parser was the other way: it bounds a head (answering 400 text/plain) but neither a
 header line nor the time a request takes (``python -m bench.edge --only h11``).
@@ -149,11 +153,12 @@ class EdgeProtocol(HttpToolsProtocol):
             self.request_deadline = self.loop.call_later(self.client_timeout_seconds, self._deadline_passed)
         # While a head is incomplete the parser gets no more than the bytes the head may still take,
         # so a head over the limit is refused before the parser has held more than HEAD_LIMIT of it.
-        # A head that begins inside a piece (a pipelined request after a body) is counted from the
-        # next piece: it may reach twice the limit, still a bound.
+        # A body is fed in pieces of HEAD_LIMIT too: a head that begins inside a piece (a pipelined
+        # request after a body) is counted from the next piece, so it may reach twice the limit,
+        # still a bound (fed whole, a read of 256 KiB could carry it past the limit uncounted).
         while data and not self.refused and not self.transport.is_closing():
             if self.head_bytes is None:
-                piece, data = data, b""
+                piece, data = data[:HEAD_LIMIT], data[HEAD_LIMIT:]
             else:
                 room = HEAD_LIMIT - self.head_bytes
                 if room <= 0:
@@ -184,6 +189,11 @@ class EdgeProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.request_deadline is None:  # begun in the same read that ended the request before
+            self.request_deadline = self.loop.call_later(self.client_timeout_seconds, self._deadline_passed)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) + len(value) > HEADER_FIELD_LIMIT:
             raise _FieldTooLarge
@@ -191,6 +201,8 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.head_bytes = None
+        if self.transport.is_closing():
+            return  # more requests in a read that closed the connection (a refusal): none is taken
         if self._is_check_to_shed():
             self.shedding = True  # answered once its body has passed (on_message_complete)
             return
@@ -203,6 +215,8 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self.head_bytes = 0
         self._cancel_request_deadline()
+        if self.transport.is_closing():
+            return
         if self.shedding:
             self.shedding = False
             self._answer_overloaded()
@@ -222,6 +236,9 @@ class EdgeProtocol(HttpToolsProtocol):
         """Refuse the check at once, then read nothing more from the client for a moment."""
         metrics.CHECKS_SHED.inc()
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        # Another check shed while reading is paused came in the same read (pipelined): the pause
+        # cannot slow such a client down, so it is answered and the connection closed.
+        keep_alive = keep_alive and self.shed_pause is None
         head = [*_OVERLOADED_HEAD]
         head += [name + b": " + value for name, value in self.server_state.default_headers]
         if not keep_alive:
@@ -234,12 +251,21 @@ class EdgeProtocol(HttpToolsProtocol):
         self.flow.pause_reading()
         self.shed_pause = self.loop.call_later(SHED_PAUSE_SECONDS, self._resume_after_shedding)
 
+    def on_response_complete(self) -> None:
+        if self.refused and not self.pipeline and not self.transport.is_closing():
+            # the answers owed ahead of a refused pipelined request are out (see _refuse)
+            self.server_state.total_requests += 1
+            self.transport.close()
+            return
+        super().on_response_complete()
+
     def _resume_after_shedding(self) -> None:
         self.shed_pause = None
         if self.transport.is_closing():
             return
         self.flow.resume_reading()
-        if self.timeout_keep_alive_task is None:  # as after any answer: idle from now on
+        idle = self.cycle is None or self.cycle.response_complete  # no request pipelined after it runs
+        if idle and self.timeout_keep_alive_task is None:  # as after any answer: idle from now on
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
@@ -286,9 +312,17 @@ class EdgeProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         metrics.HTTP_REFUSED.labels(code).inc()
         log.warning("http.refused", status=status, problem=code)
-        cycle = self.cycle
+        # A check being shed has no cycle of its own: the one there is an earlier request's, answered.
+        cycle = None if self.shedding else self.cycle
         if cycle is not None and not cycle.response_complete and self.head_bytes is not None:
             cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        queued = [entry for entry in self.pipeline if entry[0] is cycle]
+        if queued:
+            # Pipelined behind an answer still owed: nothing may go out ahead of it. The request
+            # is dropped unanswered and the connection closes once the answers owed are out.
+            self.pipeline.remove(queued[0])
             self.flow.pause_reading()
             return
         if cycle is not None and self.head_bytes is None:

@@ -37,7 +37,9 @@ def shed_checks_middleware(app: ASGIApp) -> ASGIApp:
                 start: HTTPResponseStartEvent = {
                     "type": "http.response.start",
                     "status": 503,
-                    "headers": OVERLOADED_HEADERS,
+                    # The body is left unread (a client awaiting 100 Continue may still send it):
+                    # what comes next on the connection cannot be told from a next request.
+                    "headers": [*OVERLOADED_HEADERS, (b"connection", b"close")],
                 }
                 body: HTTPResponseBodyEvent = {
                     "type": "http.response.body",
