@@ -85,7 +85,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         return RedisTarget(kind, url, nodes, username=username, password=password, tls=tls)
     if not parts or len(parts) > 2:
         raise ValueError("OTP_REDIS_URL: a redis+sentinel URL ends in /<master-name> or /<master-name>/<db>")
-    if len(parts) == 2 and not parts[1].isdigit():
+    if len(parts) == 2 and not (parts[1].isascii() and parts[1].isdigit()):
         raise ValueError("OTP_REDIS_URL: the database in a redis+sentinel URL is a number")
     db = int(parts[1]) if len(parts) == 2 else 0
     return RedisTarget(kind, url, nodes, parts[0], db, username, password, tls)
@@ -106,13 +106,13 @@ def _check_single(scheme: str, url: str) -> None:
     if not options.get("host"):
         raise ValueError("OTP_REDIS_URL names no host, as in redis://host:6379/0")
     database = urlsplit(url).path.strip("/")
-    if database and not database.isdigit():
+    if database and not (database.isascii() and database.isdigit()):
         raise ValueError("OTP_REDIS_URL: the database is a number, as in redis://host:6379/0")
 
 
 def _host_port(item: str) -> tuple[str, int]:
     host, sep, port = item.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"OTP_REDIS_URL node {item!r} is not host:port")
     return host.strip("[]"), int(port)
 

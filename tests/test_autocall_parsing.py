@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from otpservice.adapters.autocall import CalleeRejection, CallStatus, ProviderMalformedResponse, mask_call_id
+from otpservice.adapters.autocall.callback import parse_callback
 from otpservice.adapters.autocall.parsing import (
     DEFAULT_TOKEN_LIFETIME_SECONDS,
+    error_message,
     parse_placement,
     parse_provider_time,
     parse_report,
     parse_token,
+    response_data,
 )
 
 
@@ -104,3 +108,18 @@ def test_call_ids_are_logged_with_the_number_masked() -> None:
     """The callee number that ends a call id is masked; other ids pass unchanged."""
     assert mask_call_id("1_1_1_5_cb76e372_0987654321") == "1_1_1_5_cb76e372_0987****21"
     assert mask_call_id("opaque-id") == "opaque-id"
+
+
+def test_a_callback_duration_in_non_ascii_digits_is_no_duration() -> None:
+    """A duration in digits int() cannot read (superscripts, circled digits) is left out, never an error."""
+    for duration in ("\u00b2", "\u2460", "1\u00b2"):
+        report = parse_callback({"id": "c1", "status": "ANSWERED", "duration": duration})
+        assert report.duration_seconds is None
+
+
+def test_a_provider_answer_nested_too_deep_is_malformed_not_an_error() -> None:
+    """An answer nested deeper than the JSON reader goes is a malformed answer, like truncated JSON."""
+    deep = httpx.Response(200, content=b'{"data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    with pytest.raises(ProviderMalformedResponse):
+        response_data(deep)
+    assert error_message(deep) == "HTTP 200 without a message"

@@ -114,6 +114,9 @@ def test_every_redis_topology_url_is_accepted(url: str) -> None:
         "redis+cluster://n1:6379/0",
         "redis+cluster://n1",
         "redis+cluster://n1:99999",
+        "redis+cluster://n1:637\u00b2",
+        "redis+sentinel://s1:26379/otp/\u00b2",
+        "redis://localhost:6379/\u00b2",
     ],
 )
 def test_a_bad_redis_url_is_refused_at_start(url: str) -> None:

@@ -77,6 +77,12 @@ def _duration(value: object) -> int | None:
         return None
     if isinstance(value, int) and 0 <= value < 86400:
         return value
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 6:
+    # ASCII digits only: str.isdigit() also takes superscripts and circled digits, which int() refuses
+    if (
+        isinstance(value, str)
+        and value.strip().isascii()
+        and value.strip().isdigit()
+        and len(value.strip()) < 6
+    ):
         return int(value.strip())
     return None

@@ -125,7 +125,8 @@ def parse_provider_time(value: object) -> datetime | None:
 def _json_object(response: httpx.Response) -> dict[str, object] | None:
     try:
         body = json.loads(response.content)
-    except ValueError:  # includes truncated JSON and undecodable bytes
+    # ValueError: truncated JSON, undecodable bytes; RecursionError: nesting deeper than json can read
+    except (ValueError, RecursionError):
         return None
     return body if isinstance(body, dict) else None
 
@@ -150,7 +151,7 @@ def _params(value: object) -> dict[str, object]:
     if isinstance(value, str):
         try:
             decoded = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
         if isinstance(decoded, dict):
             return decoded
