@@ -419,6 +419,9 @@ def test_a_webhook_url_is_https_or_loopback(url: str) -> None:
     [
         ({"OTP_WEBHOOK_URL": "http://hooks.example.vn/otp"}, "OTP_WEBHOOK_URL must be https://"),
         ({"OTP_WEBHOOK_URL": "ftp://hooks.example.vn"}, "OTP_WEBHOOK_URL must be an http(s) URL"),
+        ({"OTP_WEBHOOK_URL": "https://hooks.example.vn:99999/h"}, "OTP_WEBHOOK_URL must be an http(s) URL"),
+        ({"OTP_WEBHOOK_URL": "https://hooks.example.vn:abc/h"}, "OTP_WEBHOOK_URL must be an http(s) URL"),
+        ({"OTP_WEBHOOK_URL": "https://[::1/h"}, "OTP_WEBHOOK_URL must be an http(s) URL"),
         ({"OTP_WEBHOOK_SECRET": "not-a-secret"}, "OTP_WEBHOOK_SECRET must have the Standard Webhooks form"),
         ({"OTP_WEBHOOK_SECRET": "whsec_c2hvcnQ="}, "OTP_WEBHOOK_SECRET must hold at least 24"),
         ({"OTP_WEBHOOK_SECRET": ""}, "OTP_WEBHOOK_URL and OTP_WEBHOOK_SECRET go together"),

@@ -13,7 +13,11 @@ MIN_SECRET_BYTES = 24
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot receive events, or None: https, or http on a loopback host only."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - read for its check: a port beyond 65535 or not a number raises
+    except ValueError:
+        return "must be an http(s) URL with a host and, if any, a port number"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http(s) URL with a host"
     if parts.scheme == "http" and not is_loopback(parts.hostname):

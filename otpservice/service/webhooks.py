@@ -136,7 +136,10 @@ class WebhookDispatcher:
             async with asyncio.timeout(self._timeout):
                 response = await self._http.post(endpoint.url, content=body, headers=headers)
             error = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-        except (httpx.HTTPError, TimeoutError) as exc:
+        except Exception as exc:  # any failure to send is a failed try: retried, then dead-lettered
+            # (not only httpx's own errors: an unusable URL raised InvalidURL, a port beyond range an
+            # ExceptionGroup from the connection, and the event was never settled, holding up its
+            # verification's next events for good)
             error = type(exc).__name__
         now = self._clock.now()
         if not error:

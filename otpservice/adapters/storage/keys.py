@@ -76,10 +76,11 @@ def budget_keys(subject: str) -> tuple[str, str]:
     return f"{PREFIX}:{{{subject}}}:calls", f"{PREFIX}:{{{subject}}}:back"
 
 
-def outbox_keys(shard: int) -> tuple[str, str, str]:
-    """A shard's event delivery schedule, its outbox (payloads) and its dead letters."""
+def outbox_keys(shard: int) -> tuple[str, str, str, str]:
+    """A shard's event delivery schedule, its outbox (payloads), its dead letters and their times of
+    death (a sorted set: each dead letter is dropped 30 days after it died)."""
     prefix = _shard_prefix(shard)
-    return f"{prefix}:deliveries", f"{prefix}:outbox", f"{prefix}:dead"
+    return f"{prefix}:deliveries", f"{prefix}:outbox", f"{prefix}:dead", f"{prefix}:dead_at"
 
 
 def expiry_schedule_key(shard: int) -> str:

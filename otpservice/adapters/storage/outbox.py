@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+import structlog
+
 from otpservice.adapters.storage import keys
 from otpservice.adapters.storage.records import text, to_verification
 from otpservice.adapters.storage.scripts import Storage
 from otpservice.domain.clock import from_millis, to_millis
 from otpservice.domain.verification import Verification
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,7 @@ class EventOutbox:
 
     async def claim(self, shard: int, now: datetime, most: int, lease_until: datetime) -> list[Event]:
         """Lease up to ``most`` due events of a shard (in order per verification)."""
-        schedule, outbox, _ = keys.outbox_keys(shard)
+        schedule, outbox, *_ = keys.outbox_keys(shard)
         lease = secrets.token_hex(8)
         reply = await self._storage.run(
             "claim_events", [schedule, outbox], [to_millis(now), most, to_millis(lease_until), lease]
@@ -91,7 +95,7 @@ class EventOutbox:
                 # one unreadable event must not hold up the others: set it aside for operators
                 await self._storage.run(
                     "event_settled",
-                    [schedule, outbox, keys.outbox_keys(shard)[2]],
+                    list(keys.outbox_keys(shard)),
                     [key, to_millis(now), "dead", "", tries, f"unreadable: {type(exc).__name__}", lease],
                 )
         return events
@@ -128,15 +132,24 @@ class EventOutbox:
             dead = keys.outbox_keys(shard)[2]
             raw = await self._storage.call(lambda: self._storage.client.hgetall(dead), "dead_letters")
             fields = {text(k): text(v) for k, v in raw.items()}
-            return [
-                DeadLetter(
-                    _event(shard, key, payload, int(fields.get(key + "|t", "0"))),
-                    fields.get(key + "|e", ""),
-                    from_millis(int(fields.get(key + "|at", "0"))),
+            letters = []
+            for key, payload in fields.items():
+                if "|" in key:
+                    continue
+                try:
+                    event = _event(shard, key, payload, int(fields.get(key + "|t", "0")))
+                except (ValueError, KeyError, TypeError) as exc:
+                    # one this version cannot read (written by a newer one, say) must not hide the rest
+                    log.warning(
+                        "webhook.dead_letter_unreadable", event_id=key, shard=shard, error=type(exc).__name__
+                    )
+                    continue
+                letters.append(
+                    DeadLetter(
+                        event, fields.get(key + "|e", ""), from_millis(int(fields.get(key + "|at", "0")))
+                    )
                 )
-                for key, payload in fields.items()
-                if "|" not in key
-            ]
+            return letters
 
         shards = await asyncio.gather(*(of_shard(shard) for shard in range(keys.SHARDS)))
         return sorted(

@@ -1,6 +1,7 @@
 -- Send dead-lettered events again (operators: `otpservice webhooks retry`): back into the outbox,
 -- due now, with a fresh retry window counted from now.
--- KEYS: the shard's delivery schedule, its outbox, its dead letters.  ARGV: now, event id ('' = all).
+-- KEYS: the shard's delivery schedule, its outbox, its dead letters, their times of death.
+-- ARGV: now, event id ('' = all).
 local revived = {}
 local events = {}
 if ARGV[2] ~= '' then
@@ -19,6 +20,7 @@ for _, event in ipairs(events) do
     redis.call('HSET', KEYS[2], event, cjson.encode(body))
     redis.call('ZADD', KEYS[1], ARGV[1], event)
     redis.call('HDEL', KEYS[3], event, event .. '|t', event .. '|e', event .. '|at')
+    redis.call('ZREM', KEYS[4], event)
     table.insert(revived, event)
   end
 end
