@@ -160,12 +160,12 @@ async def test_rejected_resend_describes_the_rejected_attempt(store: Verificatio
     vid = await new_pending(store)
     await placed(store, vid, 1, "c1")
     await store.record_delivery(vid, NOW, 1, "c1", DeliveryStatus.ANSWERED, "ANSWERED", 9)
-    seq = await begin(store, vid, "222222", NOW + timedelta(seconds=30))
+    seq = await begin(store, vid, "222222", NOW + timedelta(seconds=30), token="t")
     await store.unplaced(
         vid,
         NOW,
         seq,
-        f"{vid}:{seq}:t",
+        f"{vid}:t",
         delivery=DeliveryStatus.REJECTED,
         reason="Blacklist",
         give_back_cooldown=False,
@@ -198,12 +198,12 @@ async def test_unplaced_resend_gives_back_cooldown_send_and_expiry(store: Verifi
     await placed(store, vid, 1, "c1")
     before = await store.get(vid)
     later = NOW + timedelta(seconds=30)
-    seq = await begin(store, vid, "222222", later)
+    seq = await begin(store, vid, "222222", later, token="t")
     await store.unplaced(
         vid,
         later,
         seq,
-        f"{vid}:{seq}:t",
+        f"{vid}:t",
         delivery=DeliveryStatus.FAILED,
         reason="down",
         give_back_cooldown=True,
@@ -641,6 +641,33 @@ async def test_a_late_code_write_of_an_undone_resend_cannot_land_in_the_next_one
     new_code = next(code for code in reservation.codes if code.send_seq == seq)
     assert HASHER.matches(vid, "333333", new_code.encoded_hash)
     assert not HASHER.matches(vid, "222222", new_code.encoded_hash)
+
+
+async def test_an_undoing_write_repeated_after_the_next_resend_began_under_its_number_changes_nothing(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A resend that never left gives its number back and the next resend begins under it; the first
+    one's "never left" write, landing again (a retry after a lost reply), leaves the new one alone."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin_later(store, vid, at, "first")
+
+    async def never_left(token: str) -> None:
+        await store.unplaced(
+            vid, at, seq, f"{vid}:{token}", delivery=DeliveryStatus.FAILED, reason="down",
+            give_back_cooldown=True, describe=False,
+        )  # fmt: skip
+
+    await never_left("first")
+    assert await begin_later(store, vid, at, "second") == seq
+    assert await store.store_code(vid, at, seq, "second", HASHER.hash(vid, "333333")) is True
+    before = await fields(redis, vid)
+    await never_left("first")
+    after = await fields(redis, vid)
+    assert (after["ns"], after["bt"], after["sq"]) == (str(seq), "second", before["sq"])
+    assert after["nc"] == before["nc"]
+    assert await scheduled(redis, vid, seq) is not None
 
 
 async def test_a_callback_before_a_resends_code_makes_it_current_and_the_code_still_lands(

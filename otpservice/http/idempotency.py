@@ -106,21 +106,27 @@ class Idempotency:
         try:
             answer = await _answered(request, handle)
         except BaseException:
-            self._repairs.submit("release_idempotency_key", self._settle(tenant, key, owner, None))
+            self._repairs.submit(
+                "release_idempotency_key", self._settle(tenant, key, owner, request_fingerprint, None)
+            )
             raise
         # written now, or in the background if storage fails (the answer stands either way)
-        await self._repairs.write("settle_idempotency_key", self._settle(tenant, key, owner, answer))
+        await self._repairs.write(
+            "settle_idempotency_key", self._settle(tenant, key, owner, request_fingerprint, answer)
+        )
         return answer.response()
 
     def _settle(
-        self, tenant: Tenant, key: str, owner: str, answer: Answer | None
+        self, tenant: Tenant, key: str, owner: str, request_fingerprint: str, answer: Answer | None
     ) -> Callable[[], Awaitable[None]]:
         """Keep the answer for repeats, or let the key go when the request changed nothing."""
 
         async def settle() -> None:
             if answer is not None and answer.changed_something:
                 # no headers kept: a Retry-After replayed hours later would only invite pointless retries
-                await self._records.keep(tenant.name, key, owner, answer.status, answer.body)
+                await self._records.keep(
+                    tenant.name, key, owner, request_fingerprint, answer.status, answer.body
+                )
             else:
                 await self._records.release(tenant.name, key, owner)
 

@@ -50,16 +50,18 @@ class IdempotencyRecords:
         body = reply[3] if isinstance(reply[3], bytes) else text(reply[3]).encode()
         return StoredAnswer(state, text(reply[1]), int(status) if status else 0, body)
 
-    async def keep(self, tenant: str, idempotency_key: str, owner: str, status: int, body: bytes) -> None:
-        """Keep the answer for repeats of the request."""
+    async def keep(
+        self, tenant: str, idempotency_key: str, owner: str, fingerprint: str, status: int, body: bytes
+    ) -> None:
+        """Keep the answer for repeats of the request (``fingerprint``: the request's)."""
         await self._storage.run(
             "idempotency_settle",
             [_record_key(tenant, idempotency_key)],
-            [owner, "keep", status, body.decode(), KEEP_SECONDS * 1000],
+            [owner, "keep", status, body.decode(), KEEP_SECONDS * 1000, fingerprint],
         )
 
     async def release(self, tenant: str, idempotency_key: str, owner: str) -> None:
         """Let the key go: the request changed nothing, so a repeat may run again."""
         await self._storage.run(
-            "idempotency_settle", [_record_key(tenant, idempotency_key)], [owner, "release", "", "", 0]
+            "idempotency_settle", [_record_key(tenant, idempotency_key)], [owner, "release", "", "", 0, ""]
         )

@@ -6,5 +6,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {'claimed'}
 end
-local r = redis.call('HMGET', KEYS[1], 'st', 'fp', 'status', 'body')
+local r = redis.call('HMGET', KEYS[1], 'st', 'fp', 'status', 'body', 'ow')
+-- this request's own claim, sent again (the client retries a script whose reply was late)
+if r[1] == 'running' and r[5] == ARGV[2] then return {'claimed'} end
 return {r[1], r[2], r[3] or '', r[4] or ''}

@@ -1,12 +1,15 @@
 -- Settle a claimed Idempotency-Key: keep the answer (mode 'keep') so repeats replay it, or let the
 -- key go (mode 'release') so a repeat runs again. Only the claim's owner may settle it (a claim
--- whose lease ran out may belong to another request by now).
--- KEYS: the key's record.  ARGV: owner token, mode, status, body, keep for (ms).
-if redis.call('HGET', KEYS[1], 'ow') ~= ARGV[1] then return 0 end
+-- whose lease ran out may belong to another request by now). A claim whose lease ran out with no
+-- other request holding the key is kept all the same (written after a long storage outage, say):
+-- a repeat must replay an answer that may have placed a call, not run again.
+-- KEYS: the key's record.  ARGV: owner token, mode, status, body, keep for (ms), request fingerprint.
+local ow = redis.call('HGET', KEYS[1], 'ow')
+if ow and ow ~= ARGV[1] then return 0 end
 if ARGV[2] == 'release' then
   redis.call('DEL', KEYS[1])
   return 1
 end
-redis.call('HSET', KEYS[1], 'st', 'done', 'status', ARGV[3], 'body', ARGV[4])
+redis.call('HSET', KEYS[1], 'st', 'done', 'status', ARGV[3], 'body', ARGV[4], 'fp', ARGV[6], 'ow', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1

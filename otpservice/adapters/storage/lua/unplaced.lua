@@ -8,9 +8,15 @@
 --       longest window (ms).
 local v = load()
 if not v then return {'not_found'} end
-if v.ns ~= ARGV[3] then
+-- A resend's number is given back when it is undone, and the next resend begins under it again:
+-- the send is the one this call began only if its request (bt, in the call's name) began it. A
+-- write repeated after its first landing (a retry after a lost reply) must not undo the next one.
+local another = ARGV[3] ~= '1' and v.ns == ARGV[3] and ARGV[11] ~= ARGV[10] .. ':' .. (v.bt or '')
+if v.ns ~= ARGV[3] or another then
   if not v.ns then  -- the verification ended while the call was being placed: still give back
     redis.call('ZREM', KEYS[2], ARGV[8])
+  end
+  if not v.ns or another then  -- (a repeat: giving back is by the call's name, once)
     budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), ARGV[11], now, tonumber(ARGV[12]))
   end
   return answer('ignored')
