@@ -37,7 +37,9 @@ _SECRET_FIELDS = frozenset(
     }
 )
 # Digit runs between letters (inside ids, hashes) are not numbers; after "_" (call ids) they are.
-_PHONE_LIKE = re.compile(r"(?<![0-9A-Za-z])\+?\d{9,15}(?![0-9A-Za-z])")
+# Also a number written in groups (+84 98 765 4321, 0987-654-321, 0987.654.321): from "+" or "0",
+# so that dates and times (2026-11-29 07:00) are not taken for one.
+_PHONE_LIKE = re.compile(r"(?<![0-9A-Za-z])(?:\+?\d{9,15}|(?:\+|0)\d(?:[ .()-]{0,2}\d){7,13})(?![0-9A-Za-z])")
 _CALLBACK_CREDENTIAL = re.compile(r"(/callbacks/autocall/[^/\s]+/\d+/)[0-9a-fA-F]+")
 # Libraries that log full URLs (which can carry numbers and callback credentials) at INFO.
 _QUIET_LIBRARIES = ("httpx", "httpcore", "uvicorn.access")
@@ -60,6 +62,20 @@ def _scrub(text: str) -> str:
     return _PHONE_LIKE.sub(_masked, text)
 
 
+def _redacted(value: Any) -> Any:
+    """``value`` with secret fields dropped and numbers masked, also inside lists, tuples and dicts."""
+    if isinstance(value, str):
+        return _scrub(value)
+    if isinstance(value, dict):
+        return {
+            key: "[redacted]" if str(key).lower() in _SECRET_FIELDS else _redacted(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
+
+
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: drop secret fields and mask anything that looks like a phone number."""
     for key, value in event_dict.items():  # values are replaced in place: the keys stay the same
@@ -69,6 +85,8 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
             event_dict[key] = "[redacted]"
         elif isinstance(value, str):
             event_dict[key] = _scrub(value)
+        elif isinstance(value, list | tuple | dict):
+            event_dict[key] = _redacted(value)
     return event_dict
 
 

@@ -43,9 +43,11 @@ class RedisTarget:
     tls: bool = False
 
     def describe(self) -> str:
-        """The target without credentials, for logs."""
+        """The target without credentials (user, password, or any query: redis-py reads a password
+        there too), for logs."""
         if self.kind == "single":
-            return self.url.split("@")[-1] if "@" in self.url else self.url
+            parts = urlsplit(self.url)
+            return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
         hosts = ",".join(f"{h}:{p}" for h, p in self.nodes)
         return f"{self.kind} {hosts}" + (f" master {self.master_name}" if self.master_name else "")
 
@@ -74,7 +76,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     kind, tls = _MULTI_SCHEMES[scheme]
     userinfo, _, location = rest.rpartition("@")
     hosts, _, path = location.partition("/")
-    nodes = tuple(_host_port(item) for item in hosts.split(",") if item)
+    nodes = tuple(_host_port(item, n) for n, item in enumerate((i for i in hosts.split(",") if i), 1))
     if not nodes:
         raise ValueError("OTP_REDIS_URL names no host:port")
     username, password = _credentials(userinfo)
@@ -95,8 +97,11 @@ def _check_single(scheme: str, url: str) -> None:
     """What redis-py would only find at the first connection (or never: it ignores a bad database)."""
     try:
         options = redis_parse_url(url)
-    except ValueError as exc:  # its messages name the part, never the password
-        raise ValueError(f"OTP_REDIS_URL: {exc}") from None
+    except ValueError:  # its messages quote the part it could not read, which can be the password
+        raise ValueError(
+            "OTP_REDIS_URL cannot be read as a Redis URL (in a password, characters such as # / ? @ "
+            "must be percent-encoded)"
+        ) from None
     if scheme == "unix":
         if not options.get("path"):
             raise ValueError(
@@ -110,10 +115,11 @@ def _check_single(scheme: str, url: str) -> None:
         raise ValueError("OTP_REDIS_URL: the database is a number, as in redis://host:6379/0")
 
 
-def _host_port(item: str) -> tuple[str, int]:
+def _host_port(item: str, nth: int) -> tuple[str, int]:
     host, sep, port = item.rpartition(":")
     if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError(f"OTP_REDIS_URL node {item!r} is not host:port")
+        # not quoted: a password with an unencoded "@" or "," would be read as a node
+        raise ValueError(f"OTP_REDIS_URL: node {nth} is not host:port")
     return host.strip("[]"), int(port)
 
 

@@ -672,8 +672,25 @@ def _unquoted(value: str) -> str:
     return value
 
 
+# What a production secret may not look like, beyond the placeholders above: a command the shell
+# never ran ($(...), `...`), the example's own words with its brackets taken off ("32+ random bytes,
+# e.g. the output of: openssl rand -base64 48"), a word saying it is not real (test-pepper-...), or
+# next to no variety (aaaa..., a lone "x").
+_NOT_A_SECRET = re.compile(
+    r"\$\(|`|\be\.g\.|openssl\s+rand|random\s+(?:bytes|characters)"
+    r"|(?<![a-z0-9])(?:test|example|sample|dummy|demo|fake)(?![a-z0-9])",
+    re.IGNORECASE,
+)
+_MIN_DISTINCT_CHARACTERS = 4
+
+
 def _is_stand_in_secret(value: str) -> bool:
-    return bool(_STAND_IN.fullmatch(value) or _WORD_MARK.search(value))
+    return bool(
+        _STAND_IN.fullmatch(value)
+        or _WORD_MARK.search(value)
+        or _NOT_A_SECRET.search(value)
+        or len(set(value)) < _MIN_DISTINCT_CHARACTERS
+    )
 
 
 def _base_url_problem(url: str, https_because: str | None) -> str | None:

@@ -429,6 +429,30 @@ async def test_logs_hold_no_secret_token_code_or_full_number(
     }
 
 
+async def test_provider_text_repeating_the_code_or_number_reaches_no_log_or_error(
+    client: AutocallClient, fake: FakeAutocall
+) -> None:
+    """A provider answer that repeats the code or the number it was sent (a rejection's reason, a 4xx
+    message) has them taken out, in the log lines and in the error raised."""
+    fake.on(
+        OTP_PATH,
+        placed(fail=[{"0987654321": "Blacklist 0987654321"}]),
+        httpx.Response(400, json={"message": "invalid code_otp 123456 for 0987654321"}),
+    )
+    stream = io.StringIO()
+    configure_logging("INFO", json=True, stream=stream)
+    try:
+        await place(client)
+        with pytest.raises(ProviderRejectedRequest) as caught:
+            await place(client)
+    finally:
+        configure_logging("INFO")
+    text = stream.getvalue() + str(caught.value)
+    assert "123456" not in text
+    assert "0987654321" not in text
+    assert str(caught.value) == "invalid code_otp [sent value] for [sent value]"
+
+
 async def test_create_http_client_uses_separate_timeouts() -> None:
     """The pool built from settings has the configured connect and read timeouts."""
     settings = AutocallSettings(connect_timeout_seconds=1.5, read_timeout_seconds=7.0)

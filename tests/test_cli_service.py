@@ -91,7 +91,7 @@ def test_serve_refuses_a_bad_tenants_file_with_exit_code_2(tmp_path: Path) -> No
     env: dict[str, str | None] = {name: None for name in os.environ if name.startswith("OTP_")}
     env |= {
         "OTP_REDIS_URL": "redis://127.0.0.1:6379/0",
-        "OTP_PEPPER": "p" * 40,
+        "OTP_PEPPER": "pQ7xK2vN9mW4rT8zL3bY6cH1dF5gJ0sA",
         "OTP_PUBLIC_URL": "https://otp.example.vn",
         "OTP_AUTOCALL_URL": "https://autocall.example.vn",
         "OTP_AUTOCALL_SECRET_KEY": "30511f666-f888-411b-a6e0-11111fb6gg7a",

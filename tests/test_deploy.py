@@ -44,9 +44,9 @@ PLACEHOLDER = re.compile(r"^<[^<>]+>$")
 # A configuration the service accepts; each example value is tried in place of one of these.
 VALID_ENV = {
     "OTP_REDIS_URL": "redis://127.0.0.1:6379/0",
-    "OTP_API_KEYS": "deploy-test-api-key-0123456789",
-    "OTP_METRICS_KEYS": "deploy-test-metrics-key-0123456789",
-    "OTP_PEPPER": "deploy-test-pepper-long-enough-0123456789abcdef",
+    "OTP_API_KEYS": "deploy-api-key-0123456789",
+    "OTP_METRICS_KEYS": "deploy-metrics-key-0123456789",
+    "OTP_PEPPER": "deploy-pepper-long-enough-0123456789abcdef",
     "OTP_PUBLIC_URL": "https://otp.hotline.vn",
     "OTP_AUTOCALL_URL": "https://autocall.provider.vn",
     "OTP_AUTOCALL_SECRET_KEY": "k3Qm9x-autocall-0a1b2c3d4e5f",

@@ -100,3 +100,23 @@ def test_a_library_extra_named_like_a_pipeline_field_cannot_skip_redaction() -> 
     assert "849876543" not in stream.getvalue()
     assert line["logger"] == "some.library"
     assert line["level"] == "warning"
+
+
+def test_redaction_masks_numbers_written_in_groups_and_inside_lists_and_dicts() -> None:
+    """A number in groups (spaces, dashes, dots), or inside a list, tuple or dict (a secret field there
+    too), is masked; a date and time is left as it is."""
+    event = redact(
+        None,
+        "info",
+        {
+            "message": "call +84 98 765 4321 or 0987-654-321 or 0987.654.321",
+            "rejected": [("0987****21", "Blacklist 0987654321")],
+            "extra": {"to": "0987654321", "token": "abc", "nested": ["+84987654321"]},
+            "at": "2026-11-29 07:00:00",
+        },
+    )
+    text = json.dumps(event)
+    for whole in ("98 765 4321", "0987-654-321", "0987.654.321", "0987654321", "84987654321", "abc"):
+        assert whole not in text
+    assert event["at"] == "2026-11-29 07:00:00"
+    assert event["extra"]["token"] == "[redacted]"

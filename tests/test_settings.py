@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from otpservice.cli import main
 from otpservice.cli.service import _DEV_DEFAULTS
 from otpservice.domain.limits import Limit
+from otpservice.redis_url import parse_redis_url
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
 from otpservice.settings import Settings, SettingsError
 from otpservice.tenants import DEFAULT_TENANT, Tenant, hash_api_key
@@ -21,7 +22,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 GOOD_ENV = {
     "OTP_REDIS_URL": "redis://127.0.0.1:6379/0",
     "OTP_API_KEYS": "k_live_0123456789abcdef",
-    "OTP_PEPPER": "p" * 40,
+    "OTP_PEPPER": "pQ7xK2vN9mW4rT8zL3bY6cH1dF5gJ0sA",
     "OTP_PUBLIC_URL": "https://otp.example.vn",
     "OTP_AUTOCALL_URL": "https://autocall.example.vn",
     "OTP_AUTOCALL_SECRET_KEY": "30511f666-f888-411b-a6e0-11111fb6gg7a",
@@ -58,9 +59,9 @@ def test_production_refuses_missing_or_placeholder_secret(name: str, value: str)
 def test_secret_read_from_file(tmp_path: Path) -> None:
     """A secret can come from the file named by its ``_FILE`` variable."""
     pepper_file = tmp_path / "pepper"
-    pepper_file.write_text("q" * 48 + "\n")
+    pepper_file.write_text("qA8sD3fG7hJ2kL6zX1cV5bN9mQ4wE0rT" + "\n")
     env = {k: v for k, v in GOOD_ENV.items() if k != "OTP_PEPPER"} | {"OTP_PEPPER_FILE": str(pepper_file)}
-    assert Settings.from_env(env).pepper == b"q" * 48
+    assert Settings.from_env(env).pepper == b"qA8sD3fG7hJ2kL6zX1cV5bN9mQ4wE0rT"
 
 
 def test_out_of_range_policy_is_reported() -> None:
@@ -95,7 +96,7 @@ def test_dev_mode_accepts_defaults() -> None:
         "rediss://10.0.0.5:6380/0",
         "unix:///run/redis.sock?db=1",
         "redis+sentinel://s1:26379,s2:26379,s3:26379/otp",
-        "rediss+sentinel://user:pw@s1:26379/otp/3",
+        "rediss+sentinel://user:Pw9x-k2@s1:26379/otp/3",
         "redis+cluster://n1:6379,n2:6379",
     ],
 )
@@ -790,7 +791,12 @@ FILE_CASES: list[tuple[str, str, Callable[[Settings], object], object]] = [
         lambda s: s.api_keys,
         ("k_file_0123456789abcdef", "k_file_fedcba9876543210"),
     ),
-    ("OTP_PEPPER", "f" * 40, lambda s: s.pepper, b"f" * 40),
+    (
+        "OTP_PEPPER",
+        "fR3kW8pZ1xN6vB2mQ9tY4cL7hJ0sD5gA",
+        lambda s: s.pepper,
+        b"fR3kW8pZ1xN6vB2mQ9tY4cL7hJ0sD5gA",
+    ),
     (
         "OTP_AUTOCALL_SECRET_KEY",
         "file-secret-key-0123",
@@ -818,7 +824,11 @@ def test_a_secret_and_its_file_together_are_refused(tmp_path: Path, name: str) -
     """Setting both NAME and NAME_FILE is ambiguous: one line says so, whatever either holds."""
     path = tmp_path / name
     path.write_text("whatever\n")
-    env = GOOD_ENV | WEBHOOK_ENV | {"OTP_WEBHOOK_SECRET": WEBHOOK_SECRET, "OTP_METRICS_KEYS": "m" * 20}
+    env = (
+        GOOD_ENV
+        | WEBHOOK_ENV
+        | {"OTP_WEBHOOK_SECRET": WEBHOOK_SECRET, "OTP_METRICS_KEYS": "mK4x9Qz2Lw7Pn3Rb5Tv8"}
+    )
     (problem,) = refusal(env | {f"{name}_FILE": str(path)})
     assert problem == f"{name} and {name}_FILE are both set: set one"
 
@@ -886,7 +896,7 @@ def test_a_setting_with_several_faults_is_one_line() -> None:
 
 def test_a_misspelt_setting_is_pointed_at() -> None:
     """A required setting that is missing names a close misspelling; other misspellings become notices."""
-    (problem,) = refusal(without(GOOD_ENV, "OTP_PEPPER") | {"OTP_PEPER": "p" * 40})
+    (problem,) = refusal(without(GOOD_ENV, "OTP_PEPPER") | {"OTP_PEPER": "pQ7xK2vN9mW4rT8zL3bY6cH1dF5gJ0sA"})
     assert problem == "OTP_PEPPER is required (OTP_PEPER is set: misspelt?)"
     settings = Settings.from_env(
         GOOD_ENV | {"OTP_LOG_LEVLE": "DEBUG", "OTP_PUBLIC_URL_FILE": "/x", "OTP_PORT": "tcp://10.0.0.1:80"}
@@ -934,3 +944,65 @@ def test_readme_documents_every_setting() -> None:
     names, _ = settings_read()
     readme = README.read_text()
     assert sorted(name for name in names if f"`{name}`" not in readme) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://default:Kp9xQ2vT7mW4#z@10.0.0.5:6379/0",
+        "redis://default:[Kp9xQ2vT7mW4]@10.0.0.5:6379/0",
+        "redis+sentinel://s1:26379,Kp9xQ2vT7mW4/otp",
+    ],
+)
+def test_a_redis_url_refused_at_start_never_shows_its_password(url: str) -> None:
+    """A Redis URL whose password breaks its parsing is refused with a message holding no part of it."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(GOOD_ENV | {"OTP_REDIS_URL": url})
+    assert "Kp9xQ2vT7mW4" not in " ".join(refused.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("url", "described"),
+    [
+        ("redis://h:6379/0?password=S3cr3t", "redis://h:6379/0"),
+        ("rediss://user:S3cr3t@h:6380/1", "rediss://h:6380/1"),
+        ("unix:///run/redis.sock?db=0&password=S3cr3t", "unix:///run/redis.sock"),
+    ],
+)
+def test_the_redis_target_is_logged_without_credentials(url: str, described: str) -> None:
+    """The Redis target named in the start's log line holds no user, password or query."""
+    assert parse_redis_url(url).describe() == described
+
+
+@pytest.mark.parametrize(
+    "pepper",
+    [
+        "32+ random bytes, e.g. the output of: openssl rand -base64 48",
+        "[32+ random bytes, e.g. the output of: openssl rand -base64 48]",
+        "$(head -c 48 /dev/urandom | base64 -w0)",
+        "`openssl rand -base64 48`",
+        "test-pepper-that-is-long-enough-0123456789",
+        "a" * 48,
+        "abababababababababababababababab",
+    ],
+)
+def test_production_refuses_a_pepper_that_is_no_secret(pepper: str) -> None:
+    """The example's words without their brackets, a command the shell never ran, a value saying it is
+    a test, or one of next to no variety is refused as the pepper in production."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(GOOD_ENV | {"OTP_PEPPER": pepper})
+    assert any(problem.startswith("OTP_PEPPER holds a placeholder") for problem in refused.value.problems)
+
+
+def test_production_refuses_a_one_letter_provider_secret_and_a_webhook_secret_of_zeros() -> None:
+    """A provider secret of one character and a webhook secret of zero bytes are refused in production."""
+    env = GOOD_ENV | {
+        "OTP_AUTOCALL_SECRET_KEY": "x",
+        "OTP_WEBHOOK_URL": "https://hooks.example.vn/otp",
+        "OTP_WEBHOOK_SECRET": "whsec_" + "A" * 32,
+    }
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(env)
+    problems = " ".join(refused.value.problems)
+    assert "OTP_AUTOCALL_SECRET_KEY holds a placeholder" in problems
+    assert "OTP_WEBHOOK_SECRET must hold random bytes" in problems

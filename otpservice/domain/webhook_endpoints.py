@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's public prefix, not a secret
 MIN_SECRET_BYTES = 24
+MIN_DISTINCT_BYTES = 8
 
 
 def url_problem(url: str) -> str | None:
@@ -37,6 +38,8 @@ def secret_problem(secret: str) -> str | None:
         return f"must be {SECRET_PREFIX} followed by base64"
     if len(raw) < MIN_SECRET_BYTES:
         return f"must hold at least {MIN_SECRET_BYTES} random bytes"
+    if len(set(raw)) < MIN_DISTINCT_BYTES:  # whsec_AAAA...: 24 zero bytes are no secret
+        return f"must hold random bytes (this one has only {len(set(raw))} different values)"
     return None
 
 

@@ -149,8 +149,9 @@ class AutocallClient:
         body = self._campaign_body(
             callees, {"template_name": template_name, "code_otp": code}, callback_url, callback_apikey
         )
-        data = await self._authorized("otp_call", "POST", f"{self._campaign_path}/otp", body)
-        return self._placement("otp_call", data)
+        sent = (code, *callees)
+        data = await self._authorized("otp_call", "POST", f"{self._campaign_path}/otp", body, sent)
+        return self._placement("otp_call", data, sent)
 
     async def place_tts_call(
         self,
@@ -167,8 +168,9 @@ class AutocallClient:
         body = self._campaign_body(
             callees, {"template_name": template_name, **params}, callback_url, callback_apikey
         )
-        data = await self._authorized("tts_call", "POST", f"{self._campaign_path}/voice", body)
-        return self._placement("tts_call", data)
+        sent = (*params.values(), *callees)
+        data = await self._authorized("tts_call", "POST", f"{self._campaign_path}/voice", body, sent)
+        return self._placement("tts_call", data, sent)
 
     async def import_template(self, name: str, content: str) -> TemplateImport:
         """Create a TTS template; ``{{key}}`` placeholders become its key fields."""
@@ -202,7 +204,7 @@ class AutocallClient:
             body["callback_apikey"] = callback_apikey
         return body
 
-    def _placement(self, operation: Operation, data: dict[str, object]) -> CallPlacement:
+    def _placement(self, operation: Operation, data: dict[str, object], sent: Sequence[str]) -> CallPlacement:
         try:
             placement = parse_placement(data, default_campaign_id=self._campaign_id)
         except AutocallError as exc:
@@ -212,7 +214,7 @@ class AutocallClient:
             operation=operation,
             campaign_id=placement.campaign_id,
             accepted=[mask_call_id(call_id) for call_id in placement.accepted],
-            rejected=[(mask_phone(r.phone), r.reason) for r in placement.rejected],
+            rejected=[(mask_phone(r.phone), _without(r.reason, sent)) for r in placement.rejected],
         )
         return placement
 
@@ -238,8 +240,15 @@ class AutocallClient:
         return token
 
     async def _authorized(
-        self, operation: Operation, method: str, path: str, body: dict[str, object] | None
+        self,
+        operation: Operation,
+        method: str,
+        path: str,
+        body: dict[str, object] | None,
+        sent: Sequence[str] = (),
     ) -> dict[str, object]:
+        """``sent``: what the request carries that must never reach a log (the code, the numbers),
+        taken out of whatever the provider answers about it."""
         token = await self._token_before_sending(self._tokens.get())
         response = await self._send(operation, method, path, body, token)
         if response.status_code == 401:
@@ -250,7 +259,7 @@ class AutocallClient:
                 raise self._failed(
                     operation, ProviderAuthFailed("the provider refused a freshly issued token")
                 )
-        return self._data(response, operation)
+        return self._data(response, operation, sent)
 
     async def _token_before_sending(self, obtaining: Awaitable[AccessToken]) -> AccessToken:
         """Await the token; its failures say the actual request was never sent."""
@@ -293,7 +302,9 @@ class AutocallClient:
             self.last_contact = (self.last_contact[0] + 1, None)
         return response
 
-    def _data(self, response: httpx.Response, operation: Operation) -> dict[str, object]:
+    def _data(
+        self, response: httpx.Response, operation: Operation, sent: Sequence[str] = ()
+    ) -> dict[str, object]:
         status = response.status_code
         if 200 <= status < 300:
             try:
@@ -301,7 +312,7 @@ class AutocallClient:
             except ProviderMalformedResponse as exc:
                 raise self._failed(operation, exc) from None
         if 400 <= status < 500:
-            message = self._redact(error_message(response))
+            message = _without(self._redact(error_message(response)), sent)
             rejected_type = (
                 CallReportNotFound if status == 404 and operation == "report" else ProviderRejectedRequest
             )
@@ -337,6 +348,14 @@ class AutocallClient:
             may_have_reached_provider=getattr(error, "request_may_have_reached_provider", None),
         )
         return error
+
+
+def _without(text: str, sent: Sequence[str]) -> str:
+    """The provider's ``text`` with what the request carried taken out: a provider repeating a
+    parameter it refuses (``invalid code_otp 482913``) must not put the code in a log line."""
+    for value in sorted((v for v in sent if v), key=len, reverse=True):
+        text = text.replace(value, "[sent value]")
+    return text
 
 
 def _transport_failure(exc: httpx.HTTPError) -> AutocallError:
