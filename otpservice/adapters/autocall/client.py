@@ -214,7 +214,7 @@ class AutocallClient:
             operation=operation,
             campaign_id=placement.campaign_id,
             accepted=[mask_call_id(call_id) for call_id in placement.accepted],
-            rejected=[(mask_phone(r.phone), _without(r.reason, sent)) for r in placement.rejected],
+            rejected=[(mask_phone(r.phone), self._redact(r.reason, sent)) for r in placement.rejected],
         )
         return placement
 
@@ -312,7 +312,7 @@ class AutocallClient:
             except ProviderMalformedResponse as exc:
                 raise self._failed(operation, exc) from None
         if 400 <= status < 500:
-            message = _without(self._redact(error_message(response)), sent)
+            message = self._redact(error_message(response), sent)
             rejected_type = (
                 CallReportNotFound if status == 404 and operation == "report" else ProviderRejectedRequest
             )
@@ -328,11 +328,16 @@ class AutocallClient:
             operation, ProviderMalformedResponse(f"unexpected HTTP {status} answer", status_code=status)
         )
 
-    def _redact(self, text: str) -> str:
+    def _redact(self, text: str, sent: Sequence[str] = ()) -> str:
+        """The provider's ``text`` without the secret key, the token, or what the request carried
+        (``sent``): a provider repeating a parameter it refuses (``invalid code_otp 482913``) must
+        not put the code in a log line or an error."""
         token = self._tokens.current
         for secret in (self._secret_key, token.value if token else ""):
             if secret:
                 text = text.replace(secret, "***")
+        for value in sorted((v for v in sent if v), key=len, reverse=True):
+            text = text.replace(value, "[sent value]")
         return text
 
     def _failed(self, operation: Operation, error: AutocallError) -> AutocallError:
@@ -348,14 +353,6 @@ class AutocallClient:
             may_have_reached_provider=getattr(error, "request_may_have_reached_provider", None),
         )
         return error
-
-
-def _without(text: str, sent: Sequence[str]) -> str:
-    """The provider's ``text`` with what the request carried taken out: a provider repeating a
-    parameter it refuses (``invalid code_otp 482913``) must not put the code in a log line."""
-    for value in sorted((v for v in sent if v), key=len, reverse=True):
-        text = text.replace(value, "[sent value]")
-    return text
 
 
 def _transport_failure(exc: httpx.HTTPError) -> AutocallError:
