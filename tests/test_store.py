@@ -353,6 +353,44 @@ async def test_void_wins_over_a_create_in_either_order(store: VerificationStore)
             await store.reserve(vid, "t", NOW, 6, LEASE)
 
 
+async def test_a_void_after_the_reconciler_called_the_first_call_unknown_still_fails_it(
+    store: VerificationStore,
+) -> None:
+    """A void landing after the placement was marked unknown fails the verification (no second pending)."""
+    vid = await new_pending(store)
+    await store.placement_unknown(vid, NOW + timedelta(seconds=21), 1, "deadline passed")
+    await store.void_create(new(vid), "not placed")
+    verification = await store.get(vid)
+    assert verification is not None
+    assert (verification.status, verification.delivery.status) == (
+        VerificationStatus.FAILED,
+        DeliveryStatus.FAILED,
+    )
+
+
+async def test_a_first_call_that_never_left_after_the_expiry_leaves_it_expired(
+    store: VerificationStore,
+) -> None:
+    """A first call known never to have left, recorded after the time ran out, leaves it expired."""
+    vid = await new_pending(store)
+    after_expiry = NOW + timedelta(seconds=301)
+    verification = await store.unplaced(
+        vid,
+        after_expiry,
+        1,
+        new(vid).call,
+        delivery=DeliveryStatus.REJECTED,
+        reason="refused",
+        give_back_cooldown=False,
+        describe=True,
+    )
+    assert verification is not None
+    assert (verification.status, verification.delivery.status) == (
+        VerificationStatus.EXPIRED,
+        DeliveryStatus.REJECTED,
+    )
+
+
 async def test_placement_reports_what_the_verification_became(store: VerificationStore) -> None:
     """A call placed after the verification was canceled is recorded, and its outcome says canceled."""
     vid = await new_pending(store)

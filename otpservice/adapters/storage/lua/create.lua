@@ -65,12 +65,16 @@ end
 if not v then
   redis.call('HSET', key, unpack(ARGV, first_field))
   redis.call('PEXPIRE', key, ARGV[4])
-elseif v.st == 'pending' and v.ns == '1' and tonumber(v.ds) == 0 then
+elseif v.st == 'pending' and v.ns == '1' then
+  -- (also when the reconciler already called its placement unknown: this service knows it never left)
   drop_codes()
   redis.call('HSET', key, 'st', 'failed', 'vd', '1', 'ds', '1', 'dst', 'failed', 'drs', ARGV[6],
              'dua', stamp(v), 'ua', stamp(v))
   redis.call('ZREM', KEYS[2], ARGV[5])
 end
-if redis.call('GET', pending_key) == id then redis.call('DEL', pending_key) end
+-- a verification still pending (a callback proved its first call placed after all) keeps the index
+if redis.call('GET', pending_key) == id and redis.call('HGET', key, 'st') ~= 'pending' then
+  redis.call('DEL', pending_key)
+end
 budget_give_back(number_key(phone, 'calls'), number_key(phone, 'back'), call, now, longest(number_limits))
 return answer('voided')

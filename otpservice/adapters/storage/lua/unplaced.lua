@@ -26,7 +26,8 @@ if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[8])
   budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), ARGV[11], now, tonumber(ARGV[12]))
   drop_codes()
-  if v.st == 'pending' then redis.call('HSET', key, 'st', 'failed') end
+  -- (a verification whose time ran out first ended by expiring, whatever its call did)
+  if v.st == 'pending' then redis.call('HSET', key, 'st', status(v) == 'expired' and 'expired' or 'failed') end
   local pending_key = number_key(v.ph, 'pending:' .. owner(v))
   if redis.call('GET', pending_key) == ARGV[10] then redis.call('DEL', pending_key) end
   describe = true
