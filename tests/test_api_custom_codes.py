@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from otpservice.tenants import Tenant, hash_api_key
 from tests.support.flows import assert_problem, create, heard_code
+from tests.support.redis_servers import wait_until
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import ServiceHandle, running_service
 
@@ -172,3 +174,27 @@ def test_a_repeated_wrong_code_with_one_idempotency_key_spends_one_attempt(servi
         again = client.post(f"/otp/{vid}/resend", json={"code": "11112222"}, headers=key)
         assert (first.status_code, again.content) == (422, first.content)
         assert client.get(f"/otp/{vid}").json()["attempts"] == 1
+
+
+def test_a_start_whose_pending_verification_ends_meanwhile_creates_a_new_one(
+    service: ServiceHandle, sandbox: SandboxHandle
+) -> None:
+    """A start whose found pending verification is canceled before its call again creates a new one."""
+    phone = f"096{secrets.randbelow(10**7):07d}"
+    with service.client(FALLBACK_KEY) as client:
+        first = create(client, phone, code=CODE)["id"]
+        service.clock.advance(30)
+        checks = service.hasher.checks
+        service.hasher.gate.clear()  # the start holds at its check of the chosen code
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                start = pool.submit(lambda: client.post("/otp", json={"phone": phone, "code": CODE}))
+                wait_until(lambda: service.hasher.checks > checks, 10, "the start to check the code")
+                assert client.delete(f"/otp/{first}").status_code == 200
+                service.hasher.gate.set()
+                answer = start.result(timeout=30)
+        finally:
+            service.hasher.gate.set()
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["id"] != first
+    assert len(sandbox.calls(phone)) == 2

@@ -72,6 +72,14 @@ _REFUSALS: dict[str, Callable[[int], errors.BudgetSpent]] = {
 }
 
 
+class _PendingEnded(Exception):
+    """The pending verification a start answers with ended before the start was done with it."""
+
+    def __init__(self, ended: errors.NotPending):
+        super().__init__(str(ended))
+        self.ended = ended
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     """The answer to one submitted code."""
@@ -147,6 +155,28 @@ class VerificationService:
         phone = parse_phone(raw_phone, self._settings.allowed_countries)
         length = len(code) if code else code_length or tenant.code_length or self._settings.code_length
         ttl = ttl_seconds or tenant.ttl_seconds or self._settings.ttl_seconds
+        try:
+            return await self._create_or_answer(tenant, phone, length, ttl, metadata, client, code)
+        except _PendingEnded:
+            # The number's pending verification ended (a cancel, an approval, its expiry) between
+            # the create that found it and its call again: the number is free, so this start
+            # creates what it asked for. Once: a second such race answers what ended it.
+            try:
+                return await self._create_or_answer(tenant, phone, length, ttl, metadata, client, code)
+            except _PendingEnded as again:
+                raise again.ended from None
+
+    async def _create_or_answer(
+        self,
+        tenant: Tenant,
+        phone: PhoneNumber,
+        length: int,
+        ttl: int,
+        metadata: dict[str, Any] | None,
+        client: str | None,
+        code: str | None,
+    ) -> StartResult:
+        """Create the verification and place its call, or answer the number's pending one."""
         verification_id = self._store.new_id(phone.e164, self._new_id)
         now = self._clock.now()
         new = NewVerification(
@@ -183,7 +213,10 @@ class VerificationService:
             await code_hash.discard()
             if not in_script:  # the script gave its counts back itself
                 await self._placer.give_back(charges, verification_id)
-            return await self._answer_pending(tenant, started.verification, code, client)
+            try:
+                return await self._answer_pending(tenant, started.verification, code, client)
+            except errors.NotPending as ended:
+                raise _PendingEnded(ended) from None
         code_hash.store_with(
             lambda encoded: self._store.store_code(
                 verification_id, self._clock.now(), 1, "", encoded, tenant=tenant.name
