@@ -220,6 +220,30 @@ async def test_unplaced_resend_gives_back_cooldown_send_and_expiry(store: Verifi
     assert await begin(store, vid, "333333", later) == seq
 
 
+async def test_an_undone_resend_puts_the_expiry_back_on_a_schedule_that_expires(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """The expiry schedule an undone resend writes to lives no longer than needed (it has a TTL)."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    later = NOW + timedelta(seconds=30)
+    seq = await begin(store, vid, "222222", later, token="t")
+    expiry = keys.expiry_schedule_key(keys.shard_of(vid))
+    await redis.delete(expiry)  # the sweep took its last member meanwhile
+    await store.unplaced(
+        vid,
+        later,
+        seq,
+        f"{vid}:t",
+        delivery=DeliveryStatus.FAILED,
+        reason="down",
+        give_back_cooldown=True,
+        describe=False,
+    )
+    assert await redis.zscore(expiry, vid) is not None
+    assert await redis.pttl(expiry) > 0
+
+
 async def test_a_resend_waits_while_a_placement_is_in_flight(store: VerificationStore) -> None:
     """One call is placed at a time; once its outcome is unknown a resend may go, and both codes count."""
     vid = await new_pending(store)

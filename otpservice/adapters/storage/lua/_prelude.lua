@@ -237,6 +237,13 @@ local function live_reservations(v)
   return live, soonest
 end
 
+-- Put a member on one of the shard's schedules (calls, expiries); the schedule lives at least as long as the record.
+local function schedule(schedule_key, at, member)
+  redis.call('ZADD', schedule_key, at, member)
+  local ttl = redis.call('PTTL', key)
+  if ttl > 0 and redis.call('PTTL', schedule_key) < ttl then redis.call('PEXPIRE', schedule_key, ttl) end
+end
+
 -- Undo a begun resend that surely never left: its code goes, the expiry (and, when asked, the
 -- cooldown and the send number) come back, and it leaves the schedule and the number's budget.
 local function unbegin(v, seq, schedule_key, member, call, span, retention, give_back_cooldown)
@@ -245,7 +252,7 @@ local function unbegin(v, seq, schedule_key, member, call, span, retention, give
   redis.call('HSET', key, 'ex', v.px)
   redis.call('PEXPIRE', key, int(math.max(1, expires - now + retention)))
   -- the expiry moves back: so does the sweep's entry (it may have followed the resend's later one)
-  redis.call('ZADD', shard .. 'expiry', int(expires), string.sub(key, #shard + 1))
+  schedule(shard .. 'expiry', int(expires), string.sub(key, #shard + 1))
   if give_back_cooldown then
     redis.call('HSET', key, 'ra', v.pr)
     if v.sq == seq then redis.call('HSET', key, 'sq', int(tonumber(v.sq) - 1)) end
@@ -254,9 +261,3 @@ local function unbegin(v, seq, schedule_key, member, call, span, retention, give
   budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), call, now, span)
 end
 
--- Put a call on the shard's schedule; the schedule lives at least as long as the record.
-local function schedule(schedule_key, at, member)
-  redis.call('ZADD', schedule_key, at, member)
-  local ttl = redis.call('PTTL', key)
-  if ttl > 0 and redis.call('PTTL', schedule_key) < ttl then redis.call('PEXPIRE', schedule_key, ttl) end
-end
