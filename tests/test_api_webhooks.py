@@ -6,9 +6,11 @@ import json
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from click.testing import CliRunner
+from prometheus_client import REGISTRY
 
 from otpservice.cli import main
 from otpservice.tenants import Tenant, hash_api_key
@@ -167,3 +169,34 @@ def test_a_verification_left_alone_expires_once_across_two_workers(
             assert client.get(f"/otp/{vid}").json()["status"] == "expired"
     assert receiver.types(vid).count("verification.expired") == 1
     assert receiver.types(vid)[-1] == "verification.expired"
+
+
+def test_a_replica_without_the_tenants_webhook_leaves_its_events_to_one_with_it(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """An event claimed by a replica that knows no webhook for its tenant (a rollout) is sent later
+    by one that does, never dropped."""
+
+    def settled_tries() -> float:  # the outcomes an event claimed by the old replica can have
+        return sum(
+            REGISTRY.get_sample_value("otp_webhook_events_total", {"outcome": outcome}) or 0
+            for outcome in ("retried", "dropped")
+        )
+
+    with running_receiver(fail_first=10**6) as receiver:
+        new_tenants = _hooked(receiver)
+        # the old list: this tenant without its webhook yet, another with one (so it dispatches)
+        old_tenants = (
+            replace(new_tenants[0], webhook_url=None, webhook_secret=None),
+            replace(_hooked(receiver)[0], key_hashes=(hash_api_key("another-" + API_KEY),)),
+        )
+        with running_service(redis_url, sandbox.url, tenants=new_tenants) as new:
+            with new.client() as client:
+                vid = create(client, _number())["id"]
+            wait_until(lambda: bool(receiver.attempts), 10, "a first try, refused by the receiver")
+        with running_service(redis_url, sandbox.url, tenants=old_tenants) as old:
+            before = settled_tries()
+            _settle(old, lambda: settled_tries() > before, "the old replica claiming the event")
+        receiver.fail_first = 0
+        with running_service(redis_url, sandbox.url, tenants=new_tenants) as new:
+            _settle(new, lambda: "verification.created" in receiver.types(vid), "the event sent")

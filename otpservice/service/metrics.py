@@ -24,8 +24,7 @@ CALLBACKS = Counter("otp_callbacks", "Provider callbacks received, by outcome", 
 EXPIRED = Counter("otp_verifications_expired", "Pending verifications stored as expired by the sweep")
 WEBHOOK_EVENTS = Counter(
     "otp_webhook_events",
-    "Webhook events by outcome: emitted (first attempt), delivered, retried, dead_lettered, dropped "
-    "(its tenant has no webhook any more)",
+    "Webhook events by outcome: emitted (first attempt), delivered, retried, dead_lettered",
     ["outcome"],
 )
 WEBHOOK_LATENCY = Histogram(

@@ -119,28 +119,13 @@ class WebhookDispatcher:
         if event.tries == 0 and event.window_start == event.at:
             metrics.WEBHOOK_EVENTS.labels("emitted").inc()
         endpoint = self._endpoints.get(event.tenant)
-        if endpoint is None:  # the tenant's webhook was removed since: nobody to tell
-            await self._outbox.settle(event, self._clock.now(), "delivered")
-            metrics.WEBHOOK_EVENTS.labels("dropped").inc()
-            return
-        body = self._render(event).decode()
-        sent_at = self._clock.now()
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": event.webhook_id,
-            "webhook-timestamp": str(int(sent_at.timestamp())),
-            "webhook-signature": endpoint.signer.sign(event.webhook_id, sent_at, body),
-        }
-        try:
-            # the whole exchange, not each phase: a receiver trickling bytes must not outlive the lease
-            async with asyncio.timeout(self._timeout):
-                response = await self._http.post(endpoint.url, content=body, headers=headers)
-            error = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-        except Exception as exc:  # any failure to send is a failed try: retried, then dead-lettered
-            # (not only httpx's own errors: an unusable URL raised InvalidURL, a port beyond range an
-            # ExceptionGroup from the connection, and the event was never settled, holding up its
-            # verification's next events for good)
-            error = type(exc).__name__
+        if endpoint is None:
+            # A failed try, not a drop: during a rollout a replica still on the old tenant list
+            # claims events of a webhook only the new replicas know, and one of them sends it on a
+            # later try. A webhook really removed ends in the dead letters, where it can be resent.
+            error = "no webhook configured for the tenant on this worker"
+        else:
+            error = await self._send(event, endpoint)
         now = self._clock.now()
         if not error:
             await self._outbox.settle(event, now, "delivered")
@@ -158,6 +143,27 @@ class WebhookDispatcher:
         await self._outbox.settle(event, now, "retry", retry_at=retry_at, tries=tries, error=error)
         metrics.WEBHOOK_EVENTS.labels("retried").inc()
         bound.info("webhook.retry", tries=tries, error=error, retry_at=_iso(retry_at))
+
+    async def _send(self, event: Event, endpoint: Endpoint) -> str:
+        """POST the event, signed; answers what went wrong ('' when the receiver took it)."""
+        body = self._render(event).decode()
+        sent_at = self._clock.now()
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": event.webhook_id,
+            "webhook-timestamp": str(int(sent_at.timestamp())),
+            "webhook-signature": endpoint.signer.sign(event.webhook_id, sent_at, body),
+        }
+        try:
+            # the whole exchange, not each phase: a receiver trickling bytes must not outlive the lease
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.post(endpoint.url, content=body, headers=headers)
+        except Exception as exc:  # any failure to send is a failed try: retried, then dead-lettered
+            # (not only httpx's own errors: an unusable URL raised InvalidURL, a port beyond range an
+            # ExceptionGroup from the connection, and the event was never settled, holding up its
+            # verification's next events for good)
+            return type(exc).__name__
+        return "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
 
     def _backoff(self, tries: int) -> timedelta:
         """Exponential, capped, with full jitter over its upper half (receivers that fail together
