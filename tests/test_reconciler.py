@@ -5,23 +5,27 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from otpservice.adapters.storage import keys
 from otpservice.adapters.storage.connection import connect
 from otpservice.adapters.storage.scripts import Storage
 from otpservice.adapters.storage.store import VerificationStore
+from otpservice.domain.clock import to_millis
 from otpservice.domain.codes import CodeHasher
 from otpservice.redis_url import parse_redis_url
-from otpservice.service.delivery import CONCURRENCY
+from otpservice.service.delivery import CONCURRENCY, claim_lease_seconds
 from tests.support.flows import create
-from tests.support.redis_servers import wait_until
+from tests.support.redis_servers import sync_client, wait_until
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import PEPPER, ScriptedCodes, ServiceHandle, running_service
 
@@ -36,6 +40,7 @@ class FakeProvider:
         self._report = report
         self.reports = 0
         self.placed: set[str] = set()
+        self.verification_of: dict[str, str] = {}  # call id -> verification id (from its callback URL)
         self.asked_at: list[float] = []  # about calls it placed (the shared Redis holds other tests' too)
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -43,9 +48,10 @@ class FakeProvider:
         if path.endswith("generate_access_token"):
             return httpx.Response(200, json={"data": {"access_token": "t", "expire_at": 3600}})
         if path.endswith("/otp"):
-            callee = json.loads(request.content)["callees"][0]
-            call_id = f"1_1_1_5_{next(self._ids)}_{callee}"
+            sent = json.loads(request.content)
+            call_id = f"1_1_1_5_{next(self._ids)}_{sent['callees'][0]}"
             self.placed.add(call_id)
+            self.verification_of[call_id] = urlsplit(sent["callback_url"]).path.split("/")[3]
             return httpx.Response(
                 200, json={"data": {"campaign_id": "1", "results": {"fail": [], "success": [call_id]}}}
             )
@@ -121,6 +127,47 @@ def test_reports_are_asked_concurrently_within_the_bound(redis_url: str) -> None
                 lambda: provider.reports >= 3 * CONCURRENCY, 10, "every overdue call being asked about"
             )
     assert 1 < most <= CONCURRENCY
+
+
+def test_a_call_is_asked_about_before_its_claim_ends_even_in_a_backlog(redis_url: str) -> None:
+    """With many calls due at once, each is claimed only when a check can start, so the provider is
+    asked about it while its claim still hides it from other workers (never twice at once)."""
+    asked_late: list[str] = []
+    asked: set[str] = set()
+    redis = sync_client(redis_url)
+
+    async def unfinished_report(request: httpx.Request) -> httpx.Response:
+        call_id = request.url.path.rsplit("/", 1)[1]
+        vid = provider.verification_of.get(call_id)
+        if vid is not None:
+            claim_ends = redis.zscore(keys.schedule_key_for(vid), keys.scheduled_call(vid, 1))
+            if claim_ends is not None and claim_ends <= to_millis(service.clock.now()):
+                asked_late.append(call_id)
+            asked.add(call_id)
+            service.clock.advance(step)  # a slow provider: a twelfth of a claim's lease per report
+        return httpx.Response(200, json={"data": {"id": call_id, "campaign_id": "1", "status": ""}})
+
+    provider = FakeProvider(unfinished_report)
+    transport = httpx.MockTransport(provider)
+    calls = 100
+    try:
+        with running_service(
+            redis_url,
+            "http://provider.invalid",
+            provider_transport=transport,
+            reconcile_after_seconds=600,
+            reconcile_interval_seconds=0.05,
+        ) as service:
+            step = claim_lease_seconds(service.settings) / 12
+            with service.client() as client:
+                first = secrets.randbelow(10**6)
+                for n in range(calls):  # numbers of their own (each has a verification of its own)
+                    create(client, f"0916{(first + n) % 10**6:06d}")
+            service.clock.advance(601)  # every call comes due at once
+            wait_until(lambda: len(asked) >= calls, 20, "every call being asked about")
+    finally:
+        redis.close()
+    assert asked_late == []
 
 
 def test_a_placement_nobody_recorded_becomes_unknown_and_stays_verifiable(

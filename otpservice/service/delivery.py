@@ -9,7 +9,6 @@ placements nobody recorded (a process that died between placing a call and recor
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,11 +31,23 @@ from otpservice.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# Calls claimed from one shard per round, and checked against the provider at once.
+# At most BATCH due calls of one shard per round, and CONCURRENCY checks at once.
 BATCH = 50
 CONCURRENCY = 8
 # An unreachable provider is asked less and less often, up to this.
 MAX_BACKOFF_SECONDS = 60.0
+
+
+def claim_lease_seconds(settings: Settings) -> float:
+    """How long a claimed call stays hidden from other workers: longer than one check can take
+    (a call is claimed only when a check slot is free for it, so its check starts at once)."""
+    provider = settings.autocall
+    one_check = (
+        2 * provider.connect_timeout_seconds
+        + provider.read_timeout_seconds
+        + 3 * settings.storage_bound_seconds
+    )
+    return one_check + settings.reconcile_interval_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +116,39 @@ class DeliveryTracker:
         outcome = {"recorded": "recorded", "duplicate": "duplicate"}.get(update.outcome, "stale")
         return CallbackResult(outcome=outcome, verification_id=verification_id)
 
-    def lease_seconds(self) -> float:
-        """How long a claimed batch stays hidden from other workers: longer than its slowest check."""
-        provider = self._settings.autocall
-        one_check = (
-            2 * provider.connect_timeout_seconds
-            + provider.read_timeout_seconds
-            + 3 * self._settings.storage_bound_seconds
-        )
-        return math.ceil(BATCH / CONCURRENCY) * one_check + self._settings.reconcile_interval_seconds
-
     async def reconcile_round(self) -> float:
-        """Look at every due call of every shard once; answers how long to wait before the next round."""
-        checks = asyncio.Semaphore(CONCURRENCY)
-        results = await asyncio.gather(*(self._reconcile_shard(shard, checks) for shard in range(SHARDS)))
-        if any(result == "provider_down" for result in results):
+        """Look at the due calls of every shard (up to BATCH each); answers how long to wait before
+        the next round.
+
+        Why claim no more calls than there are free check slots: a call's lease runs from its claim,
+        and a call claimed to wait behind other shards' checks could outlive its lease, so that
+        another worker asked the provider about it again at the same time.
+        """
+        slots = asyncio.Semaphore(CONCURRENCY)
+        provider_down = asyncio.Event()
+        checks: list[asyncio.Task[None]] = []
+        full = False
+        try:
+            for shard in range(SHARDS):
+                claimed = 0
+                while claimed < BATCH and not provider_down.is_set():
+                    free = await _take_free(slots, BATCH - claimed)
+                    now = self._clock.now()
+                    lease_until = now + timedelta(seconds=claim_lease_seconds(self._settings))
+                    due = await self._schedule.claim_due(shard, now, free, lease_until)
+                    for _ in range(free - len(due)):
+                        slots.release()
+                    checks += [asyncio.create_task(self._check(call, slots, provider_down)) for call in due]
+                    claimed += len(due)
+                    if len(due) < free:
+                        break
+                full = full or claimed == BATCH
+        finally:  # the checks begun finish (and are seen) whatever stopped the claiming
+            ended = await asyncio.gather(*checks, return_exceptions=True)
+        for outcome in ended:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if provider_down.is_set():
             self._backoff = min(self._backoff * 2, MAX_BACKOFF_SECONDS)
             log.warning(
                 "reconcile.provider_unreachable",
@@ -130,29 +159,22 @@ class DeliveryTracker:
             return self._backoff
         self._backoff = self._settings.reconcile_interval_seconds
         # a full batch may mean more are due: go on at once
-        return 0.0 if any(result == "full" for result in results) else self._backoff
+        return 0.0 if full else self._backoff
 
-    async def _reconcile_shard(self, shard: int, checks: asyncio.Semaphore) -> str:
-        now = self._clock.now()
-        lease_until = now + timedelta(seconds=self.lease_seconds())
-        due = await self._schedule.claim_due(shard, now, BATCH, lease_until)
-        provider_down = asyncio.Event()
-
-        async def check(call: ScheduledCall) -> None:
-            async with checks:
-                if provider_down.is_set():
-                    await self._schedule.reschedule(call, self._retry_at(backoff=True))
-                    return
+    async def _check(
+        self, call: ScheduledCall, slot: asyncio.Semaphore, provider_down: asyncio.Event
+    ) -> None:
+        """Check one claimed call in the slot taken for it; a provider found down puts it off."""
+        try:
+            if not provider_down.is_set():
                 try:
                     await self._reconcile_call(call)
+                    return
                 except ProviderDown:
                     provider_down.set()
-                    await self._schedule.reschedule(call, self._retry_at(backoff=True))
-
-        await asyncio.gather(*(check(call) for call in due))
-        if provider_down.is_set():
-            return "provider_down"
-        return "full" if len(due) == BATCH else "done"
+            await self._schedule.reschedule(call, self._retry_at(backoff=True))
+        finally:
+            slot.release()
 
     def _retry_at(self, *, backoff: bool = False) -> datetime:
         """The next try counts from when this check ended, not from when the round began."""
@@ -211,3 +233,13 @@ class DeliveryTracker:
         bound.info("call.reconciled", status=report.status.value, outcome=update.outcome)
         if update.outcome == "recorded":
             metrics.CALL_OUTCOMES.labels(report.status.value, "report").inc()
+
+
+async def _take_free(slots: asyncio.Semaphore, most: int) -> int:
+    """Wait for one free slot, then take every other free one without waiting (up to ``most``)."""
+    await slots.acquire()
+    taken = 1
+    while taken < most and not slots.locked():
+        await slots.acquire()
+        taken += 1
+    return taken
