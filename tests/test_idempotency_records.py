@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from otpservice.adapters.storage.idempotency import IdempotencyRecords
 from otpservice.adapters.storage.scripts import Storage
+from otpservice.domain import errors
 
 LEASE_MS = 60_000
 
@@ -64,3 +65,29 @@ async def test_an_answer_settled_after_another_request_took_the_key_is_not_kept(
     held = await store.claim("t", "k-taken", "fp", "owner-3", LEASE_MS)
     assert held is not None
     assert held.state == "running"
+
+
+async def test_a_claim_landing_after_its_request_gave_it_up_takes_nothing(
+    records: tuple[IdempotencyRecords, Redis],
+) -> None:
+    """A claim that lands after its own request let the key go (storage stalled) does not hold the
+    key, and another request claims it at once."""
+    store, _ = records
+    await store.release("t-gave-up", "k", "owner-1", LEASE_MS)
+    with pytest.raises(errors.StorageUnavailable):
+        await store.claim("t-gave-up", "k", "fp", "owner-1", LEASE_MS)
+    assert await store.claim("t-gave-up", "k", "fp", "owner-2", LEASE_MS) is None
+    await store.keep("t-gave-up", "k", "owner-2", "fp", 201, b"{}")
+    held = await store.claim("t-gave-up", "k", "fp", "owner-3", LEASE_MS)
+    assert held is not None
+    assert (held.state, held.status) == ("done", 201)
+
+
+async def test_a_claim_that_landed_is_let_go_by_its_release(
+    records: tuple[IdempotencyRecords, Redis],
+) -> None:
+    """When the claim landed before the release, the release frees the key as a normal one does."""
+    store, _ = records
+    assert await store.claim("t-landed", "k", "fp", "owner-1", LEASE_MS) is None
+    await store.release("t-landed", "k", "owner-1", LEASE_MS)
+    assert await store.claim("t-landed", "k", "fp", "owner-2", LEASE_MS) is None

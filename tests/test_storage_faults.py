@@ -179,6 +179,24 @@ def test_a_stall_before_the_call_answers_that_nothing_was_placed(
             )
 
 
+def test_a_stalled_idempotency_claim_leaves_the_key_free_for_the_repeat(
+    server: ServerProcess, faulty: ServiceHandle, sandbox: SandboxHandle
+) -> None:
+    """A start whose key's claim stalled answers 503 saying no call was placed, and its repeat runs
+    once the server answers (the claim is given up; test_idempotency_records: even landing late)."""
+    key = {"Idempotency-Key": "stalled-claim"}
+    with faulty.client() as client:
+        server.pause()
+        try:
+            refused = client.post("/otp", json={"phone": "0912345005"}, headers=key)
+        finally:
+            server.resume()
+        assert assert_problem(refused, 503, "storage_unavailable")["call_placed"] is False
+        repeat = client.post("/otp", json={"phone": "0912345005"}, headers=key)
+    assert repeat.status_code == 201, repeat.text
+    assert len(sandbox.calls("0912345005")) == 1
+
+
 async def test_kill_during_creates_strands_no_verification(
     server: ServerProcess, sandbox: SandboxHandle
 ) -> None:

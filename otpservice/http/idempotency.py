@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 
-from otpservice.adapters.storage.idempotency import IdempotencyRecords
+from otpservice.adapters.storage.idempotency import IdempotencyRecords, StoredAnswer
 from otpservice.domain import errors
 from otpservice.http.problems import domain_problem
 from otpservice.service.repairs import RepairQueue
@@ -93,9 +93,7 @@ class Idempotency:
             return (await _answered(request, handle)).response()
         owner = secrets.token_hex(8)
         deadline = time.monotonic() + WAIT_SECONDS
-        while (
-            held := await self._records.claim(tenant.name, key, request_fingerprint, owner, self._lease_ms)
-        ) is not None:
+        while (held := await self._claim(tenant, key, request_fingerprint, owner)) is not None:
             if held.fingerprint != request_fingerprint:
                 raise errors.IdempotencyKeyReused()
             if held.state == "done":
@@ -116,6 +114,23 @@ class Idempotency:
         )
         return answer.response()
 
+    async def _claim(
+        self, tenant: Tenant, key: str, request_fingerprint: str, owner: str
+    ) -> StoredAnswer | None:
+        try:
+            return await self._records.claim(tenant.name, key, request_fingerprint, owner, self._lease_ms)
+        except errors.StorageUnavailable as exc:
+            # the claim may still land (a stalled server applies what it had queued) and would hold
+            # the key for a lease after this request answered that nothing was done: give it up
+            self._repairs.submit(
+                "release_idempotency_key", self._settle(tenant, key, owner, request_fingerprint, None)
+            )
+            raise errors.StorageUnavailable(
+                "storage did not answer, so nothing was done and no call was placed; send the request "
+                "again with the same Idempotency-Key",
+                call_placed=False,
+            ) from exc
+
     def _settle(
         self, tenant: Tenant, key: str, owner: str, request_fingerprint: str, answer: Answer | None
     ) -> Callable[[], Awaitable[None]]:
@@ -128,7 +143,7 @@ class Idempotency:
                     tenant.name, key, owner, request_fingerprint, answer.status, answer.body
                 )
             else:
-                await self._records.release(tenant.name, key, owner)
+                await self._records.release(tenant.name, key, owner, self._lease_ms)
 
         return settle
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from otpservice.adapters.storage.records import text
 from otpservice.adapters.storage.scripts import Storage
+from otpservice.domain import errors
 
 KEEP_SECONDS = 24 * 3600
 
@@ -45,6 +46,8 @@ class IdempotencyRecords:
         )
         if text(reply[0]) == "claimed":
             return None
+        if text(reply[0]) == "released":  # given up by this request, which answered already
+            raise errors.StorageUnavailable("the key's claim was given up; send the request again")
         state: Literal["running", "done"] = "done" if text(reply[0]) == "done" else "running"
         status = text(reply[2])
         body = reply[3] if isinstance(reply[3], bytes) else text(reply[3]).encode()
@@ -60,8 +63,11 @@ class IdempotencyRecords:
             [owner, "keep", status, body.decode(), KEEP_SECONDS * 1000, fingerprint],
         )
 
-    async def release(self, tenant: str, idempotency_key: str, owner: str) -> None:
-        """Let the key go: the request changed nothing, so a repeat may run again."""
+    async def release(self, tenant: str, idempotency_key: str, owner: str, lease_ms: int) -> None:
+        """Let the key go: the request changed nothing, so a repeat may run again. A claim of this
+        request landing later (``lease_ms`` from now at most) takes nothing."""
         await self._storage.run(
-            "idempotency_settle", [_record_key(tenant, idempotency_key)], [owner, "release", "", "", 0, ""]
+            "idempotency_settle",
+            [_record_key(tenant, idempotency_key)],
+            [owner, "release", "", "", lease_ms, ""],
         )

@@ -3,11 +3,19 @@
 -- whose lease ran out may belong to another request by now). A claim whose lease ran out with no
 -- other request holding the key is kept all the same (written after a long storage outage, say):
 -- a repeat must replay an answer that may have placed a call, not run again.
--- KEYS: the key's record.  ARGV: owner token, mode, status, body, keep for (ms), request fingerprint.
+-- A release finding no claim (the request gave up while its claim was on its way: storage stalled)
+-- leaves a mark for the lease, so that claim, landing later, takes nothing; another request's claim
+-- takes the key over the mark.
+-- KEYS: the key's record.  ARGV: owner token, mode, status, body, keep for (ms; a release: the
+-- lease), request fingerprint.
 local ow = redis.call('HGET', KEYS[1], 'ow')
 if ow and ow ~= ARGV[1] then return 0 end
 if ARGV[2] == 'release' then
   redis.call('DEL', KEYS[1])
+  if not ow then
+    redis.call('HSET', KEYS[1], 'st', 'released', 'ow', ARGV[1])
+    redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  end
   return 1
 end
 redis.call('HSET', KEYS[1], 'st', 'done', 'status', ARGV[3], 'body', ARGV[4], 'fp', ARGV[6], 'ow', ARGV[1])
