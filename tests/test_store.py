@@ -361,11 +361,11 @@ async def test_a_retried_create_creates_once(store: VerificationStore) -> None:
 async def test_void_wins_over_a_create_in_either_order(store: VerificationStore) -> None:
     """A create known not to have led to a call ends failed whether it lands before or after its void."""
     late = new_verification_id()
-    await store.void_create(new(late), "not placed")
+    await store.void_create(new(late), "not placed", NOW)
     with pytest.raises(errors.NotPending):
         await store.create(new(late), HASHER.hash(late, "123456"), NOW)
     early = await new_pending(store)
-    await store.void_create(new(early), "not placed")
+    await store.void_create(new(early), "not placed", NOW)
     for vid in (late, early):
         verification = await store.get(vid)
         assert verification is not None
@@ -383,11 +383,23 @@ async def test_a_void_after_the_reconciler_called_the_first_call_unknown_still_f
     """A void landing after the placement was marked unknown fails the verification (no second pending)."""
     vid = await new_pending(store)
     await store.placement_unknown(vid, NOW + timedelta(seconds=21), 1, "deadline passed")
-    await store.void_create(new(vid), "not placed")
+    await store.void_create(new(vid), "not placed", NOW + timedelta(seconds=22))
     verification = await store.get(vid)
     assert verification is not None
     assert (verification.status, verification.delivery.status) == (
         VerificationStatus.FAILED,
+        DeliveryStatus.FAILED,
+    )
+
+
+async def test_a_void_landing_after_the_expiry_leaves_it_expired(store: VerificationStore) -> None:
+    """A create voided after the verification's time ran out (a long storage outage) ends expired."""
+    vid = await new_pending(store)
+    await store.void_create(new(vid), "not placed", NOW + timedelta(seconds=301))
+    verification = await store.get(vid)
+    assert verification is not None
+    assert (verification.status, verification.delivery.status) == (
+        VerificationStatus.EXPIRED,
         DeliveryStatus.FAILED,
     )
 
@@ -413,6 +425,17 @@ async def test_a_first_call_that_never_left_after_the_expiry_leaves_it_expired(
         VerificationStatus.EXPIRED,
         DeliveryStatus.REJECTED,
     )
+
+
+async def test_a_call_placed_after_a_cancel_counts_as_a_send(store: VerificationStore) -> None:
+    """A first call the provider took after the verification was canceled counts in its sends."""
+    vid = await new_pending(store)
+    await store.cancel(vid, "c", NOW)
+    assert await placed(store, vid, 1, "c1") == "canceled"
+    assert await placed(store, vid, 1, "c1") == "canceled"  # the write landing twice counts once
+    verification = await store.get(vid)
+    assert verification is not None
+    assert (verification.sends, verification.delivery.status) == (1, DeliveryStatus.CALLING)
 
 
 async def test_placement_reports_what_the_verification_became(store: VerificationStore) -> None:
@@ -633,6 +656,112 @@ async def begin_later(store: VerificationStore, vid: str, at: datetime, token: s
     )
     assert isinstance(begun, int)
     return begun
+
+
+async def test_a_check_in_flight_when_a_resend_is_undone_is_released_not_judged(
+    store: VerificationStore,
+) -> None:
+    """A check that matched the code of a resend which then surely never left is released (nothing
+    spent, asked again), not approved, even once the resend's number is reused."""
+    vid = await new_pending(store, "111111")
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin(store, vid, "222222", at, token="t1")
+    reservation = await store.reserve(vid, "guess", at, 6, at + timedelta(seconds=15))
+    assert [code.send_seq for code in reservation.codes] == [1, seq]
+    await store.unplaced(
+        vid,
+        at,
+        seq,
+        f"{vid}:t1",
+        delivery=DeliveryStatus.FAILED,
+        reason="down",
+        give_back_cooldown=True,
+        describe=False,
+    )
+    assert await begin(store, vid, "333333", at, token="t2") == seq  # the number is reused
+    with pytest.raises(errors.CheckNotRecorded):
+        await store.judge(vid, "guess", at, seq)
+    verification = await store.get(vid)
+    assert verification is not None
+    assert (verification.status, verification.attempts) == (VerificationStatus.PENDING, 0)
+
+
+async def test_a_repeated_never_left_write_keeps_the_schedule_of_the_send_that_reused_its_number(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A "never left" write landing again after the next resend reused its number and was placed
+    leaves that placed call on the schedule, so its outcome is still looked up."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin(store, vid, "222222", at, token="t1")
+
+    async def never_left() -> None:
+        await store.unplaced(
+            vid,
+            at,
+            seq,
+            f"{vid}:t1",
+            delivery=DeliveryStatus.FAILED,
+            reason="down",
+            give_back_cooldown=True,
+            describe=False,
+        )
+
+    await never_left()
+    assert await begin(store, vid, "333333", at, token="t2") == seq
+    assert await placed(store, vid, seq, "c2") == "placed"
+    await never_left()  # landing again: its reply was lost
+    assert await scheduled(redis, vid, seq) is not None
+
+
+async def test_a_never_left_write_after_the_reconciler_said_unknown_describes_the_send_as_failed(
+    store: VerificationStore,
+) -> None:
+    """A resend known never to have left, after the reconciler called it unknown, shows as failed,
+    and its number is not reused (the next resend is not taken for an unknown placement)."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin(store, vid, "222222", at, token="t1")
+    await store.placement_unknown(vid, at + timedelta(seconds=25), seq, "placement unrecorded")
+    await store.unplaced(
+        vid,
+        at + timedelta(seconds=26),
+        seq,
+        f"{vid}:t1",
+        delivery=DeliveryStatus.FAILED,
+        reason="down",
+        give_back_cooldown=True,
+        describe=False,
+    )
+    verification = await store.get(vid)
+    assert verification is not None
+    assert (verification.delivery.send_seq, verification.delivery.status) == (seq, DeliveryStatus.FAILED)
+    later = at + timedelta(seconds=60)
+    next_seq = await begin(store, vid, "333333", later, token="t2")
+    assert next_seq == seq + 1
+    with pytest.raises(errors.ResendTooSoon):  # one placement at a time
+        await begin(store, vid, "444444", later + timedelta(seconds=30), token="t3")
+
+
+async def test_a_resend_giving_way_to_an_unknown_send_without_a_code_keeps_the_heard_code(
+    store: VerificationStore,
+) -> None:
+    """A resend after a placement called unknown, whose code never came, keeps the current code
+    (maybe the one heard) accepted instead of making the codeless send current."""
+    vid = await new_pending(store, "111111")
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    lost = await begin_later(store, vid, at, "t1")  # its request gave up: no call, no code
+    await store.placement_unknown(vid, at + timedelta(seconds=25), lost, "placement unrecorded")
+    newest = await begin(store, vid, "333333", at + timedelta(seconds=31), token="t2")
+    reservation = await store.reserve(
+        vid, "check", at + timedelta(seconds=32), 6, LEASE + timedelta(seconds=60)
+    )
+    assert [code.send_seq for code in reservation.codes] == [1, newest]
+    assert HASHER.matches(vid, "111111", reservation.codes[0].encoded_hash)
 
 
 async def fields(redis: Redis, vid: str) -> dict[str, str]:

@@ -386,7 +386,9 @@ class VerificationService:
     def _void_later(self, new: NewVerification, reason: str) -> None:
         """The create may still land later: make sure it can only land as failed, never pending."""
         self._repairs.submit(
-            "void_create", lambda: self._store.void_create(new, reason), verification_id=new.id
+            "void_create",
+            lambda: self._store.void_create(new, reason, self._clock.now()),
+            verification_id=new.id,
         )
 
     def _budgets_for(

@@ -282,7 +282,7 @@ class VerificationStore:
         assert refusal is not None  # the scripts answer so only when one refused
         return refusal
 
-    async def void_create(self, new: NewVerification, reason: str) -> None:
+    async def void_create(self, new: NewVerification, reason: str, now: datetime) -> None:
         """Make sure a verification whose first call was never placed is failed, never pending.
 
         Used when storing the create failed: that create may still land later (a stalled server
@@ -298,7 +298,7 @@ class VerificationStore:
         await self._run(
             "create",
             new.id,
-            new.created_at,
+            now,
             "void",
             self._record_ttl_ms(new.created_at, new.expires_at),
             keys.scheduled_call(new.id, 1),

@@ -237,6 +237,18 @@ local function live_reservations(v)
   return live, soonest
 end
 
+-- Release every attempt in flight: they were reserved against codes that included one just dropped
+-- (a send that surely never left), and judged now they could approve it, under its number even once
+-- that number is reused. Released, nothing is spent and the service asks for the code again.
+local function release_reservations(v)
+  for field in pairs(v) do
+    if string.sub(field, 1, 2) == 'r:' then
+      redis.call('HDEL', key, field)
+      redis.call('ZREM', failure_log(v.ph, owner(v)), field)
+    end
+  end
+end
+
 -- Put a member on one of the shard's schedules (calls, expiries); the schedule lives at least as long as the record.
 local function schedule(schedule_key, at, member)
   redis.call('ZADD', schedule_key, at, member)
@@ -248,6 +260,7 @@ end
 -- cooldown and the send number) come back, and it leaves the schedule and the number's budget.
 local function unbegin(v, seq, schedule_key, member, call, span, retention, give_back_cooldown)
   redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
+  release_reservations(v)
   local expires = at(v, v.px)
   redis.call('HSET', key, 'ex', v.px)
   redis.call('PEXPIRE', key, int(math.max(1, expires - now + retention)))

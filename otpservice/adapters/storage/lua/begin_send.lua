@@ -45,7 +45,15 @@ if v.ns then same_packed, same_params = v.nc, v.np end
 if mode == 'same' and not same_packed then return refuse({'too_soon', int(now + 1000)}) end
 wait = budget_take(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), call, now, number_limits)
 if wait > 0 then return refuse({'phone_limited', int(wait)}) end
-if v.ns then promote(v) end
+if v.ns then
+  if v.nc then
+    promote(v)
+  else
+    -- An unknown placement whose code never came cannot be checked, and making it current would
+    -- drop the current code, maybe the one heard: it is let go (its call stays counted).
+    redis.call('HDEL', key, 'ns', 'px', 'pr')
+  end
+end
 local seq = int(tonumber(v.sq) + 1)
 local expires = now + tonumber(ARGV[8])
 local ttl = int(expires - now + tonumber(ARGV[10]))

@@ -68,7 +68,9 @@ if not v then
 elseif v.st == 'pending' and v.ns == '1' then
   -- (also when the reconciler already called its placement unknown: this service knows it never left)
   drop_codes()
-  redis.call('HSET', key, 'st', 'failed', 'vd', '1', 'ds', '1', 'dst', 'failed', 'drs', ARGV[6],
+  -- (one whose time ran out first ended by expiring)
+  redis.call('HSET', key, 'st', status(v) == 'expired' and 'expired' or 'failed', 'vd', '1', 'ds', '1',
+             'dst', 'failed', 'drs', ARGV[6],
              'dua', stamp(v), 'ua', stamp(v))
   redis.call('ZREM', KEYS[2], ARGV[5])
 end

@@ -13,7 +13,9 @@ if not v then return {'not_found'} end
 -- write repeated after its first landing (a retry after a lost reply) must not undo the next one.
 local another = ARGV[3] ~= '1' and v.ns == ARGV[3] and ARGV[11] ~= ARGV[10] .. ':' .. (v.bt or '')
 if v.ns ~= ARGV[3] or another then
-  if not v.ns then  -- the verification ended while the call was being placed: still give back
+  -- the verification ended while the call was being placed: its schedule entry goes (unless the
+  -- number was reused by a send since placed, whose entry it is now)
+  if not v.ns and tonumber(v.ds) < tonumber(ARGV[3]) then
     redis.call('ZREM', KEYS[2], ARGV[8])
   end
   if not v.ns or another then  -- (a repeat: giving back is by the call's name, once)
@@ -32,7 +34,15 @@ if ARGV[3] == '1' then
   if redis.call('GET', pending_key) == ARGV[10] then redis.call('DEL', pending_key) end
   describe = true
 else
-  unbegin(v, ARGV[3], KEYS[2], ARGV[8], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[9]), ARGV[6] == '1')
+  -- The reconciler may have called it unknown meanwhile: its delivery shows this send, now known
+  -- never to have left, and its number stays taken (the next resend must not come as "unknown").
+  local settled = tonumber(v.ds) >= tonumber(ARGV[3])
+  local give_back = ARGV[6] == '1'
+  unbegin(v, ARGV[3], KEYS[2], ARGV[8], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[9]), give_back and not settled)
+  if settled then
+    if give_back then redis.call('HSET', key, 'ra', v.pr) end
+    describe = true
+  end
 end
 if describe then
   redis.call('HSET', key, 'ds', ARGV[3], 'dst', ARGV[4], 'drs', ARGV[5], 'dua', stamp(v))
