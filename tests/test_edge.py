@@ -239,7 +239,7 @@ def test_a_url_httptools_cannot_parse_is_answered_400(
 ) -> None:
     """A request line whose URL httptools cannot parse is answered 400, as uvicorn answers it, not dropped."""
     [answer] = exchange(service, b"GET http://[::1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    assert answer.status == 400
+    assert (answer.status, answer.problem()["code"]) == (400, "bad_request")
     # asyncio logs the exception of a protocol whose connection it drops
     assert [record.getMessage() for record in caplog.records if record.name == "asyncio"] == []
 
@@ -326,6 +326,21 @@ def test_a_pipelined_request_refused_while_an_answer_is_owed_sends_nothing_ahead
             b"POST /echo?hold=%g HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nfirst"
             % (4 * ECHO_TIMEOUT)
             + b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nse"
+        )
+        answers = parse_answers(read_until_closed(sock))
+    assert [(a.status, a.body) for a in answers] == [(200, b"first")]
+
+
+def test_a_malformed_request_pipelined_behind_one_being_answered_sends_nothing_ahead_of_it(
+    echo_url: str,
+) -> None:
+    """A request that is not valid HTTP, pipelined behind one still being answered, gets no answer
+    ahead of that one (whose call may have been placed): the answer owed goes out, then the close."""
+    with connect(echo_url) as sock:
+        sock.sendall(
+            b"POST /echo?wait=%g HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nfirst"
+            % (ECHO_TIMEOUT / 2)
+            + b"GET /healthz HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n"
         )
         answers = parse_answers(read_until_closed(sock))
     assert [(a.status, a.body) for a in answers] == [(200, b"first")]

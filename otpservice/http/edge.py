@@ -180,9 +180,9 @@ class EdgeProtocol(HttpToolsProtocol):
             ):
                 self._refuse_oversized_head(f"a request header is over {HEADER_FIELD_LIMIT // 1024} KiB")
                 return
-            message = "Invalid HTTP request received."
-            self.logger.warning(message)
-            self.send_400_response(message)
+            # Refused as every other request the server turns away (not uvicorn's plain-text 400,
+            # written at once): problem+json, counted, and never ahead of an answer still owed.
+            self._refuse(400, "bad_request", "Bad request", "the request is not valid HTTP/1.1")
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
