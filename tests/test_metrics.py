@@ -40,3 +40,20 @@ def test_a_metrics_key_reads_metrics_and_nothing_else(redis_url: str, sandbox: S
             assert scraper.get("/otp/vf_0000000000000000").status_code == 401
         with service.client("not-a-metrics-key-0123456789") as stranger:
             assert stranger.get("/metrics").status_code == 401
+
+
+def test_a_request_refused_for_its_key_is_counted_and_logged_as_401(service: ServiceHandle) -> None:
+    """A request without a valid API key is counted and logged with its 401, not as a server error."""
+    route = 'path="/otp/{verification_id}"'
+    with service.client(api_key=None) as anonymous:
+        assert anonymous.get("/otp/vf_0000000000000000").status_code == 401
+    with service.client() as client:
+        text = client.get("/metrics").text
+    counted = [
+        line for line in text.splitlines() if line.startswith("otp_http_requests_total") and route in line
+    ]
+    assert any('status_code="401"' in line for line in counted), counted
+    assert not [
+        line for line in text.splitlines() if line.startswith("otp_http_requests_error") and route in line
+    ]
+    assert '"status": 500' not in service.logs.getvalue() and '"status":500' not in service.logs.getvalue()

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 from litestar.enums import ScopeType
+from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -83,6 +84,11 @@ def observe_middleware(app: ASGIApp) -> ASGIApp:
         running.inc()
         try:
             await app(scope, receive, observed_send)
+        except HTTPException as exc:
+            # raised before any response (the API key check): the app's exception table answers it
+            # further out, with this status
+            status = exc.status_code
+            raise
         finally:
             running.dec()
             count, timing, errors = _finished_children(method, route, status)
