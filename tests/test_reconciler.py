@@ -144,12 +144,15 @@ def test_a_call_is_asked_about_before_its_claim_ends_even_in_a_backlog(redis_url
             if claim_ends is not None and claim_ends <= to_millis(service.clock.now()):
                 asked_late.append(call_id)
             asked.add(call_id)
-            service.clock.advance(step)  # a slow provider: a twelfth of a claim's lease per report
+            service.clock.advance(step)  # a slow provider: a sixteenth of a claim's lease per report
+            # held a moment, so that checks in other slots cannot run through many reports while
+            # one just claimed is on its way to its own
+            await asyncio.sleep(0.02)
         return httpx.Response(200, json={"data": {"id": call_id, "campaign_id": "1", "status": ""}})
 
     provider = FakeProvider(unfinished_report)
     transport = httpx.MockTransport(provider)
-    calls = 100
+    calls = 130  # enough that, all claimed at once, the last wait past 7 leases' worth of reports
     try:
         with running_service(
             redis_url,
@@ -158,7 +161,7 @@ def test_a_call_is_asked_about_before_its_claim_ends_even_in_a_backlog(redis_url
             reconcile_after_seconds=600,
             reconcile_interval_seconds=0.05,
         ) as service:
-            step = claim_lease_seconds(service.settings) / 12
+            step = claim_lease_seconds(service.settings) / 16
             with service.client() as client:
                 first = secrets.randbelow(10**6)
                 for n in range(calls):  # numbers of their own (each has a verification of its own)

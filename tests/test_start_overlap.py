@@ -352,17 +352,25 @@ def test_an_unknown_outcome_waits_for_its_code_to_be_stored(redis_url: str, sand
 
 
 def test_a_failed_hash_fails_the_verification_instead_of_leaving_it_uncheckable(
-    gated: ServiceHandle, recorded: RecordedRequests
+    gated: ServiceHandle, recorded: RecordedRequests, redis_url: str
 ) -> None:
-    """Should hashing raise, the request fails loudly and the verification is failed, never pending."""
+    """Should hashing raise, the start answers 503 code_lost with the id (the call may ring), the
+    verification is failed, never pending, and the call still counts against the number."""
     gate = HashGate(gated.hasher)
     gate.fail = True
     with gated.client() as client:
         broken = client.post("/otp", json={"phone": "0912100010"})
         vid = _called_id(recorded)
         verification = client.get(f"/otp/{vid}").json()
-    assert_problem(broken, 500, "internal_error")
+    body = assert_problem(broken, 503, "code_lost")
+    assert (body["id"], body["call_may_have_rung"]) == (vid, True)
     assert verification["status"] == "failed"
+    redis = sync_client(redis_url)
+    try:
+        shard = keys.verification_key(vid).rsplit(":", 1)[0]
+        assert redis.zcard(f"{shard}:n:{verification['phone']}:calls") == 1
+    finally:
+        redis.close()
 
 
 @pytest.fixture

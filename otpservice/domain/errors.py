@@ -80,6 +80,21 @@ class Overloaded(VerificationError):
         self.retry_after_seconds = 1
 
 
+class CodeLost(VerificationError):
+    """The call may ring, but its code's hash could not be computed, so that code can never be
+    checked: the send is failed (a first call fails its verification) and its call stays counted."""
+
+    code = "code_lost"
+
+    def __init__(self, verification_id: str):
+        super().__init__(
+            "the call may ring, but its code could not be prepared and cannot be checked; start again "
+            "(a resend: send it again)"
+        )
+        self.verification_id = verification_id
+        self.retry_after_seconds = 2
+
+
 class ResendTooSoon(VerificationError):
     code = "resend_too_soon"
 

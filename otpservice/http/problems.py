@@ -53,6 +53,7 @@ _DOMAIN_STATUS: dict[type[errors.VerificationError], tuple[int, str]] = {
     errors.IdempotencyInProgress: (409, "Request in progress"),
     errors.ProviderRejected: (422, "The provider refused the number"),
     errors.ProviderUnavailable: (503, "Voice provider unavailable"),
+    errors.CodeLost: (503, "Code could not be prepared"),
     errors.CallbackRejected: (401, "Callback not authenticated"),
 }
 
@@ -113,6 +114,10 @@ def domain_problem(exc: errors.VerificationError) -> ProblemDetailsException:
         extra["call_may_have_rung"] = exc.call_may_have_rung
         if exc.verification_id:
             extra["id"] = exc.verification_id
+    if isinstance(exc, errors.CodeLost):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
+        extra["id"] = exc.verification_id
+        extra["call_may_have_rung"] = True
     if isinstance(exc, errors.ProviderRejected):
         extra["id"] = exc.verification_id
         extra["reason"] = exc.reason

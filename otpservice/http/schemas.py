@@ -432,6 +432,16 @@ PROVIDER_UNAVAILABLE = _kind(
     call_may_have_rung=bool,
     header=_RETRY_AFTER,
 )
+CODE_LOST = _kind(
+    503,
+    "CodeLostProblem",
+    "code_lost",
+    "the call may ring but its code could not be prepared, so it cannot be checked; start (or resend) "
+    "again (Retry-After)",
+    id=str,
+    call_may_have_rung=bool,
+    header=_RETRY_AFTER,
+)
 STORAGE_UNAVAILABLE = _kind(
     503,
     "StorageUnavailableProblem",

@@ -344,6 +344,7 @@ class CallPlacer:
         *,
         give_back_cooldown: bool,
         describe: bool,
+        keep_call_counted: bool = False,
     ) -> None:
         """Store that the call's send never took place (its code dropped; see ``unplaced.lua``)."""
         now = self._clock.now()
@@ -359,6 +360,7 @@ class CallPlacer:
                 reason=reason,
                 give_back_cooldown=give_back_cooldown,
                 describe=describe,
+                keep_call_counted=keep_call_counted,
             ),
         )
 
@@ -384,9 +386,10 @@ class CallPlacer:
         instead: the code is answered, for the caller to store with what it records next (one round
         trip instead of two, when the provider answered before the hash was ready).
 
-        Raises StorageUnavailable when storing it failed. Should hashing have failed (a bug), the
-        code can never be checked: the send is recorded as failed (a first call fails its
-        verification; a resend gives way to the current code), then the error goes on.
+        Raises StorageUnavailable when storing it failed. Should hashing have failed (a bug, or
+        memory running out), the code can never be checked: the send is recorded as failed (a first
+        call fails its verification; a resend gives way to the current code) with its call still
+        counted, as it may ring, and CodeLost tells the client so, with the id.
         """
         code_hash = call.code_hash
         if code_hash is None:
@@ -398,7 +401,7 @@ class CallPlacer:
             return None
         except errors.StorageUnavailable:
             raise
-        except Exception:
+        except Exception as exc:
             self._log(call).exception("call.code_lost")
             await self._record_unplaced(
                 "record_code_lost",
@@ -407,8 +410,9 @@ class CallPlacer:
                 "the code could not be prepared",
                 give_back_cooldown=False,
                 describe=True,
+                keep_call_counted=True,
             )
-            raise
+            raise errors.CodeLost(call.verification_id) from exc
 
     def _code_then(
         self, call: CallRequest, record: Callable[[], Awaitable[object]]

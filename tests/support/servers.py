@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -59,7 +60,8 @@ class _PromptServer(uvicorn.Server):
     def stop_now(self) -> None:
         self.should_exit = True
         if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+            with contextlib.suppress(RuntimeError):  # its loop has closed: the server stopped already
+                self._loop.call_soon_threadsafe(self._stop.set)
 
 
 def bound_socket(port: int = 0) -> socket.socket:

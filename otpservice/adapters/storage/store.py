@@ -485,8 +485,10 @@ class VerificationStore:
         reason: str,
         give_back_cooldown: bool,
         describe: bool,
+        keep_call_counted: bool = False,
     ) -> Verification | None:
-        """Record a call that surely never left; its code is dropped (see ``unplaced.lua``)."""
+        """Record a call that surely never left; its code is dropped (see ``unplaced.lua``).
+        ``keep_call_counted``: the code was lost, not the call, which may have rung."""
         reply = await self._run(
             "unplaced",
             verification_id,
@@ -501,6 +503,7 @@ class VerificationStore:
             verification_id,
             call,
             limit_lists.longest_window_ms(self._policy.call_limits),
+            int(keep_call_counted),
         )
         return self._answer(verification_id, reply)[2]
 

@@ -257,7 +257,8 @@ local function schedule(schedule_key, at, member)
 end
 
 -- Undo a begun resend that surely never left: its code goes, the expiry (and, when asked, the
--- cooldown and the send number) come back, and it leaves the schedule and the number's budget.
+-- cooldown and the send number) come back, and it leaves the schedule and (unless ``call`` is nil)
+-- the number's budget.
 local function unbegin(v, seq, schedule_key, member, call, span, retention, give_back_cooldown)
   redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
   release_reservations(v)
@@ -271,6 +272,6 @@ local function unbegin(v, seq, schedule_key, member, call, span, retention, give
     if v.sq == seq then redis.call('HSET', key, 'sq', int(tonumber(v.sq) - 1)) end
   end
   redis.call('ZREM', schedule_key, member)
-  budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), call, now, span)
+  if call then budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), call, now, span) end
 end
 

@@ -5,9 +5,14 @@
 -- KEYS: record, the shard's call schedule.
 -- ARGV: now, tenant, send, delivery status, reason, give back cooldown (1/0), describe in delivery (1/0),
 --       member, retention (ms), verification id, the call's budget name, the number budget's
---       longest window (ms).
+--       longest window (ms), keep the call counted (1/0: its code was lost, but it may have rung).
 local v = load()
 if not v then return {'not_found'} end
+local function give_back(call)
+  if ARGV[13] ~= '1' then
+    budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), call, now, tonumber(ARGV[12]))
+  end
+end
 -- A resend's number is given back when it is undone, and the next resend begins under it again:
 -- the send is the one this call began only if its request (bt, in the call's name) began it. A
 -- write repeated after its first landing (a retry after a lost reply) must not undo the next one.
@@ -18,15 +23,13 @@ if v.ns ~= ARGV[3] or another then
   if not v.ns and tonumber(v.ds) < tonumber(ARGV[3]) then
     redis.call('ZREM', KEYS[2], ARGV[8])
   end
-  if not v.ns or another then  -- (a repeat: giving back is by the call's name, once)
-    budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), ARGV[11], now, tonumber(ARGV[12]))
-  end
+  if not v.ns or another then give_back(ARGV[11]) end  -- (a repeat: giving back is by name, once)
   return answer('ignored')
 end
 local describe = ARGV[7] == '1'
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[8])
-  budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), ARGV[11], now, tonumber(ARGV[12]))
+  give_back(ARGV[11])
   drop_codes()
   -- (a verification whose time ran out first ended by expiring, whatever its call did)
   if v.st == 'pending' then redis.call('HSET', key, 'st', status(v) == 'expired' and 'expired' or 'failed') end
@@ -37,10 +40,12 @@ else
   -- The reconciler may have called it unknown meanwhile: its delivery shows this send, now known
   -- never to have left, and its number stays taken (the next resend must not come as "unknown").
   local settled = tonumber(v.ds) >= tonumber(ARGV[3])
-  local give_back = ARGV[6] == '1'
-  unbegin(v, ARGV[3], KEYS[2], ARGV[8], ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[9]), give_back and not settled)
+  local cooldown = ARGV[6] == '1'
+  local call = ARGV[11]
+  if ARGV[13] == '1' then call = nil end
+  unbegin(v, ARGV[3], KEYS[2], ARGV[8], call, tonumber(ARGV[12]), tonumber(ARGV[9]), cooldown and not settled)
   if settled then
-    if give_back then redis.call('HSET', key, 'ra', v.pr) end
+    if cooldown then redis.call('HSET', key, 'ra', v.pr) end
     describe = true
   end
 end
