@@ -11,7 +11,10 @@ import time
 import httpx
 
 from otpservice.domain.limits import Limit
+from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
+from otpservice.settings import AutocallSettings
 from tests.support.flows import assert_problem, create, heard_code
+from tests.support.provider import SlowAnswers
 from tests.support.sandbox import SandboxHandle
 from tests.support.servers import free_port
 from tests.support.service import ScriptedCodes, ServiceHandle, running_service
@@ -65,6 +68,27 @@ def test_provider_timeout_is_503_and_may_have_rung(service: ServiceHandle, sandb
         create(client, "0912345678")  # the token is fetched lazily: fetch it now, so only the call hangs
     sandbox.config.provider_faults.hang = True
     _unavailable_and_unconfirmed(service)
+
+
+def test_an_answer_slower_than_the_placement_bound_is_503_and_may_have_rung(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """A provider answer arriving later than a placement's whole bound (each read inside its timeout,
+    as a trickle passes) ends the placement at the bound: 503 may have rung, the verification waits."""
+    slow = SlowAnswers(delay=0)
+    sandbox.config.callback_faults.drop = True  # the call ends at once: its callback would settle it
+    quick = AutocallSettings(
+        url=sandbox.url,
+        secret_key=EXAMPLE_SECRET_KEY,
+        caller="0123456789",
+        connect_timeout_seconds=0.2,
+        read_timeout_seconds=0.3,
+    )
+    with running_service(redis_url, sandbox.url, provider_transport=slow, autocall=quick) as service:
+        with service.client() as client:
+            create(client, "0912345677")  # the token is fetched lazily: now, so only the call is late
+        slow.delay = 30  # well past the bound: 2 x 0.2 s connect + 0.3 s read
+        _unavailable_and_unconfirmed(service, "0912345676")
 
 
 def test_lost_answer_leaves_the_spoken_code_verifiable(redis_url: str, sandbox: SandboxHandle) -> None:

@@ -23,6 +23,7 @@ from otpservice.adapters.autocall import (
     create_http_client,
 )
 from otpservice.logs import configure_logging
+from otpservice.service.provider_health import ProviderState, state_after
 from otpservice.settings import AutocallSettings
 
 SECRET = "secret-key-0123456789abcdef"
@@ -222,6 +223,27 @@ async def test_force_refresh_fetches_a_new_token(client: AutocallClient, fake: F
     """get_token(force_refresh=True) replaces a still-fresh token."""
     first = await client.get_token()
     assert (await client.get_token(force_refresh=True)).value != first.value
+
+
+async def test_a_refresh_that_fails_keeps_the_token_held(client: AutocallClient, fake: FakeAutocall) -> None:
+    """A forced refresh the token endpoint fails (a readiness check) leaves the token held in use."""
+    issued = httpx.Response(200, json={"data": {"access_token": "token-1", "expire_at": 300}})
+    fake.on(TOKEN_PATH, issued, httpx.Response(503, text="down"))
+    await client.get_token()
+    with pytest.raises(ProviderUnavailable):
+        await client.get_token(force_refresh=True)
+    await place(client)
+    assert fake.requests[-1].headers["Authorization"] == "token-1"
+
+
+async def test_a_token_endpoint_answering_404_is_a_failing_provider(
+    client: AutocallClient, fake: FakeAutocall
+) -> None:
+    """A token endpoint answering 404 (a wrong URL path) is a failing provider, not a refused request."""
+    fake.on(TOKEN_PATH, httpx.Response(404, text="Not Found"))
+    with pytest.raises(ProviderMalformedResponse):
+        await client.get_token()
+    assert state_after(client.last_contact[1]) is ProviderState.FAILING
 
 
 async def test_401_refreshes_once_and_retries(client: AutocallClient, fake: FakeAutocall) -> None:

@@ -194,11 +194,17 @@ class CallPlacer:
         self._signer = signer
         self._repairs = repairs
 
+    def _exchange_bound_seconds(self) -> float:
+        """The longest the provider exchange of one placement may take, its token included: what a
+        connect, its one retry and a read take at most. The client's timeouts bound each phase
+        only (a provider trickling its answer a byte at a time passes every read timeout)."""
+        provider = self._settings.autocall
+        return 2 * provider.connect_timeout_seconds + provider.read_timeout_seconds
+
     def placement_deadline(self, now: datetime) -> datetime:
         """By when a placement starting now has surely resolved, if its process is still alive."""
-        provider = self._settings.autocall
-        seconds = 2 * provider.connect_timeout_seconds + provider.read_timeout_seconds
-        return now + timedelta(seconds=seconds + self._settings.storage_bound_seconds + 5)
+        seconds = self._exchange_bound_seconds() + self._settings.storage_bound_seconds + 5
+        return now + timedelta(seconds=seconds)
 
     async def place(self, call: CallRequest) -> Verification:
         """Ring the number; answers the verification as recorded, or raises what the client must know."""
@@ -207,13 +213,18 @@ class CallPlacer:
         callback_url = f"{self._settings.public_url}/callbacks/autocall/{vid}/{seq}/{credential}"
         route = self._routes.get(call.tenant, self._default_route)
         try:
-            placement = await route.caller.place_otp_call(
-                [call.phone.national],
-                code=call.code,
-                template_name=route.template,
-                callback_url=callback_url,
-                callback_apikey=credential,
-            )
+            async with asyncio.timeout(self._exchange_bound_seconds()):
+                placement = await route.caller.place_otp_call(
+                    [call.phone.national],
+                    code=call.code,
+                    template_name=route.template,
+                    callback_url=callback_url,
+                    callback_apikey=credential,
+                )
+        except TimeoutError as exc:
+            # past the bound the placement deadline counts on: the request may have reached it
+            bound = f"{self._exchange_bound_seconds():g}"
+            raise await self._failed(call, f"no answer within {bound} s", may_have_rung=True) from exc
         except autocall.AutocallError as exc:
             # Only an error that says so proves the call never left; unreadable answers may hide a call.
             may_have_rung = (

@@ -231,6 +231,18 @@ class AutocallClient:
                     + self._redact(error_message(response))
                 ),
             )
+        if 400 <= response.status_code < 500:
+            # The token request is always the same well-formed body: another 4xx (a 404 from a wrong
+            # OTP_AUTOCALL_URL path, a 405) says the endpoint is wrong, not that a request was refused.
+            raise self._failed(
+                "token",
+                ProviderMalformedResponse(
+                    f"the token endpoint answered HTTP {response.status_code}: "
+                    + self._redact(error_message(response)),
+                    status_code=response.status_code,
+                    request_may_have_reached_provider=False,
+                ),
+            )
         data = self._data(response, "token")
         try:
             token = parse_token(data, obtained_at=obtained_at)

@@ -42,14 +42,18 @@ class TokenCache:
 
     async def replace(self, rejected: AccessToken) -> AccessToken:
         """A token other than ``rejected`` (the provider answered 401 to it)."""
-        return await self._replace(rejected)
+        return await self._replace(rejected, rejected=True)
 
-    async def _replace(self, seen: AccessToken | None) -> AccessToken:
+    async def _replace(self, seen: AccessToken | None, *, rejected: bool = False) -> AccessToken:
         async with self._lock:
             # Another task fetched while this one waited for the lock: its token is as good as a new one.
             if self._token is not None and self._token is not seen and self._is_fresh(self._token):
                 return self._token
-            self._token = None
+            if rejected:
+                self._token = None
+            # Otherwise the token held stays until a new one comes: a refresh that fails (the token
+            # endpoint down for a moment, a readiness check forcing one) must not throw away a token
+            # the provider still takes.
             self._token = await self._fetch()
             return self._token
 
