@@ -346,6 +346,36 @@ def test_a_malformed_request_pipelined_behind_one_being_answered_sends_nothing_a
     assert [(a.status, a.body) for a in answers] == [(200, b"first")]
 
 
+H2C_OFFER = (
+    b"Connection: Upgrade, HTTP2-Settings, keep-alive\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQ\r\n"
+)
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["one write", "head then body"])
+def test_a_request_offering_an_h2c_upgrade_is_served_as_http_1_1_with_its_body(
+    echo_url: str, apart: bool
+) -> None:
+    """A request offering an upgrade to h2c (Java's HttpClient does by default) is served as the
+    HTTP/1.1 request it also is, body included, and the connection goes on serving."""
+    offered = b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\n" + H2C_OFFER + b"Content-Length: 5\r\n\r\n"
+    with connect(echo_url) as sock:
+        sock.sendall(offered if apart else offered + b"first")
+        if apart:
+            time.sleep(0.05)
+            sock.sendall(b"first")
+        sock.sendall(post_echo(b"again"))
+        answers = parse_answers(read_until_closed(sock))
+    assert [(a.status, a.body) for a in answers] == [(200, b"first"), (200, b"again")]
+
+
+def test_a_connect_request_is_refused_400(echo_url: str) -> None:
+    """A CONNECT (a tunnel, never served here) is answered 400 bad_request."""
+    with connect(echo_url) as sock:
+        sock.sendall(b"CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n")
+        [answer] = parse_answers(read_until_closed(sock))
+    assert (answer.status, answer.problem()["code"]) == (400, "bad_request")
+
+
 def test_a_head_following_a_body_in_one_read_is_still_held_to_the_limit(echo_url: str) -> None:
     """A head that arrives in the same read as the end of the body before it (both queued while the
     server held the connection) is refused once over the head limit, not parsed whole and served: the

@@ -121,6 +121,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self.linger_end: asyncio.TimerHandle | None = None
         self.shedding = False  # this request is a check refused for load: its body is dropped
         self.shed_pause: asyncio.TimerHandle | None = None
+        self.upgrade_offered = False  # this request offers an upgrade (h2c): it is read again without
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -183,11 +184,36 @@ class EdgeProtocol(HttpToolsProtocol):
             # Refused as every other request the server turns away (not uvicorn's plain-text 400,
             # written at once): problem+json, counted, and never ahead of an answer still owed.
             self._refuse(400, "bad_request", "Bad request", "the request is not valid HTTP/1.1")
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+        except httptools.HttpParserUpgrade as exc:
+            self._read_without_upgrade(piece[exc.args[0] :])
+
+    def _read_without_upgrade(self, rest: bytes) -> None:
+        """Serve a request that offered an upgrade as the plain HTTP/1.1 request it also is.
+
+        No upgrade is served here (no WebSocket route, no h2c), but clients offer one by default
+        (Java's HttpClient sends ``Upgrade: h2c`` on plain http), and llhttp stops at the head of
+        such a request, its body left unparsed: uvicorn then ran the app on an empty body (its open
+        issue 2722). The head is fed again to a fresh parser without the offer, then the rest.
+        """
+        if not self.upgrade_offered or self.parser.get_method() == b"CONNECT":
+            self._refuse(400, "bad_request", "Bad request", "this server does not tunnel or upgrade")
+            return
+        self.upgrade_offered = False
+        dropped = (b"upgrade", b"http2-settings")
+        lines = [
+            b"%s %s HTTP/%s" % (self.parser.get_method(), self.url, self.parser.get_http_version().encode())
+        ]
+        for name, value in self.headers:
+            if name == b"connection":
+                tokens = [token.strip() for token in value.split(b",")]
+                value = b", ".join(token for token in tokens if token.lower() not in dropped)
+                if not value:
+                    continue
+            elif name in dropped:
+                continue
+            lines.append(name + b": " + value)
+        self.parser = httptools.HttpRequestParser(self)
+        self._feed(b"\r\n".join(lines) + b"\r\n\r\n" + rest)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -200,6 +226,9 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade():
+            self.upgrade_offered = True  # read again without the offer (_read_without_upgrade)
+            return
         self.head_bytes = None
         if self.transport.is_closing():
             return  # more requests in a read that closed the connection (a refusal): none is taken
@@ -213,6 +242,8 @@ class EdgeProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self.upgrade_offered:
+            return  # llhttp ends a request offering an upgrade at its head: it is read again
         self.head_bytes = 0
         self._cancel_request_deadline()
         if self.transport.is_closing():
