@@ -123,6 +123,15 @@ def test_unknown_verification_callback_is_404(service: ServiceHandle) -> None:
     assert_problem(httpx.post(url, json=cdr("1_1_1_5_x_0987654321")), 404, "not_found")
 
 
+@pytest.mark.parametrize("send", [0, -5, 1001])
+def test_a_callback_for_a_send_out_of_range_is_422(service: ServiceHandle, send: int) -> None:
+    """A callback naming a send outside 1-1000 (the contract's range) is 422 validation_error."""
+    vid = "vf_doesnotexist"
+    url = f"{service.url}/callbacks/autocall/{vid}/{send}/{SIGNER.credential(vid, send)}"
+    body = assert_problem(httpx.post(url, json=cdr("1_1_1_5_x_0987654321")), 422, "validation_error")
+    assert body["errors"][0]["field"] == "send"
+
+
 def test_unreadable_callback_is_422(service: ServiceHandle, sandbox: SandboxHandle) -> None:
     """An authenticated callback whose body is not a call report is 422 and changes nothing."""
     sandbox.config.callback_faults.drop = True

@@ -63,3 +63,15 @@ def test_docs_can_be_turned_off(service_without_docs: ServiceHandle) -> None:
             assert answer.headers["content-type"] == "application/problem+json"
             assert answer.json()["code"] == "not_found"
         assert client.get("/healthz").status_code == 200
+
+
+def test_the_contract_is_served_as_yaml_and_unknown_doc_pages_are_problems(service: ServiceHandle) -> None:
+    """/docs/openapi.yaml serves the contract; a page under /docs that does not exist is 404 problem+json."""
+    with service.client(api_key=None) as client:
+        contract = client.get("/docs/openapi.yaml")
+        missing = client.get("/docs/redoc")
+    assert contract.status_code == 200
+    assert "\nopenapi: 3.1" in contract.text
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["code"] == "not_found"

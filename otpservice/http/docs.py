@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from litestar import Response, Router
+from litestar.enums import MediaType
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 from openapi_ui_bundles import swagger_ui
 
 from otpservice import __version__
+from otpservice.http.problems import problem_body
 from otpservice.settings import Settings
 
 DOCS_PATH = "/docs"
@@ -33,13 +36,18 @@ def openapi_config(settings: Settings) -> OpenAPIConfig | None:
         version=__version__,
         description="Voice one-time-password verification over TEL4VN Autocall.",
         path=DOCS_PATH,
+        # Litestar answers a page under /docs it does not know with an HTML page of its own
+        openapi_router=Router(
+            DOCS_PATH, route_handlers=[], include_in_schema=False, after_request=_as_problem
+        ),
         render_plugins=[
             SwaggerRenderPlugin(
                 js_url=f"{ASSETS_PATH}/swagger-ui-bundle.js",
                 css_url=f"{ASSETS_PATH}/swagger-ui.css",
                 standalone_preset_js_url=f"{ASSETS_PATH}/swagger-ui-standalone-preset.js",
                 favicon=f"<link rel='icon' type='image/png' href='{ASSETS_PATH}/favicon-32x32.png'>",
-            )
+            ),
+            YamlRenderPlugin(),  # /docs/openapi.yaml (the first plugin is the page at /docs itself)
         ],
         components=Components(
             security_schemes={
@@ -47,6 +55,14 @@ def openapi_config(settings: Settings) -> OpenAPIConfig | None:
             }
         ),
     )
+
+
+async def _as_problem(response: Response[object]) -> Response[object]:
+    """Litestar's HTML "not found" page under /docs as the service's 404 problem, as everywhere."""
+    if response.status_code == 404 and response.media_type == MediaType.HTML:
+        body = problem_body(404, "not_found", "Not found", "there is no such documentation page")
+        return Response(body, status_code=404, media_type="application/problem+json")
+    return response
 
 
 def docs_routes(settings: Settings) -> list[ControllerRouterHandler]:

@@ -39,7 +39,11 @@ def _presented_credentials(request: Request[Any, Any, Any], in_path: str | None,
     return [c for c in candidates if c]
 
 
-SendNumber = Annotated[int, PathParameter(ge=1, le=1000, description="Which call of the verification")]
+SEND_RANGE = range(1, 1001)
+SendNumber = Annotated[
+    int,
+    PathParameter(ge=SEND_RANGE.start, le=SEND_RANGE.stop - 1, description="Which call of the verification"),
+]
 Credential = Annotated[
     str,
     PathParameter(
@@ -130,6 +134,16 @@ async def _record(
     send: int,
     credential: str | None,
 ) -> CallbackAck:
+    if send not in SEND_RANGE:  # Litestar applies no bounds to a path parameter the route types itself
+        raise problem(
+            422,
+            "validation_error",
+            "Invalid request",
+            "invalid value for: send",
+            errors=[
+                {"field": "send", "message": f"must be from {SEND_RANGE.start} to {SEND_RANGE.stop - 1}"}
+            ],
+        )
     raw = await request.body()
     try:
         body: object = msgspec.json.decode(raw) if raw else None
