@@ -177,6 +177,15 @@ def test_opaque_call_id_is_still_tracked(redis_url: str) -> None:
     assert created["status"] == "pending"
 
 
+def test_placement_both_accepting_and_refusing_the_number_may_have_rung(redis_url: str) -> None:
+    """An answer that lists the number as both placed and refused is 503 may have rung, not a refusal."""
+    transport = _provider_answering(
+        {"fail": [{"0987654321": "Blacklist"}], "success": ["1_1_1_5_abc_0987654321"]}
+    )
+    with running_service(redis_url, "http://provider.invalid", provider_transport=transport) as service:
+        _unavailable_and_unconfirmed(service)
+
+
 def test_placement_naming_no_call_is_503(redis_url: str) -> None:
     """An answer that neither accepts nor refuses the number is treated like a lost answer: it may ring."""
     transport = _provider_answering({"fail": [], "success": []})

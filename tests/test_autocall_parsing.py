@@ -123,3 +123,12 @@ def test_a_provider_answer_nested_too_deep_is_malformed_not_an_error() -> None:
     with pytest.raises(ProviderMalformedResponse):
         response_data(deep)
     assert error_message(deep) == "HTTP 200 without a message"
+
+
+@pytest.mark.parametrize(
+    ("duration", "seconds"), [("42", 42), (17.9, 17), ("1e300", None), (-3, None), (86400, None)]
+)
+def test_a_report_duration_is_whole_seconds_under_a_day(duration: object, seconds: int | None) -> None:
+    """A report's duration is kept in whole seconds under a day; anything else is unknown."""
+    report = parse_report({"id": "c_1", "status": "ANSWERED", "duration": duration}, requested_call_id="c_1")
+    assert report.duration_seconds == seconds

@@ -233,6 +233,12 @@ class CallPlacer:
             )
             raise await self._failed(call, type(exc).__name__, may_have_rung) from exc
         rejection = placement.rejection_for(call.phone.national)
+        if rejection is not None and placement.accepted:
+            # one callee per request: an answer that both takes and refuses it cannot be trusted
+            # to mean the call never left
+            raise await self._failed(
+                call, "the answer both accepted and refused the number", may_have_rung=True
+            )
         if rejection is not None:
             self._log(call).warning(
                 "call.rejected", reason=rejection.reason, host=self._provider_host, operation="otp_call"

@@ -106,7 +106,7 @@ def parse_report(data: dict[str, object], *, requested_call_id: str) -> CallRepo
         created_at=parse_provider_time(data.get("created_at")),
         started_at=parse_provider_time(data.get("started_at")),
         ended_at=parse_provider_time(data.get("ended_at")),
-        duration_seconds=_integer(data.get("duration")),
+        duration_seconds=_call_seconds(data.get("duration")),
         code_otp=_text(data.get("code_otp")),
     )
 
@@ -182,6 +182,8 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _integer(value: object) -> int | None:
+def _call_seconds(value: object) -> int | None:
+    """A call's duration in whole seconds, under a day as a callback's must be; else unknown (a
+    provider answering 1e300 must not put a 301-digit number in the record)."""
     number = _number(value)
-    return int(number) if number is not None else None
+    return int(number) if number is not None and 0 <= number < 86400 else None
