@@ -158,6 +158,13 @@ class AutocallSettings:
     connect_timeout_seconds: float = 3.0
     read_timeout_seconds: float = 10.0
 
+    @property
+    def exchange_bound_seconds(self) -> float:
+        """The longest one exchange with the provider may take: a connect, its one retry, a read.
+        The client's timeouts bound each phase only (an answer trickled a byte at a time passes
+        every read timeout), so callers bound the whole exchange by this."""
+        return 2 * self.connect_timeout_seconds + self.read_timeout_seconds
+
 
 @dataclass(frozen=True, slots=True)
 class Argon2Settings:

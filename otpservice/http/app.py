@@ -120,13 +120,7 @@ def _webhook_endpoints(settings: Settings) -> dict[str, Endpoint]:
 
 def _request_bound_seconds(settings: Settings) -> float:
     """How long one start or resend can take at most: a few storage steps and one provider call."""
-    provider = settings.autocall
-    return (
-        4 * settings.storage_bound_seconds
-        + 2 * provider.connect_timeout_seconds
-        + provider.read_timeout_seconds
-        + 30
-    )
+    return 4 * settings.storage_bound_seconds + settings.autocall.exchange_bound_seconds + 30
 
 
 def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:

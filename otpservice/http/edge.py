@@ -121,7 +121,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self.linger_end: asyncio.TimerHandle | None = None
         self.shedding = False  # this request is a check refused for load: its body is dropped
         self.shed_pause: asyncio.TimerHandle | None = None
-        self.upgrade_offered = False  # this request offers an upgrade (h2c): it is read again without
+        self.upgrade_offered = False  # this request offers an upgrade (h2c): read again without it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

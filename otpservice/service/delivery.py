@@ -41,12 +41,7 @@ MAX_BACKOFF_SECONDS = 60.0
 def claim_lease_seconds(settings: Settings) -> float:
     """How long a claimed call stays hidden from other workers: longer than one check can take
     (a call is claimed only when a check slot is free for it, so its check starts at once)."""
-    provider = settings.autocall
-    one_check = (
-        2 * provider.connect_timeout_seconds
-        + provider.read_timeout_seconds
-        + 3 * settings.storage_bound_seconds
-    )
+    one_check = settings.autocall.exchange_bound_seconds + 3 * settings.storage_bound_seconds
     return one_check + settings.reconcile_interval_seconds
 
 

@@ -194,16 +194,9 @@ class CallPlacer:
         self._signer = signer
         self._repairs = repairs
 
-    def _exchange_bound_seconds(self) -> float:
-        """The longest the provider exchange of one placement may take, its token included: what a
-        connect, its one retry and a read take at most. The client's timeouts bound each phase
-        only (a provider trickling its answer a byte at a time passes every read timeout)."""
-        provider = self._settings.autocall
-        return 2 * provider.connect_timeout_seconds + provider.read_timeout_seconds
-
     def placement_deadline(self, now: datetime) -> datetime:
         """By when a placement starting now has surely resolved, if its process is still alive."""
-        seconds = self._exchange_bound_seconds() + self._settings.storage_bound_seconds + 5
+        seconds = self._settings.autocall.exchange_bound_seconds + self._settings.storage_bound_seconds + 5
         return now + timedelta(seconds=seconds)
 
     async def place(self, call: CallRequest) -> Verification:
@@ -213,7 +206,8 @@ class CallPlacer:
         callback_url = f"{self._settings.public_url}/callbacks/autocall/{vid}/{seq}/{credential}"
         route = self._routes.get(call.tenant, self._default_route)
         try:
-            async with asyncio.timeout(self._exchange_bound_seconds()):
+            # the whole exchange, its token included, within what the placement deadline counts on
+            async with asyncio.timeout(self._settings.autocall.exchange_bound_seconds):
                 placement = await route.caller.place_otp_call(
                     [call.phone.national],
                     code=call.code,
@@ -222,8 +216,8 @@ class CallPlacer:
                     callback_apikey=credential,
                 )
         except TimeoutError as exc:
-            # past the bound the placement deadline counts on: the request may have reached it
-            bound = f"{self._exchange_bound_seconds():g}"
+            # the request may have reached the provider
+            bound = f"{self._settings.autocall.exchange_bound_seconds:g}"
             raise await self._failed(call, f"no answer within {bound} s", may_have_rung=True) from exc
         except autocall.AutocallError as exc:
             # Only an error that says so proves the call never left; unreadable answers may hide a call.
