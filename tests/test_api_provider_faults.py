@@ -6,6 +6,7 @@ have rung leaves the verification pending with its code accepted, delivery "unkn
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -70,6 +71,17 @@ def test_provider_timeout_is_503_and_may_have_rung(service: ServiceHandle, sandb
     _unavailable_and_unconfirmed(service)
 
 
+def _quick_provider(sandbox: SandboxHandle) -> AutocallSettings:
+    """The sandbox with short timeouts: one exchange is bounded by 2 x 0.2 s connect + 0.3 s read."""
+    return AutocallSettings(
+        url=sandbox.url,
+        secret_key=EXAMPLE_SECRET_KEY,
+        caller="0123456789",
+        connect_timeout_seconds=0.2,
+        read_timeout_seconds=0.3,
+    )
+
+
 def test_an_answer_slower_than_the_placement_bound_is_503_and_may_have_rung(
     redis_url: str, sandbox: SandboxHandle
 ) -> None:
@@ -77,18 +89,28 @@ def test_an_answer_slower_than_the_placement_bound_is_503_and_may_have_rung(
     as a trickle passes) ends the placement at the bound: 503 may have rung, the verification waits."""
     slow = SlowAnswers(delay=0)
     sandbox.config.callback_faults.drop = True  # the call ends at once: its callback would settle it
-    quick = AutocallSettings(
-        url=sandbox.url,
-        secret_key=EXAMPLE_SECRET_KEY,
-        caller="0123456789",
-        connect_timeout_seconds=0.2,
-        read_timeout_seconds=0.3,
-    )
+    quick = _quick_provider(sandbox)
     with running_service(redis_url, sandbox.url, provider_transport=slow, autocall=quick) as service:
         with service.client() as client:
             create(client, "0912345677")  # the token is fetched lazily: now, so only the call is late
-        slow.delay = 30  # well past the bound: 2 x 0.2 s connect + 0.3 s read
+        slow.delay = 30  # well past the bound
         _unavailable_and_unconfirmed(service, "0912345676")
+
+
+def test_a_token_slower_than_the_bound_is_503_and_surely_placed_nothing(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """A token endpoint answering later than one exchange's bound ends the start before any call
+    could leave: 503 saying no call was placed, and no call at the provider."""
+
+    async def slow_token(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200, json={"data": {"access_token": "t", "expire_at": 3600}})
+
+    transport = httpx.MockTransport(slow_token)
+    quick = _quick_provider(sandbox)
+    with running_service(redis_url, sandbox.url, provider_transport=transport, autocall=quick) as service:
+        _unavailable_then_failed(service)
 
 
 def test_lost_answer_leaves_the_spoken_code_verifiable(redis_url: str, sandbox: SandboxHandle) -> None:

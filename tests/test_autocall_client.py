@@ -236,6 +236,22 @@ async def test_a_refresh_that_fails_keeps_the_token_held(client: AutocallClient,
     assert fake.requests[-1].headers["Authorization"] == "token-1"
 
 
+async def test_a_token_in_its_refresh_margin_serves_while_the_refresh_fails(
+    client: AutocallClient, fake: FakeAutocall, clock: FakeClock
+) -> None:
+    """A token inside its refresh margin, whose early refresh fails, still places calls until its
+    lifetime ends."""
+    issued = httpx.Response(200, json={"data": {"access_token": "token-1", "expire_at": 300}})
+    fake.on(TOKEN_PATH, issued, httpx.Response(503, text="down"))
+    await client.get_token()
+    clock.now += 280  # inside the 60 s margin, 20 s before it expires
+    await place(client)
+    assert fake.requests[-1].headers["Authorization"] == "token-1"
+    clock.now += 30  # expired
+    with pytest.raises(ProviderUnavailable):
+        await place(client)
+
+
 async def test_a_token_endpoint_answering_404_is_a_failing_provider(
     client: AutocallClient, fake: FakeAutocall
 ) -> None:

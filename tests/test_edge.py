@@ -368,6 +368,16 @@ def test_a_request_offering_an_h2c_upgrade_is_served_as_http_1_1_with_its_body(
     assert [(a.status, a.body) for a in answers] == [(200, b"first"), (200, b"again")]
 
 
+def test_many_pipelined_requests_offering_an_upgrade_are_all_served(echo_url: str) -> None:
+    """Hundreds of pipelined requests offering an upgrade, in one write, are each answered (each
+    is read again without its offer, in a loop rather than one nested call per request)."""
+    offer = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"
+    with connect(echo_url) as sock:
+        sock.sendall(offer * 700 + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answers = parse_answers(read_until_closed(sock))
+    assert len(answers) == 701
+
+
 def test_a_connect_request_is_refused_400(echo_url: str) -> None:
     """A CONNECT (a tunnel, never served here) is answered 400 bad_request."""
     with connect(echo_url) as sock:

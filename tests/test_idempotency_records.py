@@ -91,3 +91,27 @@ async def test_a_claim_that_landed_is_let_go_by_its_release(
     assert await store.claim("t-landed", "k", "fp", "owner-1", LEASE_MS) is None
     await store.release("t-landed", "k", "owner-1", LEASE_MS)
     assert await store.claim("t-landed", "k", "fp", "owner-2", LEASE_MS) is None
+
+
+async def test_a_give_up_landing_twice_keeps_its_mark(records: tuple[IdempotencyRecords, Redis]) -> None:
+    """A give-up retried after a late reply leaves its mark: the late claim still takes nothing."""
+    store, _ = records
+    await store.release("t-twice", "k", "owner-1", LEASE_MS)
+    await store.release("t-twice", "k", "owner-1", LEASE_MS)
+    with pytest.raises(errors.StorageUnavailable):
+        await store.claim("t-twice", "k", "fp", "owner-1", LEASE_MS)
+    assert await store.claim("t-twice", "k", "fp", "owner-2", LEASE_MS) is None
+
+
+async def test_another_requests_give_up_mark_does_not_stop_an_answer_being_kept(
+    records: tuple[IdempotencyRecords, Redis],
+) -> None:
+    """An answer written after its claim ran out is kept even over another request's give-up mark."""
+    store, client = records
+    assert await store.claim("t-over", "k", "fp", "owner-1", LEASE_MS) is None
+    await client.delete(*[key async for key in client.scan_iter(match="otp:{i:t-over:*")])  # lease ran out
+    await store.release("t-over", "k", "owner-2", LEASE_MS)  # a repeat whose claim stalled gave up
+    await store.keep("t-over", "k", "owner-1", "fp", 201, b'{"call_placed": true}')
+    held = await store.claim("t-over", "k", "fp", "owner-3", LEASE_MS)
+    assert held is not None
+    assert (held.state, held.status) == ("done", 201)

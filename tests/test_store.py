@@ -427,6 +427,25 @@ async def test_a_first_call_that_never_left_after_the_expiry_leaves_it_expired(
     )
 
 
+async def test_a_send_given_way_to_as_unknown_counts_once_its_placement_is_recorded(
+    store: VerificationStore,
+) -> None:
+    """A resend whose placement was called unknown, given way to by the next one, counts in sends
+    once its placement is recorded after all."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    lost = await begin(store, vid, "222222", at, token="t1")
+    await store.placement_unknown(vid, at + timedelta(seconds=25), lost, "placement unrecorded")
+    await begin(store, vid, "333333", at + timedelta(seconds=31), token="t2")
+    before = await store.get(vid)
+    await placed(store, vid, lost, "c2")
+    after = await store.get(vid)
+    assert before is not None
+    assert after is not None
+    assert after.sends == before.sends + 1
+
+
 async def test_a_call_placed_after_a_cancel_counts_as_a_send(store: VerificationStore) -> None:
     """A first call the provider took after the verification was canceled counts in its sends."""
     vid = await new_pending(store)
@@ -685,6 +704,29 @@ async def test_a_check_in_flight_when_a_resend_is_undone_is_released_not_judged(
     verification = await store.get(vid)
     assert verification is not None
     assert (verification.status, verification.attempts) == (VerificationStatus.PENDING, 0)
+
+
+async def test_a_check_reserved_before_a_resend_is_judged_though_the_resend_is_undone(
+    store: VerificationStore,
+) -> None:
+    """A check reserved before a resend began (with the current code only) is judged as usual when
+    that resend surely never left."""
+    vid = await new_pending(store, "111111")
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    await store.reserve(vid, "typed", at, 6, at + timedelta(seconds=15))
+    seq = await begin(store, vid, "222222", at, token="t1")
+    await store.unplaced(
+        vid,
+        at,
+        seq,
+        f"{vid}:t1",
+        delivery=DeliveryStatus.FAILED,
+        reason="down",
+        give_back_cooldown=True,
+        describe=False,
+    )
+    assert (await store.judge(vid, "typed", at, 1)).verdict == "approved"
 
 
 async def test_a_repeated_never_left_write_keeps_the_schedule_of_the_send_that_reused_its_number(

@@ -120,7 +120,8 @@ def _webhook_endpoints(settings: Settings) -> dict[str, Endpoint]:
 
 def _request_bound_seconds(settings: Settings) -> float:
     """How long one start or resend can take at most: a few storage steps and one provider call."""
-    return 4 * settings.storage_bound_seconds + settings.autocall.exchange_bound_seconds + 30
+    # a placement: its token and its call, each within one exchange
+    return 4 * settings.storage_bound_seconds + 2 * settings.autocall.exchange_bound_seconds + 30
 
 
 def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:

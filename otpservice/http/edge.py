@@ -171,6 +171,12 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _feed(self, piece: bytes) -> None:
         """Parse ``piece``; the errors are handled as uvicorn's ``data_received`` handles them."""
+        # A loop, not a recursion: a read may hold hundreds of pipelined requests offering an upgrade
+        while (rest := self._feed_once(piece)) is not None:
+            piece = rest
+
+    def _feed_once(self, piece: bytes) -> bytes | None:
+        """Parse ``piece``; answers what is left to parse again when a request offered an upgrade."""
         try:
             self.parser.feed_data(piece)
         except httptools.HttpParserError as exc:
@@ -180,24 +186,26 @@ class EdgeProtocol(HttpToolsProtocol):
                 exc.__context__, _FieldTooLarge
             ):
                 self._refuse_oversized_head(f"a request header is over {HEADER_FIELD_LIMIT // 1024} KiB")
-                return
+                return None
             # Refused as every other request the server turns away (not uvicorn's plain-text 400,
             # written at once): problem+json, counted, and never ahead of an answer still owed.
             self._refuse(400, "bad_request", "Bad request", "the request is not valid HTTP/1.1")
         except httptools.HttpParserUpgrade as exc:
-            self._read_without_upgrade(piece[exc.args[0] :])
+            return self._without_upgrade(piece[exc.args[0] :])
+        return None
 
-    def _read_without_upgrade(self, rest: bytes) -> None:
+    def _without_upgrade(self, rest: bytes) -> bytes | None:
         """Serve a request that offered an upgrade as the plain HTTP/1.1 request it also is.
 
         No upgrade is served here (no WebSocket route, no h2c), but clients offer one by default
         (Java's HttpClient sends ``Upgrade: h2c`` on plain http), and llhttp stops at the head of
         such a request, its body left unparsed: uvicorn then ran the app on an empty body (its open
-        issue 2722). The head is fed again to a fresh parser without the offer, then the rest.
+        issue 2722). A fresh parser takes the head again without the offer, then ``rest``: the bytes
+        answered are those to feed it (None when the request is refused).
         """
         if not self.upgrade_offered or self.parser.get_method() == b"CONNECT":
             self._refuse(400, "bad_request", "Bad request", "this server does not tunnel or upgrade")
-            return
+            return None
         self.upgrade_offered = False
         dropped = (b"upgrade", b"http2-settings")
         lines = [
@@ -213,7 +221,7 @@ class EdgeProtocol(HttpToolsProtocol):
                 continue
             lines.append(name + b": " + value)
         self.parser = httptools.HttpRequestParser(self)
-        self._feed(b"\r\n".join(lines) + b"\r\n\r\n" + rest)
+        return b"\r\n".join(lines) + b"\r\n\r\n" + rest
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -227,7 +235,7 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         if self.parser.should_upgrade():
-            self.upgrade_offered = True  # read again without the offer (_read_without_upgrade)
+            self.upgrade_offered = True  # read again without the offer (_without_upgrade)
             return
         self.head_bytes = None
         if self.transport.is_closing():

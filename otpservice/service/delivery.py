@@ -41,8 +41,14 @@ MAX_BACKOFF_SECONDS = 60.0
 def claim_lease_seconds(settings: Settings) -> float:
     """How long a claimed call stays hidden from other workers: longer than one check can take
     (a call is claimed only when a check slot is free for it, so its check starts at once)."""
-    one_check = settings.autocall.exchange_bound_seconds + 3 * settings.storage_bound_seconds
+    one_check = _report_bound_seconds(settings) + 3 * settings.storage_bound_seconds
     return one_check + settings.reconcile_interval_seconds
+
+
+def _report_bound_seconds(settings: Settings) -> float:
+    """The longest asking for one call's report may take: a token, then the report (after a 401, a
+    token and the report again), each within one exchange."""
+    return 2 * settings.autocall.exchange_bound_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +134,10 @@ class DeliveryTracker:
                 claimed = 0
                 while claimed < BATCH and not provider_down.is_set():
                     free = await _take_free(slots, BATCH - claimed)
+                    if provider_down.is_set():  # found down while this waited for a slot
+                        for _ in range(free):
+                            slots.release()
+                        break
                     now = self._clock.now()
                     lease_until = now + timedelta(seconds=claim_lease_seconds(self._settings))
                     due = await self._schedule.claim_due(shard, now, free, lease_until)
@@ -204,7 +214,13 @@ class DeliveryTracker:
             await self._schedule.forget(call)
             return
         try:
-            report = await self._caller.get_report(delivery.call_id)
+            # the whole exchange within what the claim's lease counts on (the client's timeouts
+            # bound each phase only)
+            async with asyncio.timeout(_report_bound_seconds(self._settings)):
+                report = await self._caller.get_report(delivery.call_id)
+        except TimeoutError as exc:
+            bound.info("call.report_unavailable", error="timeout")
+            raise ProviderDown from exc
         except autocall.CallReportNotFound:
             report = None
         except (autocall.ProviderUnavailable, autocall.ProviderAuthFailed) as exc:

@@ -195,8 +195,11 @@ class CallPlacer:
         self._repairs = repairs
 
     def placement_deadline(self, now: datetime) -> datetime:
-        """By when a placement starting now has surely resolved, if its process is still alive."""
-        seconds = self._settings.autocall.exchange_bound_seconds + self._settings.storage_bound_seconds + 5
+        """By when a placement starting now has surely resolved, if its process is still alive: its
+        token and its call are each bounded by one exchange (see :meth:`place`)."""
+        seconds = (
+            2 * self._settings.autocall.exchange_bound_seconds + self._settings.storage_bound_seconds + 5
+        )
         return now + timedelta(seconds=seconds)
 
     async def place(self, call: CallRequest) -> Verification:
@@ -205,9 +208,19 @@ class CallPlacer:
         credential = self._signer.credential(vid, seq)
         callback_url = f"{self._settings.public_url}/callbacks/autocall/{vid}/{seq}/{credential}"
         route = self._routes.get(call.tenant, self._default_route)
+        bound = self._settings.autocall.exchange_bound_seconds
         try:
-            # the whole exchange, its token included, within what the placement deadline counts on
-            async with asyncio.timeout(self._settings.autocall.exchange_bound_seconds):
+            # The token first, on its own: while it is fetched no call can have left, so a failure
+            # here (a timeout included) surely placed nothing.
+            async with asyncio.timeout(bound):
+                await route.caller.get_token()
+        except (TimeoutError, autocall.AutocallError) as exc:
+            why = f"no token within {bound:g} s" if isinstance(exc, TimeoutError) else type(exc).__name__
+            raise await self._failed(call, why, may_have_rung=False) from exc
+        try:
+            # the whole exchange (a refreshed token after a 401 included) within one bound, which the
+            # placement deadline counts on: the client's timeouts bound each phase only
+            async with asyncio.timeout(bound):
                 placement = await route.caller.place_otp_call(
                     [call.phone.national],
                     code=call.code,
@@ -215,10 +228,8 @@ class CallPlacer:
                     callback_url=callback_url,
                     callback_apikey=credential,
                 )
-        except TimeoutError as exc:
-            # the request may have reached the provider
-            bound = f"{self._settings.autocall.exchange_bound_seconds:g}"
-            raise await self._failed(call, f"no answer within {bound} s", may_have_rung=True) from exc
+        except TimeoutError as exc:  # the request may have reached the provider
+            raise await self._failed(call, f"no answer within {bound:g} s", may_have_rung=True) from exc
         except autocall.AutocallError as exc:
             # Only an error that says so proves the call never left; unreadable answers may hide a call.
             may_have_rung = (

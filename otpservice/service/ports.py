@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from otpservice.adapters.autocall.models import CallPlacement, CallReport
+from otpservice.adapters.autocall.models import AccessToken, CallPlacement, CallReport
 
 
 class VoiceCaller(Protocol):
@@ -22,3 +22,5 @@ class VoiceCaller(Protocol):
     ) -> CallPlacement: ...
 
     async def get_report(self, call_id: str) -> CallReport: ...
+
+    async def get_token(self, *, force_refresh: bool = False) -> AccessToken: ...

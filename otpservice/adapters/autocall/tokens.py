@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from otpservice.adapters.autocall.models import AccessToken
+from otpservice.adapters.autocall.models import AccessToken, AutocallError
 
 
 class TokenCache:
@@ -38,7 +38,14 @@ class TokenCache:
         seen = self._token
         if seen is not None and not force_refresh and self._is_fresh(seen):
             return seen
-        return await self._replace(seen)
+        try:
+            return await self._replace(seen)
+        except AutocallError:
+            # refreshed early, inside its margin: a token still within its lifetime goes on serving
+            alive = seen is not None and self._monotonic() < seen.obtained_at + seen.lifetime_seconds
+            if seen is None or force_refresh or not alive:
+                raise
+            return seen
 
     async def replace(self, rejected: AccessToken) -> AccessToken:
         """A token other than ``rejected`` (the provider answered 401 to it)."""

@@ -16,7 +16,8 @@
 -- Every time but ca (ua, ex, ra, px, pr, dua) is kept as milliseconds after ca: a few bytes where a
 -- 13-digit timestamp takes nine, so a pending verification stays within 400 bytes. Records written
 -- before kept some of them as epoch milliseconds; at() reads both.
--- Per-request marks: r:<token> = lease end of a reserved, unjudged attempt; j:<token> = the verdict
+-- Per-request marks: r:<token> = lease end of a reserved, unjudged attempt, then ':' and the
+-- unresolved send whose code it was reserved with ('' for none); j:<token> = the verdict
 -- of a judged one (so a retried request gets the same answer); x:<token> = when a token was
 -- released (a reservation landing later with it changes nothing).
 local key = KEYS[1]
@@ -222,7 +223,7 @@ local function live_reservations(v)
   for field, value in pairs(v) do
     local kind = string.sub(field, 1, 2)
     if kind == 'r:' then
-      local lease = tonumber(value)
+      local lease = tonumber(string.match(value, '^[^:]+'))
       if lease > now then
         live = live + 1
         if soonest == nil or lease < soonest then soonest = lease end
@@ -237,14 +238,18 @@ local function live_reservations(v)
   return live, soonest
 end
 
--- Release every attempt in flight: they were reserved against codes that included one just dropped
--- (a send that surely never left), and judged now they could approve it, under its number even once
--- that number is reused. Released, nothing is spent and the service asks for the code again.
-local function release_reservations(v)
-  for field in pairs(v) do
+-- Release the attempts in flight reserved with the code of send `seq`, just dropped (it surely never
+-- left): judged now, they could approve it, under its number even once that number is reused.
+-- Released, nothing is spent and the service asks for the code again. (A reservation written
+-- before it named its send is released too.)
+local function release_reservations(v, seq)
+  for field, value in pairs(v) do
     if string.sub(field, 1, 2) == 'r:' then
-      redis.call('HDEL', key, field)
-      redis.call('ZREM', failure_log(v.ph, owner(v)), field)
+      local send = string.match(value, ':(.*)$')
+      if send == nil or send == seq then
+        redis.call('HDEL', key, field)
+        redis.call('ZREM', failure_log(v.ph, owner(v)), field)
+      end
     end
   end
 end
@@ -261,7 +266,7 @@ end
 -- the number's budget.
 local function unbegin(v, seq, schedule_key, member, call, span, retention, give_back_cooldown)
   redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
-  release_reservations(v)
+  release_reservations(v, seq)
   local expires = at(v, v.px)
   redis.call('HSET', key, 'ex', v.px)
   redis.call('PEXPIRE', key, int(math.max(1, expires - now + retention)))

@@ -36,8 +36,9 @@ if v.ns == ARGV[3] then
     redis.call('HSET', key, 'ex', after_created(v, expires))
     redis.call('PEXPIRE', key, int(expires - now + tonumber(ARGV[7])))
   end
-elseif not v.ns and (seq > ds or (seq == ds and v.dst == 'unknown')) then
-  -- the verification ended while the call was being placed (its codes went with it): it still rang
+elseif seq > ds or (seq == ds and v.dst == 'unknown') then
+  -- known placed for the first time, though not the unresolved send any more: the verification
+  -- ended while it was placed (its codes went), or a resend gave way to it as unknown
   redis.call('HINCRBY', key, 'sn', 1)
 end
 if tonumber(redis.call('HGET', key, 'ds')) == seq and rank(redis.call('HGET', key, 'dst')) < 2 then

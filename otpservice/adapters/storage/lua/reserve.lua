@@ -29,7 +29,7 @@ if not v[reservation] then
   if wait < 0 then return {'in_flight', ARGV[5]} end
   local live, soonest = live_reservations(v)
   if tonumber(v.fl or 0) + live >= tonumber(v.ma) then return {'in_flight', int(soonest)} end
-  redis.call('HSET', key, reservation, ARGV[5])
+  redis.call('HSET', key, reservation, ARGV[5] .. ':' .. (v.ns or ''))
   if #lock > 0 then window_add(failure_log(v.ph, owner(v)), reservation, now, longest(lock)) end
 end
 return {'reserved', '', v.hs or '', v.hp or '', v.hc or '', v.ns or '', v.np or '', v.nc or ''}
