@@ -2,9 +2,9 @@
 -- count a wrong code (the last allowed one ends the verification). Accepted then: the current send's
 -- code, the unresolved one's, or an older placed one's that a newer placement replaced meanwhile
 -- (the check began while it was good). A send that surely never left loses its code, and its number
--- may be reused: that releases every reservation in flight (unbegin), so none is judged here against
--- a dropped code. The verdict is kept under the token, so a retried request gets the same answer
--- instead of spending another attempt.
+-- may be reused: that releases the reservations in flight made with its code (unbegin), so none is
+-- judged here against a dropped code. The verdict is kept under the token, so a retried request
+-- gets the same answer instead of spending another attempt.
 -- A wrong code also counts towards the number's failure lock for the tenant.
 -- KEYS: record.  ARGV: now, tenant, token, the send whose code matched ('' when none did),
 --       failure lock limits.
