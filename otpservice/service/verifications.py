@@ -520,6 +520,7 @@ class VerificationService:
                 ttl_seconds=current.ttl_seconds,
                 placement_deadline=self._placer.placement_deadline(now),
                 budgets=budgets or (),
+                phone=current.phone,
             )
         except errors.StorageUnavailable as exc:
             self._release(current.id, tenant.name, token, now)  # the begin may land later

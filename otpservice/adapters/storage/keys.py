@@ -71,6 +71,15 @@ def id_in_number_shard(phone_e164: str, draw: Callable[[], str]) -> str:
             return candidate
 
 
+def number_keys(phone_e164: str, tenant: str) -> tuple[str, ...]:
+    """A number's keys a script may touch for a tenant's verification (names as lua/_prelude.lua
+    builds them): its calls log, its calls given back, its pending verification, its wrong codes.
+    Declared to the scripts that check the number's budget, so that while its slot moves between
+    Cluster nodes a script runs only where all of them are (else the server answers TRYAGAIN)."""
+    prefix = f"{_shard_prefix(shard_of_number(phone_e164))}:n:{phone_e164}"
+    return f"{prefix}:calls", f"{prefix}:back", f"{prefix}:pending:{tenant}", f"{prefix}:wrong:{tenant}"
+
+
 def budget_keys(subject: str) -> tuple[str, str]:
     """A budget's log of calls and its set of calls given back; ``subject`` is its own hash tag."""
     return f"{PREFIX}:{{{subject}}}:calls", f"{PREFIX}:{{{subject}}}:back"

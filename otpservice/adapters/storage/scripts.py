@@ -66,11 +66,19 @@ def script_source(name: str) -> str:
     return _source("_windows") + (own if name in _STANDALONE else _source("_prelude") + own)
 
 
+# A script reaching a key its node no longer holds: the shard's Cluster slot is moving to another
+# node (a reshard). Not now, rather than wrong: the script stopped before writing (see touch() in
+# lua/_prelude.lua), and once the slot has moved the same call succeeds there.
+_SLOT_MOVING = "non local key"
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether a failure means storage could not be reached in time (as opposed to a bug)."""
     if isinstance(exc, _UNAVAILABLE):
         return True
-    return isinstance(exc, redis_errors.ResponseError) and str(exc).startswith(_TRANSIENT_REPLIES)
+    return isinstance(exc, redis_errors.ResponseError) and (
+        str(exc).startswith(_TRANSIENT_REPLIES) or _SLOT_MOVING in str(exc)
+    )
 
 
 class Storage:

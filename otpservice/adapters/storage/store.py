@@ -250,7 +250,7 @@ class VerificationStore:
             *self._budget_args(budgets),
             *_flatten(fields),
             tenant=new.tenant,
-            extra_keys=self._budget_keys(budgets),
+            extra_keys=[*self._budget_keys(budgets), *keys.number_keys(new.phone, new.tenant)],
         )
         verdict, detail = text(reply[0]), text(reply[1]) if len(reply) > 1 else ""
         if verdict == "budget_refused":
@@ -310,6 +310,7 @@ class VerificationStore:
             0,  # the other budgets are given back by the caller
             *_flatten(fields),
             tenant=new.tenant,
+            extra_keys=keys.number_keys(new.phone, new.tenant),
         )
 
     @staticmethod
@@ -354,6 +355,7 @@ class VerificationStore:
         code_hash: str | None = None,
         same_code: bool = False,
         budgets: Sequence[Budget] = (),
+        phone: str | None = None,
     ) -> int | Refusal:
         """Reserve the next call; answers the call's send number (or, when one of ``budgets`` refused
         it, the :class:`Refusal`: ``budgets`` are the call's other budgets, taken in the same step
@@ -363,7 +365,8 @@ class VerificationStore:
         said again), or neither: then :meth:`store_code` stores it under ``token`` while the call is
         placed. Until the placement resolves both the current code and the new one are accepted.
         The call is named ``<id>:<token>`` in the budgets (:func:`call_name`); a retry with the same
-        token begins once.
+        token begins once. ``phone`` (E.164), when known, declares the number's keys to the script
+        (see :func:`keys.number_keys`).
         """
         if budgets and not self.takes_budgets_in_create:
             raise ValueError("a Cluster's budgets are taken one slot at a time, before the begin")
@@ -386,7 +389,10 @@ class VerificationStore:
             *self._policy.args(),
             *self._budget_args(budgets),
             tenant=tenant,
-            extra_keys=self._budget_keys(budgets),
+            extra_keys=[
+                *self._budget_keys(budgets),
+                *(keys.number_keys(phone, tenant or "default") if phone else ()),
+            ],
         )
         verdict, detail, _ = self._answer(verification_id, reply)
         if verdict == "begun":

@@ -45,6 +45,7 @@ end
 
 -- The record as load() first found it: the events a script emits report what changed since.
 local before = nil
+local touch  -- (defined below, once number_key is)
 
 -- The record as a table of its fields, or nil when there is none.
 local function load()
@@ -53,7 +54,10 @@ local function load()
   local v = {}
   for i = 1, #flat, 2 do v[flat[i]] = flat[i + 1] end
   if tenant ~= '' and (v.tn or 'default') ~= tenant then return nil end
-  if before == nil then before = {st = v.st, dst = v.dst, ds = v.ds} end
+  if before == nil then
+    before = {st = v.st, dst = v.dst, ds = v.ds}
+    touch(v.ph, v.tn or 'default')
+  end
   return v
 end
 
@@ -101,6 +105,16 @@ local function owner(v) return v.tn or 'default' end
 -- A key of one number: its calls log ('calls'), calls given back ('back'), and per tenant its
 -- pending verification ('pending:<tenant>') and its wrong codes ('wrong:<tenant>').
 local function number_key(phone, what) return shard .. 'n:' .. phone .. ':' .. what end
+
+-- Every key of the shard a script may change, read once before it changes anything. While the
+-- shard's Cluster slot moves to another node, a key not on this node any more fails the script
+-- here, with nothing written, rather than half-way through (a record changed, its event lost).
+-- Redis checks only the keys a script declares before running it; these are built in the script.
+touch = function(phone, owner_tenant)
+  redis.call('EXISTS', shard .. 'outbox', shard .. 'deliveries', shard .. 'expiry', shard .. 'calls',
+             number_key(phone, 'calls'), number_key(phone, 'back'),
+             number_key(phone, 'pending:' .. owner_tenant), number_key(phone, 'wrong:' .. owner_tenant))
+end
 
 -- A number's failure log for a tenant holds its judged wrong codes ('w:<token>') and the attempts
 -- reserved but not judged yet ('r:<token>'), so parallel guesses cannot all slip under the lock.

@@ -22,6 +22,7 @@ local number_limits
 number_limits, i = limits_at(ARGV, i)
 local budgets, first_field = budgets_at(ARGV, i, 3)
 local pending_key = number_key(phone, 'pending:' .. tenant)
+touch(phone, tenant)
 local v = load()
 
 if ARGV[3] == 'create' then
