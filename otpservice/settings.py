@@ -101,7 +101,7 @@ _SETTINGS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
             ("OTP_HASH_QUEUE", "checks that may wait for a hash thread, per process (auto: ~250 ms)"),
             ("OTP_CLIENT_TIMEOUT_SECONDS", "a request's head and body must arrive within this (10)"),
             ("OTP_METRICS_KEYS*", "keys that may read /metrics only, 16+ characters"),
-            ("OTP_DOCS", "serve /docs and /schema: true or false (true)"),
+            ("OTP_DOCS", "serve /docs, /docs/openapi.json and .yaml: true or false (true)"),
             ("OTP_LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR or CRITICAL (INFO)"),
             ("OTP_LOG_JSON", "JSON log lines: true or false (true)"),
         ),
@@ -215,7 +215,7 @@ class Settings:
     hash_queue: int | None = None  # checks waiting for a hash thread before /verify sheds; None: ~250 ms
     log_level: str = "INFO"
     log_json: bool = True
-    docs: bool = True  # /docs and /schema (OTP_DOCS)
+    docs: bool = True  # /docs, /docs/openapi.json and /docs/openapi.yaml (OTP_DOCS)
     metrics_keys: tuple[str, ...] = field(default=(), repr=False)  # may read /metrics and nothing else
     client_timeout_seconds: float = 10.0  # a request's head and body must arrive within this
 
