@@ -277,8 +277,12 @@ end
 
 -- Undo a begun resend that surely never left: its code goes, the expiry (and, when asked, the
 -- cooldown and the send number) come back, and it leaves the schedule and (unless ``call`` is nil)
--- the number's budget.
-local function unbegin(v, seq, schedule_key, member, call, span, retention, give_back_cooldown)
+-- the number's budget. When the reconciler called it unknown meanwhile, the delivery shows this
+-- send: it is described as ``delivery_status`` (``reason``) and its number stays taken, so that the
+-- next resend is not taken for an unknown placement.
+local function unbegin(v, seq, schedule_key, member, call, span, retention, give_back_cooldown,
+                       delivery_status, reason)
+  local settled = tonumber(v.ds) >= tonumber(seq)
   redis.call('HDEL', key, 'nc', 'np', 'ns', 'px', 'pr', 'bt')
   release_reservations(v, seq)
   local expires = at(v, v.px)
@@ -288,7 +292,11 @@ local function unbegin(v, seq, schedule_key, member, call, span, retention, give
   schedule(shard .. 'expiry', int(expires), string.sub(key, #shard + 1))
   if give_back_cooldown then
     redis.call('HSET', key, 'ra', v.pr)
-    if v.sq == seq then redis.call('HSET', key, 'sq', int(tonumber(v.sq) - 1)) end
+    if not settled and v.sq == seq then redis.call('HSET', key, 'sq', int(tonumber(v.sq) - 1)) end
+  end
+  if settled then
+    redis.call('HSET', key, 'dst', delivery_status, 'drs', reason, 'dua', stamp(v))
+    redis.call('HDEL', key, 'dci', 'dps', 'ddu')
   end
   redis.call('ZREM', schedule_key, member)
   if call then budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), call, now, span) end

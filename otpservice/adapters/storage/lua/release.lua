@@ -12,14 +12,8 @@ redis.call('ZREM', failure_log(v.ph, owner(v)), 'r:' .. token)
 if v.bt == token then
   local call, span = id .. ':' .. token, tonumber(ARGV[6])
   if v.ns then
-    -- the reconciler may have called it unknown meanwhile; this request never gave it to the provider
-    local settled = tonumber(v.ds) >= tonumber(v.ns)
-    unbegin(v, v.ns, KEYS[2], id .. '|' .. v.ns, call, span, tonumber(ARGV[5]), not settled)
-    if settled then
-      redis.call('HSET', key, 'ra', v.pr, 'dst', 'failed', 'drs', 'not placed: storage unavailable',
-                 'dua', stamp(v))
-      redis.call('HDEL', key, 'dci', 'dps', 'ddu')
-    end
+    unbegin(v, v.ns, KEYS[2], id .. '|' .. v.ns, call, span, tonumber(ARGV[5]), true, 'failed',
+            'not placed: storage unavailable')
   else
     -- the verification ended meanwhile: only its schedule entry and its budget count are left
     redis.call('ZREM', KEYS[2], id .. '|' .. v.sq)

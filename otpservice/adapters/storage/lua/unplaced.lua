@@ -37,17 +37,10 @@ if ARGV[3] == '1' then
   if redis.call('GET', pending_key) == ARGV[10] then redis.call('DEL', pending_key) end
   describe = true
 else
-  -- The reconciler may have called it unknown meanwhile: its delivery shows this send, now known
-  -- never to have left, and its number stays taken (the next resend must not come as "unknown").
-  local settled = tonumber(v.ds) >= tonumber(ARGV[3])
-  local cooldown = ARGV[6] == '1'
   local call = ARGV[11]
   if ARGV[13] == '1' then call = nil end
-  unbegin(v, ARGV[3], KEYS[2], ARGV[8], call, tonumber(ARGV[12]), tonumber(ARGV[9]), cooldown and not settled)
-  if settled then
-    if cooldown then redis.call('HSET', key, 'ra', v.pr) end
-    describe = true
-  end
+  unbegin(v, ARGV[3], KEYS[2], ARGV[8], call, tonumber(ARGV[12]), tonumber(ARGV[9]), ARGV[6] == '1',
+          ARGV[4], ARGV[5])
 end
 if describe then
   redis.call('HSET', key, 'ds', ARGV[3], 'dst', ARGV[4], 'drs', ARGV[5], 'dua', stamp(v))
