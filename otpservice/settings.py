@@ -146,6 +146,12 @@ class SettingsError(ValueError):
         self.problems = problems
 
 
+# Regions whose numbers the provider can be given: its API takes callees in Vietnamese national
+# format ("0" and nine digits), and whether it dials +CC numbers is not documented. A number of
+# another region, formatted nationally, is some Vietnamese subscriber's number.
+DIALLED_REGIONS = ("VN",)
+
+
 @dataclass(frozen=True, slots=True)
 class AutocallSettings:
     """How to reach the provider's Autocall API."""
@@ -592,7 +598,16 @@ class _EnvReader:
             hint = "use two-letter ISO 3166 codes such as VN"
             self.refuse(name, f"{name}: {named} {verb} the phone number library knows: {hint}")
         else:
-            return tuple(dict.fromkeys(region.upper() for region in given))
+            regions = tuple(dict.fromkeys(region.upper() for region in given))
+            foreign = [region for region in regions if region not in DIALLED_REGIONS]
+            if not foreign:
+                return regions
+            self.refuse(
+                name,
+                f"{name}: {', '.join(foreign)}: the provider is given numbers in Vietnamese national "
+                "format only, so a number of another country would be dialled as a Vietnamese one "
+                "(someone else would hear its code); VN is the only region accepted",
+            )
         return default
 
     def limits(self, name: str, default: str) -> Limits:

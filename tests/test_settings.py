@@ -689,11 +689,20 @@ def test_dev_mode_leaves_weak_secrets_alone_but_not_template_text() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("VN", ("VN",)), ("vn, th", ("VN", "TH")), ("VN,VN", ("VN",)), ("", ("VN",))],
+    [("VN", ("VN",)), ("vn", ("VN",)), ("VN,VN", ("VN",)), ("", ("VN",))],
 )
 def test_allowed_countries_are_read_as_region_codes(value: str, expected: tuple[str, ...]) -> None:
     """OTP_ALLOWED_COUNTRIES takes two-letter regions in any case, and defaults to VN."""
     assert Settings.from_env(GOOD_ENV | {"OTP_ALLOWED_COUNTRIES": value}).allowed_countries == expected
+
+
+@pytest.mark.parametrize("value", ["VN,TH", "th", "US"])
+def test_a_country_the_provider_cannot_dial_is_refused(value: str) -> None:
+    """A region other than VN is refused: its numbers, given to the provider in national format,
+    would ring a Vietnamese subscriber."""
+    (problem,) = refusal(GOOD_ENV | {"OTP_ALLOWED_COUNTRIES": value})
+    assert problem.startswith("OTP_ALLOWED_COUNTRIES")
+    assert "dialled as a Vietnamese one" in problem
 
 
 @pytest.mark.parametrize(
