@@ -90,14 +90,15 @@ class WebhookDispatcher:
         """Claim due events for the free slots (shards in turn) and start sending them; answers how
         long to wait before the next round."""
         free = CONCURRENCY - len(self._sending)
-        now = self._clock.now()
-        lease_until = now + self._lease
         looked = 0
         while free > 0 and looked < SHARDS:
             shard = self._next_shard
             self._next_shard = (shard + 1) % SHARDS
             looked += 1
-            for event in await self._outbox.claim(shard, now, free, lease_until):
+            # each claim's own time: claims one after another under slow storage take seconds, and
+            # a lease counted from the round's start could be over before its event is even sent
+            now = self._clock.now()
+            for event in await self._outbox.claim(shard, now, free, now + self._lease):
                 task = asyncio.create_task(self._deliver(event))
                 self._sending.add(task)
                 task.add_done_callback(self._sent)
