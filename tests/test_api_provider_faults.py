@@ -113,6 +113,28 @@ def test_a_token_slower_than_the_bound_is_503_and_surely_placed_nothing(
         _unavailable_then_failed(service)
 
 
+def test_a_401_then_a_token_slower_than_the_bound_surely_placed_nothing(
+    redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """A call refused 401 (placed nothing), then a new token slower than the bound: 503 saying no
+    call was placed, not that one may have rung."""
+    tokens = 0
+
+    async def provider(request: httpx.Request) -> httpx.Response:
+        nonlocal tokens
+        if request.url.path.endswith("generate_access_token"):
+            tokens += 1
+            if tokens > 1:
+                await asyncio.sleep(30)  # the refresh after the 401 hangs
+            return httpx.Response(200, json={"data": {"access_token": f"t{tokens}", "expire_at": 3600}})
+        return httpx.Response(401, json={"message": "token expired"})
+
+    transport = httpx.MockTransport(provider)
+    quick = _quick_provider(sandbox)
+    with running_service(redis_url, sandbox.url, provider_transport=transport, autocall=quick) as service:
+        _unavailable_then_failed(service)
+
+
 def test_lost_answer_leaves_the_spoken_code_verifiable(redis_url: str, sandbox: SandboxHandle) -> None:
     """The provider placed the call but its answer was lost: the code the phone heard still approves."""
     sandbox.config.callback_faults.drop = True

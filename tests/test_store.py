@@ -446,6 +446,26 @@ async def test_a_send_given_way_to_as_unknown_counts_once_its_placement_is_recor
     assert after.sends == before.sends + 1
 
 
+async def test_a_send_given_way_to_as_unknown_counts_once_when_its_callback_comes_first(
+    store: VerificationStore,
+) -> None:
+    """A resend given way to as unknown counts in sends once, when its callback proves it placed
+    before its placement is recorded."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    lost = await begin(store, vid, "222222", at, token="t1")
+    await store.placement_unknown(vid, at + timedelta(seconds=25), lost, "placement unrecorded")
+    await begin(store, vid, "333333", at + timedelta(seconds=31), token="t2")
+    before = await store.get(vid)
+    await store.record_delivery(vid, at, lost, "c2", DeliveryStatus.ANSWERED, "ANSWERED", 4)
+    await placed(store, vid, lost, "c2")
+    after = await store.get(vid)
+    assert before is not None
+    assert after is not None
+    assert after.sends == before.sends + 1
+
+
 async def test_a_call_placed_after_a_cancel_counts_as_a_send(store: VerificationStore) -> None:
     """A first call the provider took after the verification was canceled counts in its sends."""
     vid = await new_pending(store)

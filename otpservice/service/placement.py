@@ -217,6 +217,7 @@ class CallPlacer:
         except (TimeoutError, autocall.AutocallError) as exc:
             why = f"no token within {bound:g} s" if isinstance(exc, TimeoutError) else type(exc).__name__
             raise await self._failed(call, why, may_have_rung=False) from exc
+        flight = autocall.CallFlight()
         try:
             # the whole exchange (a refreshed token after a 401 included) within one bound, which the
             # placement deadline counts on: the client's timeouts bound each phase only
@@ -227,9 +228,12 @@ class CallPlacer:
                     template_name=route.template,
                     callback_url=callback_url,
                     callback_apikey=credential,
+                    flight=flight,
                 )
-        except TimeoutError as exc:  # the request may have reached the provider
-            raise await self._failed(call, f"no answer within {bound:g} s", may_have_rung=True) from exc
+        except TimeoutError as exc:
+            # only a call request out without its answer may have rung (not a token after a 401)
+            why = f"no answer within {bound:g} s"
+            raise await self._failed(call, why, may_have_rung=flight.unanswered) from exc
         except autocall.AutocallError as exc:
             # Only an error that says so proves the call never left; unreadable answers may hide a call.
             may_have_rung = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from otpservice.adapters.autocall.models import AccessToken, CallPlacement, CallReport
+from otpservice.adapters.autocall.models import AccessToken, CallFlight, CallPlacement, CallReport
 
 
 class VoiceCaller(Protocol):
@@ -19,6 +19,7 @@ class VoiceCaller(Protocol):
         template_name: str,
         callback_url: str | None = None,
         callback_apikey: str | None = None,
+        flight: CallFlight | None = None,
     ) -> CallPlacement: ...
 
     async def get_report(self, call_id: str) -> CallReport: ...

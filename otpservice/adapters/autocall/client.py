@@ -38,6 +38,7 @@ from otpservice.adapters.autocall.masking import mask_call_id
 from otpservice.adapters.autocall.models import (
     AccessToken,
     AutocallError,
+    CallFlight,
     CallPlacement,
     CallReport,
     CallReportNotFound,
@@ -144,13 +145,15 @@ class AutocallClient:
         template_name: str,
         callback_url: str | None = None,
         callback_apikey: str | None = None,
+        flight: CallFlight | None = None,
     ) -> CallPlacement:
-        """Ring each callee (national format) and read ``code`` with the named OTP template."""
+        """Ring each callee (national format) and read ``code`` with the named OTP template;
+        ``flight`` says meanwhile whether the request is out unanswered."""
         body = self._campaign_body(
             callees, {"template_name": template_name, "code_otp": code}, callback_url, callback_apikey
         )
         sent = (code, *callees)
-        data = await self._authorized("otp_call", "POST", f"{self._campaign_path}/otp", body, sent)
+        data = await self._authorized("otp_call", "POST", f"{self._campaign_path}/otp", body, sent, flight)
         return self._placement("otp_call", data, sent)
 
     async def place_tts_call(
@@ -258,15 +261,22 @@ class AutocallClient:
         path: str,
         body: dict[str, object] | None,
         sent: Sequence[str] = (),
+        flight: CallFlight | None = None,
     ) -> dict[str, object]:
         """``sent``: what the request carries that must never reach a log (the code, the numbers),
-        taken out of whatever the provider answers about it."""
+        taken out of whatever the provider answers about it. ``flight``: kept saying whether the
+        request is out without its answer (not while a token is fetched)."""
+        flight = flight or CallFlight()
         token = await self._token_before_sending(self._tokens.get())
+        flight.unanswered = True
         response = await self._send(operation, method, path, body, token)
+        flight.unanswered = False
         if response.status_code == 401:
             log.info("autocall.token.rejected", operation=operation)
             token = await self._token_before_sending(self._tokens.replace(token))
+            flight.unanswered = True
             response = await self._send(operation, method, path, body, token)
+            flight.unanswered = False
             if response.status_code == 401:
                 raise self._failed(
                     operation, ProviderAuthFailed("the provider refused a freshly issued token")

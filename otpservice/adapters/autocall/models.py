@@ -62,6 +62,15 @@ class CalleeRejection:
     reason: str
 
 
+@dataclass(slots=True)
+class CallFlight:
+    """Whether a call-placing request is out without its answer yet. A caller that bounds the whole
+    exchange reads it when its bound ends: only a request out then may have rung someone (a token
+    fetched after a 401, say, places nothing)."""
+
+    unanswered: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class CallPlacement:
     """Outcome of one call-placing request: accepted call ids and per-callee rejections.

@@ -7,7 +7,9 @@
 local v = load()
 if not v then return {'not_found'} end
 local ds = tonumber(v.ds)
+local counted = false
 if v.ns == ARGV[3] then
+  counted = true
   promote(v)
   redis.call('HINCRBY', key, 'sn', 1)
   if tonumber(ARGV[3]) ~= ds then
@@ -18,6 +20,12 @@ if v.ns == ARGV[3] then
 end
 if tonumber(ARGV[3]) ~= ds then return answer('stale') end
 if ARGV[4] ~= '' and v.dci and v.dci ~= '' and v.dci ~= ARGV[4] then return answer('foreign') end
+if v.dst == 'unknown' and not counted then
+  -- a send a resend gave way to as unknown, proved placed now: it counts (once: no longer unknown)
+  redis.call('HINCRBY', key, 'sn', 1)
+  redis.call('HSET', key, 'dst', 'calling')
+  v.dst = 'calling'
+end
 if rank(ARGV[5]) <= rank(v.dst) then return answer('duplicate', v.dst) end
 redis.call('HSET', key, 'dst', ARGV[5], 'dps', ARGV[6], 'dua', stamp(v))
 redis.call('HDEL', key, 'drs')
