@@ -471,7 +471,7 @@ async def test_provider_text_repeating_the_code_or_number_reaches_no_log_or_erro
     client: AutocallClient, fake: FakeAutocall
 ) -> None:
     """A provider answer that repeats the code or the number it was sent (a rejection's reason, a 4xx
-    message) has them taken out, in the log lines and in the error raised."""
+    message) has them taken out, in the log lines, the error raised and the reason answered."""
     fake.on(
         OTP_PATH,
         placed(fail=[{"0987654321": "Blacklist 0987654321"}]),
@@ -480,11 +480,12 @@ async def test_provider_text_repeating_the_code_or_number_reaches_no_log_or_erro
     stream = io.StringIO()
     configure_logging("INFO", json=True, stream=stream)
     try:
-        await place(client)
+        refused = await place(client)
         with pytest.raises(ProviderRejectedRequest) as caught:
             await place(client)
     finally:
         configure_logging("INFO")
+    assert [r.reason for r in refused.rejected] == ["Blacklist [sent value]"]  # stored and shown as is
     text = stream.getvalue() + str(caught.value)
     assert "123456" not in text
     assert "0987654321" not in text

@@ -46,8 +46,8 @@ def claim_lease_seconds(settings: Settings) -> float:
 
 
 def _report_bound_seconds(settings: Settings) -> float:
-    """The longest asking for one call's report may take: a token, then the report (after a 401, a
-    token and the report again), each within one exchange."""
+    """The longest asking for one call's report may take: a token, then the report, each within one
+    exchange. (A 401 and a second token and report past it count as the provider being down.)"""
     return 2 * settings.autocall.exchange_bound_seconds
 
 

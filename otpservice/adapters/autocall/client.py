@@ -28,6 +28,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
@@ -212,12 +213,16 @@ class AutocallClient:
             placement = parse_placement(data, default_campaign_id=self._campaign_id)
         except AutocallError as exc:
             raise self._failed(operation, exc) from None
+        # A reason goes further than the log: into the verification's delivery, the API's answer and
+        # the webhook payload, none of which may carry the code
+        rejected = tuple(replace(r, reason=self._redact(r.reason, sent)) for r in placement.rejected)
+        placement = replace(placement, rejected=rejected)
         log.info(
             "autocall.call.placed",
             operation=operation,
             campaign_id=placement.campaign_id,
             accepted=[mask_call_id(call_id) for call_id in placement.accepted],
-            rejected=[(mask_phone(r.phone), self._redact(r.reason, sent)) for r in placement.rejected],
+            rejected=[(mask_phone(r.phone), r.reason) for r in placement.rejected],
         )
         return placement
 
