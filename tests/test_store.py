@@ -89,6 +89,20 @@ async def scheduled(redis: Redis, vid: str, seq: int) -> float | None:
     return score
 
 
+async def never_left(store: VerificationStore, vid: str, at: datetime, seq: int, token: str) -> None:
+    """Record that the resend ``seq`` begun by ``token`` surely never left (the provider was down)."""
+    await store.unplaced(
+        vid,
+        at,
+        seq,
+        f"{vid}:{token}",
+        delivery=DeliveryStatus.FAILED,
+        reason="down",
+        give_back_cooldown=True,
+        describe=False,
+    )
+
+
 async def test_callback_before_placement_is_kept(store: VerificationStore, redis: Redis) -> None:
     """A callback that overtakes our record of the placement is recorded, and the placement keeps it."""
     vid = await new_pending(store)
@@ -199,16 +213,7 @@ async def test_unplaced_resend_gives_back_cooldown_send_and_expiry(store: Verifi
     before = await store.get(vid)
     later = NOW + timedelta(seconds=30)
     seq = await begin(store, vid, "222222", later, token="t")
-    await store.unplaced(
-        vid,
-        later,
-        seq,
-        f"{vid}:t",
-        delivery=DeliveryStatus.FAILED,
-        reason="down",
-        give_back_cooldown=True,
-        describe=False,
-    )
+    await never_left(store, vid, later, seq, "t")
     after = await store.get(vid)
     assert before is not None
     assert after is not None
@@ -230,16 +235,7 @@ async def test_an_undone_resend_puts_the_expiry_back_on_a_schedule_that_expires(
     seq = await begin(store, vid, "222222", later, token="t")
     expiry = keys.expiry_schedule_key(keys.shard_of(vid))
     await redis.delete(expiry)  # the sweep took its last member meanwhile
-    await store.unplaced(
-        vid,
-        later,
-        seq,
-        f"{vid}:t",
-        delivery=DeliveryStatus.FAILED,
-        reason="down",
-        give_back_cooldown=True,
-        describe=False,
-    )
+    await never_left(store, vid, later, seq, "t")
     assert await redis.zscore(expiry, vid) is not None
     assert await redis.pttl(expiry) > 0
 
@@ -708,16 +704,7 @@ async def test_a_check_in_flight_when_a_resend_is_undone_is_released_not_judged(
     seq = await begin(store, vid, "222222", at, token="t1")
     reservation = await store.reserve(vid, "guess", at, 6, at + timedelta(seconds=15))
     assert [code.send_seq for code in reservation.codes] == [1, seq]
-    await store.unplaced(
-        vid,
-        at,
-        seq,
-        f"{vid}:t1",
-        delivery=DeliveryStatus.FAILED,
-        reason="down",
-        give_back_cooldown=True,
-        describe=False,
-    )
+    await never_left(store, vid, at, seq, "t1")
     assert await begin(store, vid, "333333", at, token="t2") == seq  # the number is reused
     with pytest.raises(errors.CheckNotRecorded):
         await store.judge(vid, "guess", at, seq)
@@ -736,16 +723,7 @@ async def test_a_check_reserved_before_a_resend_is_judged_though_the_resend_is_u
     at = NOW + timedelta(seconds=30)
     await store.reserve(vid, "typed", at, 6, at + timedelta(seconds=15))
     seq = await begin(store, vid, "222222", at, token="t1")
-    await store.unplaced(
-        vid,
-        at,
-        seq,
-        f"{vid}:t1",
-        delivery=DeliveryStatus.FAILED,
-        reason="down",
-        give_back_cooldown=True,
-        describe=False,
-    )
+    await never_left(store, vid, at, seq, "t1")
     assert (await store.judge(vid, "typed", at, 1)).verdict == "approved"
 
 
@@ -758,23 +736,10 @@ async def test_a_repeated_never_left_write_keeps_the_schedule_of_the_send_that_r
     await placed(store, vid, 1, "c1")
     at = NOW + timedelta(seconds=30)
     seq = await begin(store, vid, "222222", at, token="t1")
-
-    async def never_left() -> None:
-        await store.unplaced(
-            vid,
-            at,
-            seq,
-            f"{vid}:t1",
-            delivery=DeliveryStatus.FAILED,
-            reason="down",
-            give_back_cooldown=True,
-            describe=False,
-        )
-
-    await never_left()
+    await never_left(store, vid, at, seq, "t1")
     assert await begin(store, vid, "333333", at, token="t2") == seq
     assert await placed(store, vid, seq, "c2") == "placed"
-    await never_left()  # landing again: its reply was lost
+    await never_left(store, vid, at, seq, "t1")  # landing again: its reply was lost
     assert await scheduled(redis, vid, seq) is not None
 
 
@@ -788,16 +753,7 @@ async def test_a_never_left_write_after_the_reconciler_said_unknown_describes_th
     at = NOW + timedelta(seconds=30)
     seq = await begin(store, vid, "222222", at, token="t1")
     await store.placement_unknown(vid, at + timedelta(seconds=25), seq, "placement unrecorded")
-    await store.unplaced(
-        vid,
-        at + timedelta(seconds=26),
-        seq,
-        f"{vid}:t1",
-        delivery=DeliveryStatus.FAILED,
-        reason="down",
-        give_back_cooldown=True,
-        describe=False,
-    )
+    await never_left(store, vid, at + timedelta(seconds=26), seq, "t1")
     verification = await store.get(vid)
     assert verification is not None
     assert (verification.delivery.send_seq, verification.delivery.status) == (seq, DeliveryStatus.FAILED)
@@ -876,16 +832,7 @@ async def test_a_late_code_write_of_an_undone_resend_cannot_land_in_the_next_one
     await placed(store, vid, 1, "c1")
     at = NOW + timedelta(seconds=30)
     seq = await begin_later(store, vid, at, "first")
-    await store.unplaced(
-        vid,
-        at,
-        seq,
-        f"{vid}:first",
-        delivery=DeliveryStatus.FAILED,
-        reason="down",
-        give_back_cooldown=True,
-        describe=False,
-    )
+    await never_left(store, vid, at, seq, "first")
     assert await store.store_code(vid, at, seq, "first", HASHER.hash(vid, "222222")) is False
     assert await begin_later(store, vid, at, "second") == seq
     assert await store.store_code(vid, at, seq, "first", HASHER.hash(vid, "222222")) is False
