@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+
+from otpservice.cli.service import forget_dead_workers
 from tests.support.flows import create, heard_code
 from tests.support.sandbox import SandboxHandle
 from tests.support.serve_process import METRICS_KEY
@@ -62,3 +69,21 @@ def test_a_request_refused_for_its_key_is_counted_and_logged_as_401(service: Ser
     logged = service.logs.getvalue()
     assert '"status": 500' not in logged
     assert '"status":500' not in logged
+
+
+def test_a_killed_workers_requests_in_progress_are_forgotten_when_another_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that died with requests in flight stops counting them once another worker starts."""
+    worker = (
+        "from prometheus_client import Gauge\nGauge('in_progress', 'x', multiprocess_mode='livesum').inc(8)\n"
+    )
+    subprocess.run(  # noqa: S603 - this interpreter, a fixed program
+        [sys.executable, "-c", worker],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)},
+        check=True,
+    )
+    assert list(tmp_path.glob("gauge_livesum_*.db"))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    forget_dead_workers()
+    assert list(tmp_path.glob("gauge_livesum_*.db")) == []

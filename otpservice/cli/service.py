@@ -17,11 +17,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 import uvicorn
 import yaml
+from prometheus_client import multiprocess
 
 from otpservice.cpus import usable_cores
 from otpservice.dev_receiver import receiver_app
@@ -103,8 +105,26 @@ def metrics_across_workers(workers: int) -> Iterator[None]:
 _MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
+def forget_dead_workers() -> None:
+    """Mark the workers that died as dead in the metrics directory (prometheus_client asks this of
+    multiprocess setups): a worker killed with requests in flight otherwise left its live gauges
+    (requests in progress) counting them for good. Its counters stay."""
+    directory = os.environ.get(_MULTIPROC_DIR)
+    if not directory:
+        return
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass  # alive, under another user
+
+
 def production_app() -> Any:
     """App factory for multi-worker uvicorn (``serve --workers N``)."""
+    forget_dead_workers()  # a worker starting may be the one replacing a worker that was killed
     settings = Settings.from_env(mode="production")
     configure_logging(settings.log_level, json=settings.log_json)
     return create_app(settings)

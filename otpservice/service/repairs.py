@@ -62,26 +62,33 @@ class RepairQueue:
         deadline = loop.time() + self._give_up
         delay = self._first_delay
         tries = 0
-        while True:
-            tries += 1
-            try:
-                await write()
-            except StorageUnavailable:
-                if loop.time() + delay > deadline:
-                    log.error("repair.abandoned", repair=what, tries=tries, **context)
+        try:
+            while True:
+                tries += 1
+                try:
+                    await write()
+                except StorageUnavailable:
+                    if loop.time() + delay > deadline:
+                        log.error("repair.abandoned", repair=what, tries=tries, **context)
+                        return
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrecy
+                    delay = min(delay * 2, self._max_delay)
+                    continue
+                except Exception:  # a bug must not kill the loop silently
+                    log.exception("repair.failed", repair=what, **context)
                     return
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrecy
-                delay = min(delay * 2, self._max_delay)
-                continue
-            except Exception:  # a bug must not kill the loop silently
-                log.exception("repair.failed", repair=what, **context)
+                if tries > 1:
+                    log.info("repair.written", repair=what, tries=tries, **context)
                 return
-            if tries > 1:
-                log.info("repair.written", repair=what, tries=tries, **context)
-            return
+        except asyncio.CancelledError:
+            # stopped at shutdown (close): most repairs nothing else retries, so a line names each
+            log.error("repair.abandoned", repair=what, tries=tries, reason="shutdown", **context)
+            raise
 
     async def close(self, grace_seconds: float = 2.0) -> None:
-        """Give pending repairs a moment to land, then stop them (a restart's reconciler takes over)."""
+        """Give pending repairs a moment to land, then stop them, each logged as abandoned. The
+        reconciler of a later start takes over placements nobody recorded; other repairs (a void,
+        a budget given back, a code's write) are lost, and their log lines say which."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace_seconds)
         for task in set(self._tasks):
