@@ -136,6 +136,24 @@ async def test_callback_fields_are_sent_when_given(client: AutocallClient, fake:
     assert (body["callback_url"], body["callback_apikey"]) == ("https://x.test/cb", "k")
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"message": "OK", "code": 200, "status": True, "data": None},
+        {"data": "debt"},
+        {"data": []},
+        {},
+    ],
+)
+async def test_a_template_import_answered_2xx_in_any_shape_succeeds(
+    client: AutocallClient, fake: FakeAutocall, answer: dict[str, object]
+) -> None:
+    """The import's answer shape is unknown: any 2xx is the template created, its body kept whole."""
+    fake.on("/api/v2/campaigns/7/voice/import", httpx.Response(200, json=answer))
+    imported = await client.import_template("debt", "Pay {{due_amount}}")
+    assert imported.name == "debt"
+
+
 async def test_tts_call_and_import_use_their_own_paths(client: AutocallClient, fake: FakeAutocall) -> None:
     """Run-TTS posts to /voice with the key fields beside template_name; import posts name and content."""
     fake.on("/api/v2/campaigns/7/voice", placed(CALL_ID))

@@ -24,6 +24,7 @@ from otpservice.adapters.autocall.parsing import (
     ("results", "accepted", "rejected"),
     [
         ({"success": ["a_1"]}, ("a_1",), ()),
+        ({"success": "a_1"}, ("a_1",), ()),
         ({"fail": [{"123": "Wrong Format"}]}, (), (CalleeRejection("123", "Wrong Format"),)),
         ({"fail": {"123": "Blacklist"}, "success": None}, (), (CalleeRejection("123", "Blacklist"),)),
         ({"fail": [{"1": "A", "2": "B"}, "3"], "success": []}, (),
@@ -132,3 +133,8 @@ def test_a_report_duration_is_whole_seconds_under_a_day(duration: object, second
     """A report's duration is kept in whole seconds under a day; anything else is unknown."""
     report = parse_report({"id": "c_1", "status": "ANSWERED", "duration": duration}, requested_call_id="c_1")
     assert report.duration_seconds == seconds
+
+
+def test_a_callback_duration_given_as_a_whole_float_is_read() -> None:
+    """A callback's duration written as a float with nothing after the point (15.0) is 15 seconds."""
+    assert parse_callback({"id": "c1", "status": "ANSWERED", "duration": 15.0}).duration_seconds == 15

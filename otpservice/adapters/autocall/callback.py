@@ -75,6 +75,8 @@ def _records(body: object) -> list[Mapping[str, object]]:
 def _duration(value: object) -> int | None:
     if isinstance(value, bool):
         return None
+    if isinstance(value, float) and value.is_integer():  # 15.0, as a report may say it
+        value = int(value)
     if isinstance(value, int) and 0 <= value < 86400:
         return value
     # ASCII digits only: str.isdigit() also takes superscripts and circled digits, which int() refuses

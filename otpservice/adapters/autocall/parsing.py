@@ -46,6 +46,16 @@ def response_data(response: httpx.Response) -> dict[str, object]:
     return data
 
 
+def any_answer(response: httpx.Response) -> dict[str, object]:
+    """What a successful answer of unknown shape holds (the template import's, notes defect 5): its
+    data object, else the whole JSON object, else nothing; a 2xx is the success, whatever it says."""
+    body = _json_object(response)
+    if body is None:
+        return {}
+    data = body.get("data")
+    return data if isinstance(data, dict) else body
+
+
 def error_message(response: httpx.Response) -> str:
     """The provider's own words for a failed request, from whichever envelope it used."""
     body = _json_object(response) or {}
@@ -75,6 +85,8 @@ def parse_placement(data: dict[str, object], *, default_campaign_id: str) -> Cal
     if not isinstance(results, dict) or not ({"success", "fail"} & results.keys()):
         raise ProviderMalformedResponse("call placement answer has no results.success or results.fail")
     success = results.get("success")
+    if isinstance(success, str):  # one call id, not in a list: still the id
+        success = [success]
     accepted = (
         tuple(item for item in success if isinstance(item, str) and item) if isinstance(success, list) else ()
     )
