@@ -142,8 +142,7 @@ async def generate_access_token(request: AnyRequest) -> Response[Any]:
             "user_id": sandbox.state.user_id,
             "access_token": token,
             "refresh_token": "",
-            # whole seconds, at least one: 0 would read as "no lifetime given"
-            "expire_at": max(1, int(sandbox.config.token_lifetime_seconds)),
+            "expire_at": int(sandbox.config.token_lifetime_seconds),
             "token_type": "Bearer",
             "scope": "member",
         }

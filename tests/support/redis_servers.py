@@ -125,13 +125,27 @@ def _server(directory: Path, *args: str, port: int | None = None) -> ServerProce
     return ServerProcess(port=port or free_port(), directory=directory, args=["--save", "", *args])
 
 
+def _started(make: Callable[[], ServerProcess], tries: int = 5) -> ServerProcess:
+    """A server from ``make`` (fresh ports each time), started; again when a port it was given was
+    taken meanwhile (free_port() lets go of its port, and another test process may bind it first)."""
+    for attempt in range(tries):
+        server = make()
+        try:
+            server.start()
+            return server
+        except TimeoutError as exc:
+            server.stop()
+            if "Address already in use" not in str(exc) or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def standalone_server(*, appendonly: bool = False) -> Iterator[ServerProcess]:
     """One server; with ``appendonly`` its data survives a kill (AOF, fsync every write)."""
     with tempfile.TemporaryDirectory(prefix="otp-valkey-") as tmp:
         aof = ["--appendonly", "yes", "--appendfsync", "always"] if appendonly else ["--appendonly", "no"]
-        server = _server(Path(tmp), *aof)
-        server.start()
+        server = _started(lambda: _server(Path(tmp), *aof))
         try:
             yield server
         finally:
@@ -231,12 +245,13 @@ def cluster_setup(masters: int = 3) -> Iterator[ClusterSetup]:
     """Start ``masters`` cluster nodes, give each a slot range, introduce them, wait for ``ok``."""
     with tempfile.TemporaryDirectory(prefix="otp-cluster-") as tmp:
         directory = Path(tmp)
-        nodes = []
+        nodes: list[ServerProcess] = []
         bus_ports = {}
-        for _ in range(masters):
-            port = free_port()
-            bus_ports[port] = free_port()
-            node = _server(
+
+        def cluster_node() -> ServerProcess:
+            port, bus_port = free_port(), free_port()
+            bus_ports[port] = bus_port
+            return _server(
                 directory,
                 "--appendonly",
                 "no",
@@ -247,12 +262,13 @@ def cluster_setup(masters: int = 3) -> Iterator[ClusterSetup]:
                 "--cluster-node-timeout",
                 "2000",
                 "--cluster-port",  # the default (port + 10000) may be out of range or taken
-                str(bus_ports[port]),
+                str(bus_port),
                 port=port,
             )
-            node.start()
-            nodes.append(node)
+
         try:
+            for _ in range(masters):
+                nodes.append(_started(cluster_node))
             step = 16384 // masters
             for index, node in enumerate(nodes):
                 first = index * step
