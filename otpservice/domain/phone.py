@@ -36,7 +36,10 @@ def parse_phone(raw: str, allowed_regions: tuple[str, ...]) -> PhoneNumber:
     """Validate and normalise a number typed as 0987654321, +84987654321 or 84987654321."""
     text = raw.strip()
     if not _ACCEPTED_CHARACTERS.match(text):
-        raise InvalidPhone("the phone number may hold only digits, spaces, dashes and a leading +")
+        raise InvalidPhone(
+            "the phone number must be 6 to 24 characters: digits, spaces, dashes, dots, parentheses "
+            "and a leading +"
+        )
     default_region = allowed_regions[0] if allowed_regions else "VN"
     candidates = [text]
     digits = re.sub(r"\D", "", text)

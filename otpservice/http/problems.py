@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -134,14 +135,21 @@ def _from_validation(exc: ValidationException) -> ProblemDetailsException:
     return problem(422, "validation_error", "Invalid request", f"invalid value for: {named}", errors=fields)
 
 
+# msgspec names a missing or unknown field only in its message, with the body as the key
+_NAMED_IN_MESSAGE = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`")
+
+
 def _field_error(item: dict[str, Any]) -> dict[str, str]:
-    """Name the body "body" (Litestar calls it "data") and say plainly when it is missing."""
+    """Name the body "body" (Litestar calls it "data"), or the field a message names, and say
+    plainly when the body is missing."""
     field = str(item.get("key", ""))
     message = str(item.get("message", ""))
     if field == "data":
         field = "body"
         if message == "'data'":
             message = "a JSON object body is required"
+        elif named := _NAMED_IN_MESSAGE.match(message):
+            field = named.group(1)
     return {"field": field, "message": message}
 
 

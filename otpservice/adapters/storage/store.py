@@ -407,7 +407,8 @@ class VerificationStore:
             raise errors.ResendTooSoon(from_millis(int(detail)), _seconds_until(int(detail), now))
         if verdict == "max_sends":
             raise errors.SendLimitReached(
-                f"this verification has used its {max_sends} calls; start a new one"
+                f"this verification has used its {max_sends} calls; cancel it "
+                f"(DELETE /otp/{verification_id}) or let it expire, then start again"
             )
         raise self._refusal(verification_id, now, verdict, detail)
 
