@@ -230,6 +230,24 @@ def test_placement_both_accepting_and_refusing_the_number_may_have_rung(redis_ur
         _unavailable_and_unconfirmed(service)
 
 
+def test_a_provider_refusing_the_request_is_said_to_have_refused_it(redis_url: str) -> None:
+    """A 4xx from the provider is answered as a refusal (it was reached), with no call placed."""
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("generate_access_token"):
+            return httpx.Response(200, json={"data": {"access_token": "t", "expire_at": 3600}})
+        return httpx.Response(400, json={"message": "bad request"})
+
+    transport = httpx.MockTransport(provider)
+    with (
+        running_service(redis_url, "http://provider.invalid", provider_transport=transport) as service,
+        service.client() as client,
+    ):
+        body = assert_problem(client.post("/otp", json={"phone": "0987654321"}), 503, "provider_unavailable")
+    assert body["call_may_have_rung"] is False
+    assert body["detail"].startswith("the voice provider refused the request; no call was placed")
+
+
 def test_placement_naming_no_call_is_503(redis_url: str) -> None:
     """An answer that neither accepts nor refuses the number is treated like a lost answer: it may ring."""
     transport = _provider_answering({"fail": [], "success": []})

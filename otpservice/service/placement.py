@@ -216,7 +216,7 @@ class CallPlacer:
                 await route.caller.get_token()
         except (TimeoutError, autocall.AutocallError) as exc:
             why = f"no token within {bound:g} s" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise await self._failed(call, why, may_have_rung=False) from exc
+            raise await self._failed(call, why, may_have_rung=False, refused=_refused(exc)) from exc
         flight = autocall.CallFlight()
         try:
             # the whole exchange (a refreshed token after a 401 included) within one bound, which the
@@ -240,7 +240,7 @@ class CallPlacer:
                 isinstance(exc, autocall.ProviderUnavailable | autocall.ProviderMalformedResponse)
                 and exc.request_may_have_reached_provider
             )
-            raise await self._failed(call, type(exc).__name__, may_have_rung) from exc
+            raise await self._failed(call, type(exc).__name__, may_have_rung, refused=_refused(exc)) from exc
         rejection = placement.rejection_for(call.phone.national)
         if rejection is not None and placement.accepted:
             # one callee per request: an answer that both takes and refuses it cannot be trusted
@@ -306,7 +306,9 @@ class CallPlacer:
         self._log(call).info("call.placed", outcome=recorded.outcome)
         return recorded.verification
 
-    async def _failed(self, call: CallRequest, why: str, may_have_rung: bool) -> errors.ProviderUnavailable:
+    async def _failed(
+        self, call: CallRequest, why: str, may_have_rung: bool, *, refused: bool = False
+    ) -> errors.ProviderUnavailable:
         """Record a placement that failed or cannot be tracked, and say so as provider_unavailable."""
         self._log(call).warning(
             "call.placement_failed",
@@ -333,7 +335,11 @@ class CallPlacer:
             await self._unplaced(
                 call, DeliveryStatus.FAILED, f"provider unavailable: {why}", give_back_cooldown=True
             )
-            detail = "the voice provider could not be reached; no call was placed; try again shortly"
+            detail = (
+                "the voice provider refused the request; no call was placed; try again shortly"
+                if refused
+                else "the voice provider could not be reached; no call was placed; try again shortly"
+            )
         return errors.ProviderUnavailable(
             detail, PROVIDER_RETRY_AFTER_SECONDS, call.verification_id, call_may_have_rung=may_have_rung
         )
@@ -471,3 +477,8 @@ class CallPlacer:
         return log.bind(  # type: ignore[no-any-return]
             verification_id=call.verification_id, send=call.send_seq, phone=mask_phone(call.phone.e164)
         )
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the provider answered, refusing the request (a 4xx, a refused key): it was reached."""
+    return isinstance(exc, autocall.ProviderRejectedRequest | autocall.ProviderAuthFailed)
