@@ -120,6 +120,17 @@ async def test_callback_before_placement_is_kept(store: VerificationStore, redis
     assert await scheduled(redis, vid, 1) is None
 
 
+async def test_a_recorded_call_outcome_moves_the_verifications_updated_at(store: VerificationStore) -> None:
+    """A callback that records the call's outcome updates the verification's updated_at too."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    later = NOW + timedelta(seconds=42)
+    await store.record_delivery(vid, later, 1, "c1", DeliveryStatus.ANSWERED, "ANSWERED", 9)
+    verification = await store.get(vid)
+    assert verification is not None
+    assert verification.updated_at == verification.delivery.updated_at == later
+
+
 async def test_callback_naming_another_call_changes_nothing(store: VerificationStore) -> None:
     """A callback whose body names another call than the one placed for that send is foreign."""
     vid = await new_pending(store)

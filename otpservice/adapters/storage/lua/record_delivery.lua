@@ -27,7 +27,8 @@ if v.dst == 'unknown' and not counted then
   v.dst = 'calling'
 end
 if rank(ARGV[5]) <= rank(v.dst) then return answer('duplicate', v.dst) end
-redis.call('HSET', key, 'dst', ARGV[5], 'dps', ARGV[6], 'dua', stamp(v))
+-- the verification changed too (its delivery is part of it): a client polling updated_at sees it
+redis.call('HSET', key, 'dst', ARGV[5], 'dps', ARGV[6], 'dua', stamp(v), 'ua', stamp(v))
 redis.call('HDEL', key, 'drs')
 if ARGV[7] ~= '' then redis.call('HSET', key, 'ddu', ARGV[7]) end
 if (not v.dci or v.dci == '') and ARGV[4] ~= '' then redis.call('HSET', key, 'dci', ARGV[4]) end
