@@ -71,6 +71,7 @@ def test_code_length_and_ttl_are_honoured(service: ServiceHandle, sandbox: Sandb
         ({"phone": "0987654321", "ttl_seconds": 601}, "ttl_seconds"),
         ({"phone": "0987654321", "metadata": "x"}, "metadata"),
         ({"phone": "0987654321", "surprise": 1}, "surprise"),
+        ({"phone": "0987654321", "a`b": 1}, "a`b"),
     ],
 )
 def test_body_validation_is_422_naming_the_field(

@@ -136,7 +136,7 @@ def _from_validation(exc: ValidationException) -> ProblemDetailsException:
 
 
 # msgspec names a missing or unknown field only in its message, with the body as the key
-_NAMED_IN_MESSAGE = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`")
+_NAMED_IN_MESSAGE = re.compile(r"^Object (?:missing required|contains unknown) field `(.+)`$")
 
 
 def _field_error(item: dict[str, Any]) -> dict[str, str]:

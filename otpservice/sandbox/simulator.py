@@ -84,13 +84,13 @@ class CallSimulator:
         outcome = outcome_for(call.phone_number)
         await asyncio.sleep(self.config.ring_seconds)
         if outcome == ANSWERED:
-            call.started_at = vietnam_now().replace(microsecond=0)  # as the CDR prints it
+            call.started_at = vietnam_now()
             if self.config.log_spoken_text:
                 logger.info(
                     "sandbox call %s to %s says: %s", call.call_id, call.phone_number, call.spoken_text
                 )
             await asyncio.sleep(self.config.talk_seconds)
-        call.ended_at = vietnam_now().replace(microsecond=0)
+        call.ended_at = vietnam_now()
         call.status = outcome
         if call.callback_url:
             await self._deliver_with_faults(call)

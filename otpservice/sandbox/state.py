@@ -118,15 +118,19 @@ class Call:
     def cdr(self) -> dict[str, Any]:
         """The call detail record with every field of the reference's report."""
         duration = 0
+        ended_at = self.ended_at
         if self.started_at is not None and self.ended_at is not None:
             duration = round((self.ended_at - self.started_at).total_seconds())
+            # printed in whole seconds, the end is the printed start plus the duration, so that
+            # duration = ended_at - started_at as the reference's example has it
+            ended_at = self.started_at.replace(microsecond=0) + timedelta(seconds=duration)
         return {
             "id": self.call_id,
             "campaign_id": self.campaign_id,
             "code_otp": self.reported_code_otp(),
             "created_at": format_time(self.created_at),
             "started_at": format_time(self.started_at),
-            "ended_at": format_time(self.ended_at),
+            "ended_at": format_time(ended_at),
             "duration": duration,
             "keypress": "127",
             "phone_number": self.phone_number,

@@ -38,6 +38,15 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, interva
         time.sleep(interval)
 
 
+def _process_id(port: int) -> int | None:
+    """The process id of the server answering on ``port``."""
+    try:
+        with Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5) as client:
+            return int(client.info("server")["process_id"])
+    except (RedisError, OSError, KeyError, ValueError):
+        return None
+
+
 def _answers(port: int) -> bool:
     try:
         with Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5) as client:
@@ -81,7 +90,12 @@ class ServerProcess:
         def up() -> bool:
             if process.poll() is not None:
                 raise TimeoutError(f"valkey on port {self.port} exited with {process.returncode}")
-            return _answers(self.port)
+            if not _answers(self.port):
+                return False
+            if _process_id(self.port) != process.pid:  # another test's server took the port first
+                process.wait(timeout=10)  # ours cannot bind it, and exits
+                raise TimeoutError(f"valkey on port {self.port} exited with {process.returncode}")
+            return True
 
         try:
             wait_until(up, 10, f"valkey on port {self.port} starting")
