@@ -8,8 +8,11 @@
 --       longest window (ms), keep the call counted (1/0: its code was lost, but it may have rung).
 local v = load()
 if not v then return {'not_found'} end
-local function give_back(call)
-  if ARGV[13] ~= '1' then
+-- the call to give back to the number's budget; none when it stays counted
+local call = ARGV[11]
+if ARGV[13] == '1' then call = nil end
+local function give_back()
+  if call then
     budget_give_back(number_key(v.ph, 'calls'), number_key(v.ph, 'back'), call, now, tonumber(ARGV[12]))
   end
 end
@@ -23,13 +26,13 @@ if v.ns ~= ARGV[3] or another then
   if not v.ns and tonumber(v.ds) < tonumber(ARGV[3]) then
     redis.call('ZREM', KEYS[2], ARGV[8])
   end
-  if not v.ns or another then give_back(ARGV[11]) end  -- (a repeat: giving back is by name, once)
+  if not v.ns or another then give_back() end  -- (a repeat: giving back is by name, once)
   return answer('ignored')
 end
 local describe = ARGV[7] == '1'
 if ARGV[3] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[8])
-  give_back(ARGV[11])
+  give_back()
   drop_codes()
   -- (a verification whose time ran out first ended by expiring, whatever its call did)
   if v.st == 'pending' then redis.call('HSET', key, 'st', status(v) == 'expired' and 'expired' or 'failed') end
@@ -37,8 +40,6 @@ if ARGV[3] == '1' then
   if redis.call('GET', pending_key) == ARGV[10] then redis.call('DEL', pending_key) end
   describe = true
 else
-  local call = ARGV[11]
-  if ARGV[13] == '1' then call = nil end
   unbegin(v, ARGV[3], KEYS[2], ARGV[8], call, tonumber(ARGV[12]), tonumber(ARGV[9]), ARGV[6] == '1',
           ARGV[4], ARGV[5])
 end
