@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import threading
@@ -82,32 +81,26 @@ async def test_a_failing_hash_reaches_the_awaiting_check() -> None:
 
 
 class _PriorityNotingHasher(CodeHasher):
-    """The real hasher, noting the nice value of the thread of each hash."""
+    """The real hasher, noting the nice value of the thread that hashed."""
 
-    def __init__(self, pepper: bytes, params: Argon2Settings):
-        super().__init__(pepper, params)
-        self.niceness: list[int] = []
+    niceness: int | None = None
 
     def hash(self, verification_id: str, code: str) -> str:
-        self.niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        self.niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         return super().hash(verification_id, code)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
-async def test_hash_threads_yield_the_cores_to_the_event_loop_while_hashes_queue() -> None:
-    """While hashes wait for a thread, hash threads run at a lower CPU priority (a higher nice value)
-    than the event loop's thread; a hash nobody waits behind runs at the loop's priority."""
+async def test_hash_threads_yield_the_cores_to_the_event_loop() -> None:
+    """Hash threads run at a lower CPU priority (a higher nice value) than the event loop's thread."""
     hasher = _PriorityNotingHasher(b"p" * 32, Argon2Settings(time_cost=1, memory_cost_kib=8))
-    pool = HashingPool(hasher, 1, queue=4)
+    pool = HashingPool(hasher, 1, queue=1)
     try:
-        await pool.hash("vf_x", "123456")
-        await asyncio.gather(*(pool.hash("vf_x", "123456") for _ in range(3)))
         await pool.hash("vf_x", "123456")
     finally:
         pool.close()
     loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    lowered = min(19, loop_niceness + HASH_THREAD_NICENESS)
-    assert hasher.niceness == [loop_niceness, lowered, lowered, loop_niceness, loop_niceness]
+    assert hasher.niceness == min(19, loop_niceness + HASH_THREAD_NICENESS)
 
 
 async def test_a_hash_thread_waits_at_most_a_tenth_of_a_millisecond_for_the_interpreter_lock() -> None:
@@ -117,21 +110,5 @@ async def test_a_hash_thread_waits_at_most_a_tenth_of_a_millisecond_for_the_inte
     try:
         await pool.hash("vf_x", "123456")
         assert sys.getswitchinterval() <= GIL_SWITCH_INTERVAL_SECONDS == 0.0001
-    finally:
-        pool.close()
-
-
-async def test_a_code_is_hashed_ahead_only_while_a_thread_would_sit_idle() -> None:
-    """A hash asked for ahead of need is queued while a thread is free, and refused (None) while every
-    thread has a hash or an admitted check, so an ahead-of-time hash never delays another."""
-    pool = HashingPool(CodeHasher(b"p" * 32, Argon2Settings(time_cost=1, memory_cost_kib=8)), 1, queue=4)
-    try:
-        ahead = pool.hash_if_idle("vf_x", "123456")
-        assert ahead is not None
-        assert pool.hash_if_idle("vf_y", "123456") is None  # the one thread has it
-        assert await pool.matches("vf_x", "123456", await ahead)
-        with pool.admission():
-            assert pool.hash_if_idle("vf_x", "123456") is None  # a check is on its way to the thread
-        assert pool.hash_if_idle("vf_x", "123456") is not None
     finally:
         pool.close()

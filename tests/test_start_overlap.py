@@ -95,10 +95,6 @@ class InBackground:
         return self._answers[0]
 
 
-def _start_in_background(service: ServiceHandle, phone: str) -> InBackground:
-    return InBackground(service, lambda own: own.post("/otp", json={"phone": phone}))
-
-
 @pytest.fixture
 def recorded() -> RecordedRequests:
     return RecordedRequests()
@@ -279,44 +275,18 @@ def test_a_resend_heard_before_its_code_was_stored_still_approves_after_the_next
     assert (check["valid"], check["attempts"]) == (True, 1)
 
 
-def test_a_refused_start_stores_nothing_and_calls_nobody(redis_url: str, sandbox: SandboxHandle) -> None:
-    """A start a budget refuses leaves no record and no call (a code hashed ahead on an idle thread
-    is dropped)."""
-    one_a_client = (Limit(1, 3_600_000),)
-    with (
-        running_service(redis_url, sandbox.url, client_ip_limits=one_a_client) as service,
-        service.client() as client,
-    ):
-        create(client, "0912100003", client_ip="192.0.2.7")
-        refused = client.post("/otp", json={"phone": "0912100004", "client_ip": "192.0.2.7"})
-    assert_problem(refused, 429, "client_rate_limited")
-    assert sandbox.calls("0912100004") == []
-    assert _records_of(redis_url, "0912100004") == []
-
-
-def test_a_start_refused_while_every_hash_thread_is_taken_hashes_nothing(
-    redis_url: str, sandbox: SandboxHandle
-) -> None:
-    """A start a budget refuses costs no hash while the hash threads are all taken: a code is hashed
-    before its budgets allow its call only on a thread that would otherwise sit idle."""
+def test_a_refused_start_hashes_nothing_and_stores_nothing(redis_url: str, sandbox: SandboxHandle) -> None:
+    """A start a budget refuses costs no hash and leaves no record and no call."""
     with running_service(redis_url, sandbox.url, client_ip_limits=(Limit(1, 3_600_000),)) as service:
         gate = HashGate(service.hasher)
         with service.client() as client:
-            create(client, "0912100013", client_ip="192.0.2.8")
-            before = gate.entered
-            gate.close()
-            holding = [_start_in_background(service, f"091210002{n}") for n in range(2)]  # two hash threads
-            try:
-                wait_until(lambda: gate.entered == before + 2, 5, "both hash threads holding a start's hash")
-                refused = client.post("/otp", json={"phone": "0912100014", "client_ip": "192.0.2.8"})
-                hashed = gate.entered
-            finally:
-                gate.open()
-            answers = [start.answer() for start in holding]
+            create(client, "0912100003", client_ip="192.0.2.7")
+            hashed = gate.entered
+            refused = client.post("/otp", json={"phone": "0912100004", "client_ip": "192.0.2.7"})
     assert_problem(refused, 429, "client_rate_limited")
-    assert hashed == before + 2
-    assert [answer.status_code for answer in answers] == [201, 201]
-    assert sandbox.calls("0912100014") == []
+    assert gate.entered == hashed
+    assert sandbox.calls("0912100004") == []
+    assert _records_of(redis_url, "0912100004") == []
 
 
 def test_a_start_answered_with_the_pending_verification_does_not_wait_for_a_hash(

@@ -29,14 +29,9 @@ T = TypeVar("T")
 QUEUE_SECONDS = 0.25
 # Weight of the newest hash in the running estimate of how long one takes.
 _NEWEST_WEIGHT = 0.1
-# How much lower than the event loop's the hash threads' CPU priority is while hashes queue (a nice
-# value; Linux gives each thread its own). When the cores are all busy, the loop (Redis round trips,
-# /healthz, the refusals of shed checks) gets one first, and hashing takes what is left instead of
-# delaying them. While no hash waits, the threads run at the loop's priority: a start's hash then
-# keeps its core against everything that runs beside it during its provider call, and POST /otp
-# with an instant provider is 1-1.5 ms faster (bench.start_latency --delays 0, two runs each); at
-# nice +5 throughout, /verify at 64 connections kept the same share of the ceiling (0.77-0.79 either
-# way, bench.verify_overload --connections 64, 2026-11-29).
+# How much lower than the event loop's the hash threads' CPU priority is (a nice value; Linux gives
+# each thread its own). When the cores are all busy, the loop (Redis round trips, /healthz, the
+# refusals of shed checks) gets one first, and hashing takes what is left instead of delaying them.
 HASH_THREAD_NICENESS = 5
 # The longest the interpreter lets one thread keep the GIL while another waits for it (see HashThreads).
 GIL_SWITCH_INTERVAL_SECONDS = 0.0001
@@ -53,24 +48,12 @@ def _settle(future: asyncio.Future[T], result: T | None, error: BaseException | 
         future.set_exception(error)
 
 
-class _OwnPriority:
-    """The calling thread's nice value, raised above where it started or back (only this thread's on
-    Linux; a no-op where the platform cannot, since it only changes which work waits when the cores
-    are all busy). One system call per change."""
-
-    def __init__(self) -> None:
-        self._thread = threading.get_native_id()
-        self._base: int | None = None
-        with contextlib.suppress(AttributeError, OSError):
-            self._base = os.getpriority(os.PRIO_PROCESS, self._thread)
-        self._raised_by = 0
-
-    def raise_by(self, by: int) -> None:
-        if by == self._raised_by or self._base is None:
-            return
-        self._raised_by = by
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, self._thread, self._base + by)
+def _lower_own_priority(by: int) -> None:
+    """Raise the calling thread's nice value by ``by`` (only this thread's on Linux; a no-op where the
+    platform cannot, since it only changes which work waits when the cores are all busy)."""
+    with contextlib.suppress(AttributeError, OSError):
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + by)
 
 
 class HashThreads:
@@ -94,7 +77,6 @@ class HashThreads:
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_SECONDS))
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._on_timed = on_timed
-        self.in_flight = 0  # jobs queued or running; only the event loop changes it
         self._threads = [
             threading.Thread(target=self._work, name=f"argon2-{n}", daemon=True) for n in range(workers)
         ]
@@ -104,15 +86,13 @@ class HashThreads:
     def run(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self.in_flight += 1
         self._jobs.put((loop, future, function, args))
         return future
 
     def _work(self) -> None:
-        priority = _OwnPriority()
+        _lower_own_priority(HASH_THREAD_NICENESS)
         while (job := self._jobs.get()) is not None:
             loop, future, function, args = job
-            priority.raise_by(HASH_THREAD_NICENESS if self._jobs.qsize() else 0)  # while jobs wait
             started = time.perf_counter()
             result: Any = None
             error: BaseException | None = None
@@ -123,11 +103,7 @@ class HashThreads:
             self._on_timed(time.perf_counter() - started)
             # RuntimeError: the loop closed meanwhile, and nobody awaits this any more
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._settle, future, result, error)
-
-    def _settle(self, future: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
-        self.in_flight -= 1
-        _settle(future, result, error)
+                loop.call_soon_threadsafe(_settle, future, result, error)
 
     def close(self) -> None:
         """Finish the jobs already queued, then stop every thread."""
@@ -206,14 +182,6 @@ class HashingPool:
         while it goes on to place its call, and a coroutine would only queue it once the start
         first waits (after building the provider request, ~1-2 ms later)."""
         return self._threads.run(self._hasher.hash, verification_id, code)
-
-    def hash_if_idle(self, verification_id: str, code: str) -> asyncio.Future[str] | None:
-        """The code's hash queued now, before anything allowed its call, if a thread would otherwise
-        sit idle: a start's hash then overlaps its first round trip too. None while every thread is
-        taken, so a start refused by its budgets never takes hashing from others."""
-        if max(self._threads.in_flight, self._admitted) >= self._workers:  # checks admitted hash soon
-            return None
-        return self.hash(verification_id, code)
 
     async def matches(self, verification_id: str, code: str, encoded_hash: str) -> bool:
         return await self._threads.run(self._hasher.matches, verification_id, code, encoded_hash)

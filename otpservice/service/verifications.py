@@ -9,10 +9,8 @@ request either changed nothing, or says what it did and gives the id to follow u
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -72,17 +70,6 @@ _REFUSALS: dict[str, Callable[[int], errors.BudgetSpent]] = {
     "tenant_day": errors.TenantCallCapReached,
     "global": errors.CallBudgetExhausted,
 }
-
-
-@contextmanager
-def _dropped_on_failure(early_hash: asyncio.Future[str] | None) -> Iterator[None]:
-    """A code hashed before its call was allowed is dropped when the step that allows it fails."""
-    try:
-        yield
-    except BaseException:
-        if early_hash is not None:
-            early_hash.cancel()  # a thread computing it finishes; nobody reads it
-        raise
 
 
 class _PendingEnded(Exception):
@@ -159,10 +146,8 @@ class VerificationService:
         a slot of its own (one script may touch one slot), so there they are a step of their own
         before the create, one script per slot, in parallel. The code is hashed from then on, while
         its call is placed (see :mod:`placement`): a start costs about its provider call, not the
-        call plus a hash. A hash thread that would otherwise sit idle begins the hash before the
-        budgets answer (a start with an instant provider waits on its hash); while every thread is
-        taken, hashing waits until the budgets allowed the call, so refused starts never take
-        hashing from checks.
+        call plus a hash. Hashing starts only once the budgets allowed the call, so a refused start
+        costs no hash.
         """
         if code is not None:
             code = self._chosen_code(tenant, code, code_length)
@@ -211,17 +196,14 @@ class VerificationService:
         )
         budgets = self._budgets_for(tenant, phone, client, now)
         spoken = code or generate_code(length, self._randbelow)
-        early = self._hashing.hash_if_idle(verification_id, spoken)
         in_script = self._store.takes_budgets_in_create
         if in_script:  # one round trip: the budgets, the number's checks and the insert
             charges = Charges(new.call, to_millis(now), tuple(budgets))
-            with _dropped_on_failure(early):
-                started = await self._create(new, phone, charges, now, budgets)
-            code_hash = CodeHash(early or self._hashing.hash(verification_id, spoken))
+            started = await self._create(new, phone, charges, now, budgets)
+            code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
         else:
-            with _dropped_on_failure(early):
-                charges = await self._charge(verification_id, new.call, budgets, now, phone)
-            code_hash = CodeHash(early or self._hashing.hash(verification_id, spoken))
+            charges = await self._charge(verification_id, new.call, budgets, now, phone)
+            code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
             try:
                 started = await self._create(new, phone, charges, now)
             except BaseException:
@@ -476,18 +458,15 @@ class VerificationService:
             code if same_code and code is not None else generate_code(current.code_length, self._randbelow)
         )
         code_hash: CodeHash | None = None
-        early = None if same_code else self._hashing.hash_if_idle(verification_id, spoken)
         if self._store.takes_budgets_in_create:  # one round trip: budgets and begin (see start)
             charges = Charges(name, to_millis(now), tuple(budgets))
-            with _dropped_on_failure(early):
-                send_seq = await self._begin_send(tenant, current, token, charges, now, same_code, budgets)
+            send_seq = await self._begin_send(tenant, current, token, charges, now, same_code, budgets)
             if not same_code:
-                code_hash = CodeHash(early or self._hashing.hash(verification_id, spoken))
+                code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
         else:
-            with _dropped_on_failure(early):
-                charges = await self._charge(verification_id, name, budgets, now, phone)
+            charges = await self._charge(verification_id, name, budgets, now, phone)
             if not same_code:
-                code_hash = CodeHash(early or self._hashing.hash(verification_id, spoken))
+                code_hash = CodeHash(self._hashing.hash(verification_id, spoken))
             try:
                 send_seq = await self._begin_send(tenant, current, token, charges, now, same_code)
             except BaseException:
