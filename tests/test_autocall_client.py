@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -49,6 +49,7 @@ class FakeAutocall:
         self.scripts: dict[str, list[Answer]] = {OTP_PATH: [placed(CALL_ID)]}
         self.tokens_issued = 0
         self.delay_seconds = 0.0
+        self.token_delay_seconds = 0.0  # added to the token endpoint's answers
 
     def on(self, path: str, *answers: Answer) -> None:
         self.scripts[path] = list(answers)
@@ -58,7 +59,9 @@ class FakeAutocall:
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        await asyncio.sleep(self.delay_seconds)
+        await asyncio.sleep(
+            self.delay_seconds + (self.token_delay_seconds if request.url.path == TOKEN_PATH else 0)
+        )
         script = self.scripts.get(request.url.path)
         if not script and request.url.path == TOKEN_PATH:
             self.tokens_issued += 1
@@ -196,10 +199,19 @@ async def test_partial_failure_is_a_result(client: AutocallClient, fake: FakeAut
     ]
 
 
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` on the event loop (a background refresh runs meanwhile) for up to 2 s."""
+    async with asyncio.timeout(2):
+        while not condition():  # noqa: ASYNC110 - the client signals nothing when a refresh lands
+            await asyncio.sleep(0.001)
+    assert condition(), what
+
+
 async def test_token_is_reused_until_the_refresh_margin(
     http: httpx.AsyncClient, fake: FakeAutocall, clock: FakeClock
 ) -> None:
-    """A 300 s token is reused for 240 s with a 60 s margin, then replaced by a new one."""
+    """A 300 s token is reused for 240 s with a 60 s margin; then it still serves, at once, while a new
+    one is fetched in the background, and the new one serves from then on."""
     client = AutocallClient(
         base_url="http://autocall.test", secret_key=SECRET, campaign_id="7", caller="c", http=http,
         monotonic=clock, refresh_margin_seconds=60,
@@ -207,9 +219,13 @@ async def test_token_is_reused_until_the_refresh_margin(
     first = await client.get_token()
     clock.now += 239
     assert await client.get_token() is first
+    assert fake.count(TOKEN_PATH) == 1
     clock.now += 2
-    second = await client.get_token()
-    assert (first.value, second.value, fake.count(TOKEN_PATH)) == ("token-1", "token-2", 2)
+    assert await client.get_token() is first
+    async with asyncio.timeout(2):  # the refresh lands in the background
+        while (await client.get_token()).value != "token-2":  # noqa: ASYNC110 - nothing signals it
+            await asyncio.sleep(0.001)
+    assert fake.count(TOKEN_PATH) == 2
 
 
 async def test_margin_is_capped_for_short_lived_tokens(
@@ -227,7 +243,22 @@ async def test_margin_is_capped_for_short_lived_tokens(
     assert fake.count(TOKEN_PATH) == 1
     clock.now += 2
     await client.get_token()
-    assert fake.count(TOKEN_PATH) == 2
+    await _until(lambda: fake.count(TOKEN_PATH) == 2, "a second token fetched")
+
+
+async def test_a_call_in_the_refresh_margin_does_not_wait_for_the_token_endpoint(
+    client: AutocallClient, fake: FakeAutocall, clock: FakeClock
+) -> None:
+    """A token endpoint that hangs while the held token is in its refresh margin delays no call: the
+    held token places it, and the refresh goes on alone."""
+    await client.get_token()
+    clock.now += 280  # inside the 60 s margin, 20 s before the token expires
+    fake.token_delay_seconds = 30
+    async with asyncio.timeout(1):
+        await place(client)
+    placed_with = [request for request in fake.requests if request.url.path == OTP_PATH]
+    assert placed_with[-1].headers["Authorization"] == "token-1"
+    assert fake.count(TOKEN_PATH) == 2  # the refresh, still waiting for its answer
 
 
 async def test_concurrent_calls_share_one_token_request(client: AutocallClient, fake: FakeAutocall) -> None:
@@ -264,7 +295,8 @@ async def test_a_token_in_its_refresh_margin_serves_while_the_refresh_fails(
     await client.get_token()
     clock.now += 280  # inside the 60 s margin, 20 s before it expires
     await place(client)
-    assert fake.requests[-1].headers["Authorization"] == "token-1"
+    placed_with = [request for request in fake.requests if request.url.path == OTP_PATH]
+    assert placed_with[-1].headers["Authorization"] == "token-1"
     clock.now += 30  # expired
     with pytest.raises(ProviderUnavailable):
         await place(client)

@@ -1,11 +1,26 @@
-"""One access token per client: fetched lazily, reused, refreshed early, fetched once however many wait."""
+"""One access token per client: fetched lazily, reused, refreshed ahead of its end in the background,
+fetched once however many wait."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import structlog
+
 from otpservice.adapters.autocall.models import AccessToken, AutocallError
+
+log = structlog.get_logger(__name__)
+
+
+def _retrieved(task: asyncio.Task[AccessToken]) -> None:
+    """A background refresh's outcome: a provider failure was logged where it happened; anything
+    else is a bug, logged here rather than lost."""
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, AutocallError):
+        log.error("autocall.token.refresh_crashed", error=repr(error))
 
 
 class TokenCache:
@@ -27,6 +42,7 @@ class TokenCache:
         self._refresh_margin_seconds = refresh_margin_seconds
         self._lock = asyncio.Lock()
         self._token: AccessToken | None = None
+        self._refreshing: asyncio.Task[AccessToken] | None = None
 
     @property
     def current(self) -> AccessToken | None:
@@ -34,18 +50,28 @@ class TokenCache:
         return self._token
 
     async def get(self, *, force_refresh: bool = False) -> AccessToken:
-        """A fresh token; ``force_refresh`` fetches a new one unless another task just did."""
+        """A token the provider takes now; ``force_refresh`` fetches a new one unless another task
+        just did.
+
+        Inside its refresh margin a token is still alive: it is answered at once while its
+        successor is fetched in the background, so no call waits on the token endpoint (or fails
+        while it is slow or down) before the held token has run out.
+        """
         seen = self._token
-        if seen is not None and not force_refresh and self._is_fresh(seen):
-            return seen
-        try:
-            return await self._replace(seen)
-        except AutocallError:
-            # refreshed early, inside its margin: a token still within its lifetime goes on serving
-            alive = seen is not None and self._monotonic() < seen.obtained_at + seen.lifetime_seconds
-            if seen is None or force_refresh or not alive:
-                raise
-            return seen
+        if seen is not None and not force_refresh:
+            if self._is_fresh(seen):
+                return seen
+            if self._monotonic() < seen.obtained_at + seen.lifetime_seconds:
+                self._refresh_ahead(seen)
+                return seen
+        return await self._replace(seen)
+
+    def _refresh_ahead(self, seen: AccessToken) -> None:
+        if self._refreshing is not None and not self._refreshing.done():
+            return  # one refresh at a time; the held token serves meanwhile
+        self._refreshing = asyncio.get_running_loop().create_task(self._replace(seen))
+        # a failure is logged where the token was asked for; the next call in the margin tries again
+        self._refreshing.add_done_callback(_retrieved)
 
     async def replace(self, rejected: AccessToken) -> AccessToken:
         """A token other than ``rejected`` (the provider answered 401 to it)."""
