@@ -8,9 +8,15 @@ callbacks, and both races.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
+from otpservice.adapters.storage.clock import CLOCK_KEY, StorageClock
+from otpservice.adapters.storage.connection import connect
+from otpservice.adapters.storage.scripts import Storage
+from otpservice.redis_url import parse_redis_url
 from tests.support.contract import contract_tests
 from tests.support.redis_servers import cluster_setup
 
@@ -22,3 +28,18 @@ def redis_url() -> Iterator[str]:
     """A Cluster of three primaries for this module's tests: ``redis+cluster://...``."""
     with cluster_setup() as cluster:
         yield cluster.url
+
+
+async def test_every_replica_reads_the_time_of_one_node(redis_url: str) -> None:
+    """In a Cluster the storage clock is that of the node serving one fixed slot, read by every replica."""
+    storage = Storage(connect(parse_redis_url(redis_url), timeout_seconds=1.0), operation_timeout_seconds=2.0)
+    try:
+        clock = StorageClock(storage)
+        assert await clock.synchronise()
+        assert abs(clock.now() - datetime.now(UTC)) < timedelta(seconds=1)  # one machine, one clock
+        client = storage.client
+        assert isinstance(client, RedisCluster)
+        seconds, _ = await client.execute_command("TIME", target_nodes=client.get_node_from_key(CLOCK_KEY))
+        assert abs(int(seconds) - clock.now().timestamp()) <= 1
+    finally:
+        await storage.close()

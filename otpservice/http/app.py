@@ -8,7 +8,7 @@ import secrets
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import httpx
 import structlog
@@ -18,6 +18,7 @@ from litestar.plugins.prometheus import PrometheusController
 
 from otpservice.adapters.autocall.client import AutocallClient, create_http_client
 from otpservice.adapters.storage.budget import CallBudgets
+from otpservice.adapters.storage.clock import StorageClock
 from otpservice.adapters.storage.connection import connect
 from otpservice.adapters.storage.health import warn_about_eviction
 from otpservice.adapters.storage.idempotency import IdempotencyRecords
@@ -63,7 +64,7 @@ MAX_BODY_BYTES = 64 * 1024
 class Seams:
     """Every external thing the app touches besides settings; tests swap these, nothing is patched."""
 
-    clock: Clock = field(default_factory=SystemClock)
+    clock: Clock | None = None  # None: the storage server's clock (StorageClock), as in production
     randbelow: RandomBelow = secrets.randbelow
     hasher: CodeHasher | None = None
     provider_transport: httpx.AsyncBaseTransport | None = None
@@ -135,6 +136,11 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             redis = connect(target, timeout_seconds=settings.redis_timeout_seconds)
             storage = Storage(redis, operation_timeout_seconds=settings.storage_bound_seconds)
             opened.push_async_callback(storage.close)
+            storage_clock = StorageClock(storage) if seams.clock is None else None
+            if storage_clock is not None:
+                await storage_clock.synchronise()  # on failure, the machine's clock until it succeeds
+            clock: Clock = seams.clock or storage_clock or SystemClock()
+            app.state.clock = clock
             if seams.provider_transport is None:
                 http = create_http_client(settings.autocall, seams.tls)
             else:
@@ -159,7 +165,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             caller = AutocallClient.from_settings(settings.autocall, http)
             # Asked at once: a refused secret key or an unreachable provider shows in the log and
             # in /readyz before the first user is called.
-            app.state.provider = ProviderProbe(caller, seams.clock)
+            app.state.provider = ProviderProbe(caller, clock)
             app.state.provider.start_check()
             opened.push_async_callback(app.state.provider.stop)
             signer = CallbackSigner(settings.pepper)
@@ -173,7 +179,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 budgets=budgets,
                 routes=_voice_routes(settings, http, caller),
                 default_route=VoiceRoute(caller, settings.autocall.template),
-                clock=seams.clock,
+                clock=clock,
                 signer=signer,
                 repairs=repairs,
             )
@@ -184,7 +190,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 budgets=budgets,
                 placer=placer,
                 hashing=hashing,
-                clock=seams.clock,
+                clock=clock,
                 repairs=repairs,
                 randbelow=seams.randbelow,
             )
@@ -199,7 +205,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 store=store,
                 schedule=CallSchedule(storage),
                 caller=caller,
-                clock=seams.clock,
+                clock=clock,
                 signer=signer,
             )
             endpoints = _webhook_endpoints(settings)
@@ -212,14 +218,14 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             dispatcher = WebhookDispatcher(
                 outbox=EventOutbox(storage),
                 http=webhook_http,
-                clock=seams.clock,
+                clock=clock,
                 endpoints=endpoints,
                 render=lambda event: webhook_event_body(event.type, event.at, event.verification),
                 retry_hours=settings.webhook_retry_hours,
                 receiver_timeout_seconds=receiver_timeout,
                 on_settled=events_waiting.set,
             )
-            sweep = ExpirySweep(store, seams.clock, settings.reconcile_interval_seconds)
+            sweep = ExpirySweep(store, clock, settings.reconcile_interval_seconds)
             stop = asyncio.Event()
             interval = settings.reconcile_interval_seconds
             background = [
@@ -227,6 +233,8 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 asyncio.create_task(run_rounds("expiry_sweep", sweep.sweep_round, interval, stop)),
                 asyncio.create_task(warn_about_eviction(storage)),
             ]
+            if storage_clock is not None:
+                background.append(asyncio.create_task(storage_clock.keep_synchronised(stop)))
             if endpoints:  # no tenant with a webhook: no event is ever recorded, nothing to poll for
                 background.append(
                     asyncio.create_task(

@@ -153,6 +153,19 @@ class Storage:
             return await self.call(lambda: held.run(script, keys, texts), name)
         return await self.call(lambda: script(keys=list(keys), args=texts), name)
 
+    async def server_time(self, key: str) -> float:
+        """The server's clock (TIME), in epoch seconds; in a Cluster, of the node serving ``key``'s slot."""
+        client = self.client
+        if isinstance(client, RedisCluster):
+
+            async def node_time() -> Any:
+                return await client.execute_command("TIME", target_nodes=client.get_node_from_key(key))
+
+            seconds, micros = await self.call(node_time, "time")
+        else:
+            seconds, micros = await self.call(client.time, "time")
+        return int(seconds) + int(micros) / 1_000_000
+
     async def call(self, operation: Callable[[], Awaitable[T]], name: str) -> T:
         """Await one storage operation within the bound; a failure to reach storage is one error.
 

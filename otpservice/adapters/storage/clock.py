@@ -1,0 +1,116 @@
+"""Every replica's "now" from one clock: the storage server's.
+
+The verification scripts decide with the time their caller passes (expiry, cooldowns, the sliding
+windows of the budgets and of the failure lock, who may claim what). Replicas whose own clocks
+differ by a few seconds (NTP not yet converged, a paused VM) would otherwise disagree: one answers
+"expired" while another approves the code, or a burst through a replica behind and one ahead passes
+twice a budget's limit within one window. So each worker reads the storage server's clock (TIME)
+now and then, and carries it forward with its own monotonic clock, which no wall-clock step moves.
+
+In a Cluster every node has its own clock; all replicas read the one node serving the slot of
+:data:`CLOCK_KEY`, so they agree with each other whatever the nodes' clocks say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+from prometheus_client import Gauge
+
+from otpservice.adapters.storage.scripts import Storage
+from otpservice.domain.clock import Clock, SystemClock
+from otpservice.domain.errors import StorageUnavailable
+
+log = structlog.get_logger(__name__)
+
+# Whose slot's node tells the time in a Cluster (never written: only its slot matters).
+CLOCK_KEY = "otp:clock"
+# How often the storage clock is read again: the monotonic clock drifts from it by parts per million.
+SYNC_INTERVAL_SECONDS = 60.0
+# After a failed reading, how soon to try again.
+RETRY_SECONDS = 1.0
+# A reading whose round trip took longer is not trusted (its error is up to half the round trip).
+MAX_ROUND_TRIP_SECONDS = 0.05
+# The local wall clock this far from the storage clock is worth a warning: something else on the
+# machine (logs, TLS, the provider's timestamps) is that far off too.
+SKEW_WARNING_SECONDS = 1.0
+
+CLOCK_OFFSET = Gauge(
+    "otp_clock_offset_seconds",
+    "The storage server's clock minus this worker's wall clock, at the last reading",
+    multiprocess_mode="liveall",
+)
+
+
+class StorageClock:
+    """The storage server's clock, carried forward between readings by the monotonic clock.
+
+    Until its first reading succeeds (storage unreachable at start) it answers the ``fallback``
+    clock, the machine's own.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        fallback: Clock | None = None,
+    ):
+        self._storage = storage
+        self._monotonic = monotonic
+        self._fallback = fallback or SystemClock()
+        # (the storage clock's epoch seconds, the monotonic time of that same moment)
+        self._base: tuple[float, float] | None = None
+
+    @property
+    def synchronised(self) -> bool:
+        return self._base is not None
+
+    def now(self) -> datetime:
+        base = self._base
+        if base is None:
+            return self._fallback.now()
+        epoch, at = base
+        return datetime.fromtimestamp(epoch + (self._monotonic() - at), UTC)
+
+    async def synchronise(self, attempts: int = 3) -> bool:
+        """Read the storage clock (the reading with the shortest round trip of ``attempts``); False
+        when no reading could be trusted, and the clock goes on as it was."""
+        best: tuple[float, float, float] | None = None  # (round trip, epoch, monotonic midpoint)
+        for _ in range(attempts):
+            sent = self._monotonic()
+            try:
+                epoch = await self._storage.server_time(CLOCK_KEY)
+            except StorageUnavailable:
+                break  # storage is not answering: the next round tries again
+            answered = self._monotonic()
+            round_trip = answered - sent
+            if best is None or round_trip < best[0]:
+                best = (round_trip, epoch, (sent + answered) / 2)
+        if best is None or best[0] > MAX_ROUND_TRIP_SECONDS:
+            log.warning(
+                "clock.not_synchronised",
+                round_trip_ms=None if best is None else round(best[0] * 1000, 1),
+                using="storage" if self._base is not None else "local",
+            )
+            return False
+        self._base = (best[1], best[2])
+        offset = (best[1] + (self._monotonic() - best[2])) - self._fallback.now().timestamp()
+        CLOCK_OFFSET.set(offset)
+        if abs(offset) >= SKEW_WARNING_SECONDS:
+            log.warning("clock.skewed", offset_seconds=round(offset, 3))
+        return True
+
+    async def keep_synchronised(self, stop: asyncio.Event) -> None:
+        """Read the storage clock again every SYNC_INTERVAL_SECONDS (sooner after a failure) until
+        ``stop`` is set."""
+        while not stop.is_set():
+            wait = SYNC_INTERVAL_SECONDS if await self.synchronise() else RETRY_SECONDS
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+            except TimeoutError:
+                continue

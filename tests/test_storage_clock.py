@@ -1,0 +1,81 @@
+"""Every replica's "now" comes from the storage server's clock, whatever its own clock says."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from otpservice.adapters.storage.clock import StorageClock
+from otpservice.adapters.storage.connection import connect
+from otpservice.adapters.storage.scripts import Storage
+from otpservice.redis_url import parse_redis_url
+from tests.support.redis_servers import standalone_server, sync_client
+
+
+class SkewedClock:
+    """A machine's wall clock that is ``offset`` off."""
+
+    def __init__(self, offset: timedelta):
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def storage_for(url: str) -> Storage:
+    return Storage(connect(parse_redis_url(url), timeout_seconds=0.5), operation_timeout_seconds=1.0)
+
+
+@pytest.fixture
+async def storage(redis_url: str) -> AsyncIterator[Storage]:
+    storage = storage_for(redis_url)
+    try:
+        yield storage
+    finally:
+        await storage.close()
+
+
+def server_now(redis_url: str) -> datetime:
+    seconds, micros = sync_client(redis_url).time()
+    return datetime.fromtimestamp(seconds + micros / 1_000_000, UTC)
+
+
+async def test_two_replicas_with_skewed_clocks_agree_on_the_time(storage: Storage, redis_url: str) -> None:
+    """Two workers whose own wall clocks are 5 s ahead and 5 s behind (and whose monotonic clocks
+    started at different moments) tell the same time, the storage server's, within milliseconds."""
+    ahead = StorageClock(storage, fallback=SkewedClock(timedelta(seconds=5)))
+    behind = StorageClock(
+        storage, monotonic=lambda: time.monotonic() + 1_000, fallback=SkewedClock(timedelta(seconds=-5))
+    )
+    assert await ahead.synchronise()
+    assert await behind.synchronise()
+    reference = server_now(redis_url)
+    assert abs(ahead.now() - reference) < timedelta(milliseconds=50)
+    assert abs(behind.now() - ahead.now()) < timedelta(milliseconds=20)
+
+
+async def test_until_it_has_read_the_storage_clock_the_machine_clock_answers(storage: Storage) -> None:
+    """Before its first reading a clock answers the machine's own time (storage unreachable at start)."""
+    skewed = SkewedClock(timedelta(hours=1))
+    clock = StorageClock(storage, fallback=skewed)
+    assert not clock.synchronised
+    assert abs(clock.now() - skewed.now()) < timedelta(seconds=1)
+
+
+async def test_a_clock_whose_storage_is_gone_keeps_the_time_it_last_read() -> None:
+    """Storage that stops answering fails a reading fast, and the clock goes on from its last one."""
+    with standalone_server() as server:
+        storage = storage_for(server.url)
+        try:
+            clock = StorageClock(storage, fallback=SkewedClock(timedelta(hours=1)))
+            assert await clock.synchronise()
+            server.stop()
+            started = time.monotonic()
+            assert not await clock.synchronise()
+            assert time.monotonic() - started < 3
+            assert abs(clock.now() - datetime.now(UTC)) < timedelta(seconds=1)
+        finally:
+            await storage.close()
