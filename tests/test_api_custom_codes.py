@@ -111,6 +111,18 @@ def test_guessing_a_chosen_code_through_resend_spends_attempts(service: ServiceH
         assert_problem(client.post(f"/otp/{vid}/resend", json={"code": CODE}), 409, "max_attempts_reached")
 
 
+def test_a_resend_code_that_is_not_only_digits_spends_no_attempt(service: ServiceHandle) -> None:
+    """A resend's code with a trailing newline (which the decoder's pattern lets through) is refused
+    as a malformed code, before any attempt is spent."""
+    phone = f"096{secrets.randbelow(10**7):07d}"
+    with service.client(FALLBACK_KEY) as client:
+        vid = create(client, phone, code=CODE)["id"]
+        service.clock.advance(30)
+        refused = client.post(f"/otp/{vid}/resend", json={"code": CODE[:-1] + "\n"})
+        assert_problem(refused, 422, "invalid_code_format")
+        assert client.get(f"/otp/{vid}").json()["attempts"] == 0
+
+
 def test_the_right_chosen_code_resends_even_with_one_attempt_left(
     redis_url: str, sandbox: SandboxHandle
 ) -> None:

@@ -432,8 +432,8 @@ class VerificationService:
         current = await self.get(tenant, verification_id)
         if current.status is not VerificationStatus.PENDING:
             raise errors.NotPending(current.status)
-        if code is not None and not tenant.allow_custom_code:
-            raise errors.CustomCodeNotAllowed()
+        if code is not None:
+            code = self._chosen_code(tenant, code, None)  # not digits: refused before any attempt
         if code is not None or current.custom_code:
             await self._check_chosen_code(tenant, current, code)
         return await self._resend(tenant, current, code)
