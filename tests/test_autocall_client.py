@@ -555,3 +555,17 @@ async def test_empty_or_string_callees_are_refused(client: AutocallClient) -> No
         await client.place_otp_call([], code="1", template_name="t")
     with pytest.raises(TypeError):
         await client.place_otp_call("0987654321", code="1", template_name="t")
+
+
+async def test_closing_stops_a_token_refresh_under_way(
+    client: AutocallClient, fake: FakeAutocall, clock: FakeClock
+) -> None:
+    """Closing the client stops a background token refresh still waiting for its answer, so nothing
+    runs on after the HTTP client closes."""
+    await client.get_token()
+    clock.now += 280
+    fake.token_delay_seconds = 30
+    await client.get_token()  # the held token, with a refresh started behind it
+    await _until(lambda: fake.count(TOKEN_PATH) == 2, "the refresh waiting for its answer")
+    async with asyncio.timeout(1):
+        await client.close()

@@ -163,6 +163,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             repairs = RepairQueue()
             opened.push_async_callback(repairs.close)
             caller = AutocallClient.from_settings(settings.autocall, http)
+            opened.push_async_callback(caller.close)  # before the HTTP client closes
             # Asked at once: a refused secret key or an unreachable provider shows in the log and
             # in /readyz before the first user is called.
             app.state.provider = ProviderProbe(caller, clock)
@@ -173,11 +174,14 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             events_waiting = asyncio.Event()  # set after each state change: the dispatcher looks at once
             store = VerificationStore(storage, settings.retention_seconds, policy, events_waiting.set)
             budgets = CallBudgets(storage)
+            routes = _voice_routes(settings, http, caller)
+            for tenant_caller in {route.caller for route in routes.values()} - {caller}:
+                opened.push_async_callback(tenant_caller.close)
             placer = CallPlacer(
                 settings=settings,
                 store=store,
                 budgets=budgets,
-                routes=_voice_routes(settings, http, caller),
+                routes=routes,
                 default_route=VoiceRoute(caller, settings.autocall.template),
                 clock=clock,
                 signer=signer,

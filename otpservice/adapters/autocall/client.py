@@ -135,6 +135,10 @@ class AutocallClient:
     def __repr__(self) -> str:
         return f"AutocallClient(base_url={self._base_url!r}, campaign_id={self._campaign_id!r})"
 
+    async def close(self) -> None:
+        """Stop what runs in the background (a token refresh); before closing the HTTP client."""
+        await self._tokens.close()
+
     async def get_token(self, *, force_refresh: bool = False) -> AccessToken:
         """The cached token while fresh, else a new one (one request however many tasks wait)."""
         return await self._tokens.get(force_refresh=force_refresh)

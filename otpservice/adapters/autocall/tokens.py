@@ -73,6 +73,13 @@ class TokenCache:
         # a failure is logged where the token was asked for; the next call in the margin tries again
         self._refreshing.add_done_callback(_retrieved)
 
+    async def close(self) -> None:
+        """Stop a refresh under way (before its HTTP client closes under it)."""
+        refreshing = self._refreshing
+        if refreshing is not None and not refreshing.done():
+            refreshing.cancel()
+            await asyncio.wait([refreshing])
+
     async def replace(self, rejected: AccessToken) -> AccessToken:
         """A token other than ``rejected`` (the provider answered 401 to it)."""
         return await self._replace(rejected, rejected=True)
