@@ -79,3 +79,27 @@ async def test_a_clock_whose_storage_is_gone_keeps_the_time_it_last_read() -> No
             assert abs(clock.now() - datetime.now(UTC)) < timedelta(seconds=1)
         finally:
             await storage.close()
+
+
+class SteppedMonotonic:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_reading_behind_the_time_already_told_never_moves_the_clock_back(storage: Storage) -> None:
+    """When a new reading is behind the time the clock has told (its monotonic clock ran fast, or a
+    failover brought a primary whose clock is behind), the clock holds still until it catches up."""
+    monotonic = SteppedMonotonic()
+    clock = StorageClock(storage, monotonic=monotonic)
+    assert await clock.synchronise()
+    monotonic.now += 10  # this worker's monotonic clock ran 10 s ahead of the server's
+    told = clock.now()
+    assert await clock.synchronise()  # the server says it is 10 s earlier than that
+    assert clock.now() == told
+    monotonic.now += 11
+    assert clock.now() > told

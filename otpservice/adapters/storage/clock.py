@@ -65,6 +65,7 @@ class StorageClock:
         self._fallback = fallback or SystemClock()
         # (the storage clock's epoch seconds, the monotonic time of that same moment)
         self._base: tuple[float, float] | None = None
+        self._latest = 0.0  # the latest time told, in epoch seconds
 
     @property
     def synchronised(self) -> bool:
@@ -75,7 +76,12 @@ class StorageClock:
         if base is None:
             return self._fallback.now()
         epoch, at = base
-        return datetime.fromtimestamp(epoch + (self._monotonic() - at), UTC)
+        # Never earlier than a time already told: a new reading a little behind the last one's
+        # carried time (the monotonic clock's drift, a failover to a primary whose clock is behind)
+        # holds the clock still until it catches up, rather than stamping a change before an
+        # earlier one.
+        self._latest = max(self._latest, epoch + (self._monotonic() - at))
+        return datetime.fromtimestamp(self._latest, UTC)
 
     async def synchronise(self, attempts: int = 3) -> bool:
         """Read the storage clock (the reading with the shortest round trip of ``attempts``); False
