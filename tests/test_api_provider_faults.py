@@ -184,6 +184,27 @@ def test_resend_during_outage_keeps_old_code(service: ServiceHandle, sandbox: Sa
         assert client.post("/verify", json={"id": vid, "code": old}).json()["valid"] is True
 
 
+def test_a_start_calling_the_pending_verification_again_says_it_stays_pending(
+    service: ServiceHandle, sandbox: SandboxHandle
+) -> None:
+    """A start that meets the number's pending verification after its cooldown and cannot call it
+    again answers 503 with that id, saying it stays pending and its earlier code still works (it is
+    not failed, as a new verification whose first call never left would be)."""
+    phone = "0987650011"
+    with service.client() as client:
+        vid = create(client, phone)["id"]
+        old = heard_code(sandbox, phone)
+        service.clock.advance(30)
+        sandbox.config.provider_faults.error_rate = 1.0
+        sandbox.config.provider_faults.error_status = 400
+        refused = client.post("/otp", json={"phone": phone})
+        problem = assert_problem(refused, 503, "provider_unavailable")
+        assert (problem["id"], problem["call_may_have_rung"]) == (vid, False)
+        assert "stays pending" in problem["detail"]
+        assert client.get(f"/otp/{vid}").json()["status"] == "pending"
+        assert client.post("/verify", json={"id": vid, "code": old}).json()["valid"] is True
+
+
 def test_resend_refused_connection_gives_cooldown_back(redis_url: str, sandbox: SandboxHandle) -> None:
     """When the provider surely never got the resend (connection refused), the cooldown is given back."""
     with running_service(redis_url, sandbox.url) as service, service.client() as client:

@@ -335,11 +335,14 @@ class CallPlacer:
             await self._unplaced(
                 call, DeliveryStatus.FAILED, f"provider unavailable: {why}", give_back_cooldown=True
             )
-            detail = (
-                "the voice provider refused the request; no call was placed; try again shortly"
-                if refused
-                else "the voice provider could not be reached; no call was placed; try again shortly"
-            )
+            why = "refused the request" if refused else "could not be reached"
+            if call.send_seq > 1:  # a resend (also one a start made on the number's pending verification)
+                detail = (
+                    f"the voice provider {why}; no new call was placed; the verification stays pending "
+                    "and the code of its earlier call still works; try again shortly"
+                )
+            else:
+                detail = f"the voice provider {why}; no call was placed; try again shortly"
         return errors.ProviderUnavailable(
             detail, PROVIDER_RETRY_AFTER_SECONDS, call.verification_id, call_may_have_rung=may_have_rung
         )
