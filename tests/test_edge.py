@@ -8,6 +8,7 @@ clients send, or would not show the bytes the server answers.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 import select
@@ -401,3 +402,30 @@ def test_a_head_following_a_body_in_one_read_is_still_held_to_the_limit(echo_url
         sock.sendall(b"B" + huge)
         answers = parse_answers(read_until_closed(sock))
     assert [(a.status, a.body) for a in answers] == [(200, b"A"), (200, b"B")]
+
+
+def test_a_compressed_body_is_refused_415_before_the_app(service: ServiceHandle) -> None:
+    """A body sent with a Content-Encoding (gzip, or any but identity) is answered 415
+    unsupported_content_encoding and never reaches the app: a gzip body was answered as malformed
+    JSON, and a plain body labelled gzip was taken as plain."""
+    body = gzip.compress(b'{"phone": "0987654321"}')
+    request = (
+        b"POST /otp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    [answer] = exchange(service, request)
+    assert (answer.status, answer.problem()["code"]) == (415, "unsupported_content_encoding")
+
+
+def test_a_compressed_body_on_a_kept_alive_connection_still_gets_its_415(echo_url: str) -> None:
+    """Refused after a request served on the same connection, a compressed body still gets its own
+    415 answer, not a bare close."""
+    labelled = post_echo(b"{}", close=False).replace(b"\r\n\r\n", b"\r\nContent-Encoding: br\r\n\r\n", 1)
+    with connect(echo_url) as sock:
+        sock.sendall(post_echo(b"first", close=False))
+        served = b""
+        while not served.endswith(b"first"):  # the first answer, whole, before the second request
+            served += sock.recv(65536)
+        sock.sendall(labelled)
+        answers = parse_answers(served + read_until_closed(sock))
+    assert [answer.status for answer in answers] == [200, 415]

@@ -99,6 +99,10 @@ class _FieldTooLarge(Exception):
     """Raised from the parser's header callback to stop parsing at once."""
 
 
+class _EncodedBody(Exception):
+    """Raised from the parser's head callback: the body comes compressed, which nothing here decodes."""
+
+
 class EdgeProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing heads that are too large and requests that are too slow."""
 
@@ -187,6 +191,16 @@ class EdgeProtocol(HttpToolsProtocol):
             ):
                 self._refuse_oversized_head(f"a request header is over {HEADER_FIELD_LIMIT // 1024} KiB")
                 return None
+            if isinstance(exc, httptools.HttpParserCallbackError) and isinstance(
+                exc.__context__, _EncodedBody
+            ):
+                self._refuse(
+                    415,
+                    "unsupported_content_encoding",
+                    "Unsupported content encoding",
+                    "request bodies are read as sent: send the body without a Content-Encoding",
+                )
+                return None
             # Refused as every other request the server turns away (not uvicorn's plain-text 400,
             # written at once): problem+json, counted, and never ahead of an answer still owed.
             self._refuse(400, "bad_request", "Bad request", "the request is not valid HTTP/1.1")
@@ -237,6 +251,14 @@ class EdgeProtocol(HttpToolsProtocol):
         if self.parser.should_upgrade():
             self.upgrade_offered = True  # read again without the offer (_without_upgrade)
             return
+        # A body sent compressed would be read as its raw bytes (a gzip body answered "malformed
+        # JSON", a plain one labelled gzip taken as if plain): refused as what it is, before the app.
+        # Raised while the head is still counted as arriving, so the refusal is this request's own.
+        if not self.transport.is_closing() and any(
+            name == b"content-encoding" and value.strip().lower() != b"identity"
+            for name, value in self.headers
+        ):
+            raise _EncodedBody
         self.head_bytes = None
         if self.transport.is_closing():
             return  # more requests in a read that closed the connection (a refusal): none is taken
