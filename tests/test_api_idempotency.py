@@ -107,3 +107,17 @@ def test_a_malformed_key_is_a_validation_error(service: ServiceHandle) -> None:
     with service.client() as client:
         response = client.post("/otp", json={"phone": _number()}, headers={"Idempotency-Key": "x" * 256})
         assert_problem(response, 422, "validation_error")
+
+
+def test_two_idempotency_keys_on_one_request_are_refused(
+    service: ServiceHandle, sandbox: SandboxHandle
+) -> None:
+    """A request carrying two Idempotency-Key headers is 422 validation_error naming the header, and
+    places no call (one key would silently have been dropped)."""
+    phone = _number()
+    with service.client() as client:
+        two_keys = [("Idempotency-Key", "k-one"), ("Idempotency-Key", "k-two")]
+        refused = client.post("/otp", json={"phone": phone}, headers=two_keys)
+    problem = assert_problem(refused, 422, "validation_error")
+    assert problem["errors"][0]["field"] == "Idempotency-Key"
+    assert sandbox.calls(phone) == []

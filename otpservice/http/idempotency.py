@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response
+from litestar.exceptions import ValidationException
 
 from otpservice.adapters.storage.idempotency import IdempotencyRecords, StoredAnswer
 from otpservice.domain import errors
@@ -31,6 +32,7 @@ from otpservice.tenants import Tenant
 WAIT_SECONDS = 5.0
 _POLL_SECONDS = 0.05
 _REPLAYED = "Idempotent-Replayed"
+_KEY_HEADER = "Idempotency-Key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,12 @@ class Idempotency:
         handle: Callable[[], Awaitable[Answer]],
     ) -> Response[bytes]:
         """Answer the request once per key: run ``handle`` if this request holds the key."""
+        if len(request.headers.getall(_KEY_HEADER, [])) > 1:
+            # the framework reads the first; a proxy or client sending two means one of them is lost
+            raise ValidationException(
+                "Idempotency-Key sent more than once",
+                extra=[{"key": _KEY_HEADER, "message": "send one Idempotency-Key header, not several"}],
+            )
         if key is None:
             return (await _answered(request, handle)).response()
         owner = secrets.token_hex(8)
