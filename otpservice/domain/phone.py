@@ -23,6 +23,14 @@ _CALLABLE_TYPES = frozenset(
 _ACCEPTED_CHARACTERS = re.compile(r"^\+?[0-9 ()\-.]{6,24}$")
 
 
+# What may pad a number: the whitespace of the published pattern's "\s" (JSON Schema's, ECMA's).
+# Python's str.strip() takes more (the separators \x1c-\x1f, \x85), which the contract refuses.
+_PADDING = (
+    " \t\n\v\f\r\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class PhoneNumber:
     """A validated, callable phone number."""
@@ -34,7 +42,7 @@ class PhoneNumber:
 
 def parse_phone(raw: str, allowed_regions: tuple[str, ...]) -> PhoneNumber:
     """Validate and normalise a number typed as 0987654321, +84987654321 or 84987654321."""
-    text = raw.strip()
+    text = raw.strip(_PADDING)
     if not _ACCEPTED_CHARACTERS.match(text):
         raise InvalidPhone(
             "the phone number must be 6 to 24 characters: digits, spaces, dashes, dots, parentheses "
