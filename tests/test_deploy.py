@@ -27,6 +27,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from otpservice.http.app import stop_bound_seconds
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
 from otpservice.settings import Settings, SettingsError
 from tests.support.service import ServiceHandle
@@ -448,3 +449,18 @@ def test_the_systemd_unit_serves_with_a_private_tmp_and_does_not_restart_refused
     assert " serve " in settings["ExecStart"]
     assert settings["PrivateTmp"] == "true"
     assert settings["RestartPreventExitStatus"] == "2"
+
+
+def test_every_grace_period_outlasts_the_worst_stop_of_a_worker() -> None:
+    """Kubernetes (after its preStop pause), systemd and Compose wait longer than a worker may take to
+    stop after SIGTERM (a request in flight to its end, then the lifespan's close), with the deploy
+    files' own settings: none kills a worker that is still finishing a start."""
+    config = {name: value for name, value in _object("ConfigMap")["data"].items() if "TIMEOUT" in name}
+    worst = stop_bound_seconds(Settings.from_env(VALID_ENV | config))
+    pod = _object("Deployment")["spec"]["template"]["spec"]
+    pause = _container()["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] >= int(pause[1]) + worst
+    unit = (DEPLOY / "otpservice.service").read_text()
+    assert int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1)) >= worst  # type: ignore[union-attr]
+    assert int(_compose()["services"]["otpservice"]["stop_grace_period"].removesuffix("s")) >= worst

@@ -125,6 +125,16 @@ def _request_bound_seconds(settings: Settings) -> float:
     return 4 * settings.storage_bound_seconds + 2 * settings.autocall.exchange_bound_seconds + 30
 
 
+def stop_bound_seconds(settings: Settings) -> float:
+    """How long a worker may take to stop after SIGTERM, at worst: a start or resend begun just
+    before it runs to its end (the server waits for requests in flight), then the lifespan closes:
+    background loops (one storage operation), pending repairs (their 2 s grace), webhook deliveries
+    under way (a send within its timeouts, then its record). The deploy files' grace periods cover it.
+    """
+    delivery = 2 * settings.webhook_timeout_seconds + settings.storage_bound_seconds
+    return _request_bound_seconds(settings) + settings.storage_bound_seconds + 2 + delivery
+
+
 def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
     seams = seams or Seams()
 
