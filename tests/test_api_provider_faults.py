@@ -200,7 +200,7 @@ def test_a_start_calling_the_pending_verification_again_says_it_stays_pending(
         refused = client.post("/otp", json={"phone": phone})
         problem = assert_problem(refused, 503, "provider_unavailable")
         assert (problem["id"], problem["call_may_have_rung"]) == (vid, False)
-        assert "stays pending" in problem["detail"]
+        assert "the verification stays pending" in problem["detail"]
         assert client.get(f"/otp/{vid}").json()["status"] == "pending"
         assert client.post("/verify", json={"id": vid, "code": old}).json()["valid"] is True
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import click
 
+from otpservice.adapters.storage.clock import CLOCK_KEY
 from otpservice.adapters.storage.connection import connect
 from otpservice.adapters.storage.outbox import EventOutbox
 from otpservice.adapters.storage.scripts import Storage
@@ -30,7 +31,7 @@ def webhooks_group() -> None:
 def failed_command() -> None:
     """List dead-lettered events: id, type, verification id, tenant, last error, tries."""
 
-    async def work(outbox: EventOutbox) -> None:
+    async def work(outbox: EventOutbox, _storage: Storage) -> None:
         for letter in await outbox.dead_letters():
             event = letter.event
             line = {
@@ -56,8 +57,10 @@ def retry_command(event_id: str | None, every: bool) -> None:
     if bool(event_id) == every:
         raise click.UsageError("give one EVENT_ID or --all")
 
-    async def work(outbox: EventOutbox) -> None:
-        revived = await outbox.revive(datetime.now(UTC), event_id)
+    async def work(outbox: EventOutbox, storage: Storage) -> None:
+        # the storage server's clock, which the dispatchers schedule by (see adapters/storage/clock.py)
+        now = datetime.fromtimestamp(await storage.server_time(CLOCK_KEY), UTC)
+        revived = await outbox.revive(now, event_id)
         if event_id and not revived:
             raise click.ClickException(f"no dead-lettered event {event_id}")
         for webhook_id in revived:
@@ -66,7 +69,7 @@ def retry_command(event_id: str | None, every: bool) -> None:
     _run(work)
 
 
-def _run(work: Callable[[EventOutbox], Awaitable[None]]) -> None:
+def _run(work: Callable[[EventOutbox, Storage], Awaitable[None]]) -> None:
     try:
         settings = Settings.from_env(mode="dev")
     except SettingsError as exc:
@@ -78,7 +81,7 @@ def _run(work: Callable[[EventOutbox], Awaitable[None]]) -> None:
         client = connect(parse_redis_url(settings.redis_url), timeout_seconds=settings.redis_timeout_seconds)
         storage = Storage(client, operation_timeout_seconds=settings.storage_bound_seconds)
         try:
-            await work(EventOutbox(storage))
+            await work(EventOutbox(storage), storage)
         finally:
             await storage.close()
 

@@ -338,8 +338,9 @@ class CallPlacer:
             why = "refused the request" if refused else "could not be reached"
             if call.send_seq > 1:  # a resend (also one a start made on the number's pending verification)
                 detail = (
-                    f"the voice provider {why}; no new call was placed; the verification stays pending "
-                    "and the code of its earlier call still works; try again shortly"
+                    f"the voice provider {why}; no new call was placed; unless it expired meanwhile, the "
+                    "verification stays pending and the code of its earlier call still works; try again "
+                    "shortly"
                 )
             else:
                 detail = f"the voice provider {why}; no call was placed; try again shortly"

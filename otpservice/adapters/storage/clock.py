@@ -31,14 +31,24 @@ log = structlog.get_logger(__name__)
 CLOCK_KEY = "otp:clock"
 # How often the storage clock is read again: the monotonic clock drifts from it by parts per million.
 SYNC_INTERVAL_SECONDS = 60.0
-# After a failed reading, how soon to try again.
+# After a failed reading, how soon to try again (doubling, up to SYNC_INTERVAL_SECONDS).
 RETRY_SECONDS = 1.0
 # A reading whose round trip took longer is not trusted (its error is up to half the round trip).
-MAX_ROUND_TRIP_SECONDS = 0.05
+# Generous: a storage server far away is still a better clock for every replica than their own.
+MAX_ROUND_TRIP_SECONDS = 1.0
+# A new reading behind the time already told holds the clock still until it catches up, for at
+# most this long; further behind (a failover to a primary whose clock is minutes off), holding would
+# stop expiry, cooldowns and every schedule for as long, so the clock steps back instead, logged.
+MAX_HOLD_SECONDS = 2.0
 # The local wall clock this far from the storage clock is worth a warning: something else on the
 # machine (logs, TLS, the provider's timestamps) is that far off too.
 SKEW_WARNING_SECONDS = 1.0
 
+CLOCK_SYNCHRONISED = Gauge(
+    "otp_clock_synchronised",
+    "1 while this worker tells the storage server's time, 0 while it uses its own clock",
+    multiprocess_mode="liveall",
+)
 CLOCK_OFFSET = Gauge(
     "otp_clock_offset_seconds",
     "The storage server's clock minus this worker's wall clock, at the last reading",
@@ -66,6 +76,7 @@ class StorageClock:
         # (the storage clock's epoch seconds, the monotonic time of that same moment)
         self._base: tuple[float, float] | None = None
         self._latest = 0.0  # the latest time told, in epoch seconds
+        self._failing = False  # the last reading failed (its warning is logged once)
 
     @property
     def synchronised(self) -> bool:
@@ -74,7 +85,9 @@ class StorageClock:
     def now(self) -> datetime:
         base = self._base
         if base is None:
-            return self._fallback.now()
+            # counted as told, so the storage clock, once read, does not take it back (MAX_HOLD_SECONDS)
+            self._latest = max(self._latest, self._fallback.now().timestamp())
+            return datetime.fromtimestamp(self._latest, UTC)
         epoch, at = base
         # Never earlier than a time already told: a new reading a little behind the last one's
         # carried time (the monotonic clock's drift, a failover to a primary whose clock is behind)
@@ -98,13 +111,22 @@ class StorageClock:
             if best is None or round_trip < best[0]:
                 best = (round_trip, epoch, (sent + answered) / 2)
         if best is None or best[0] > MAX_ROUND_TRIP_SECONDS:
-            log.warning(
-                "clock.not_synchronised",
-                round_trip_ms=None if best is None else round(best[0] * 1000, 1),
-                using="storage" if self._base is not None else "local",
-            )
+            if not self._failing:  # once per run of failures, not at every retry
+                log.warning(
+                    "clock.not_synchronised",
+                    round_trip_ms=None if best is None else round(best[0] * 1000, 1),
+                    using="storage" if self._base is not None else "local",
+                )
+            self._failing = True
             return False
+        self._failing = False
+        reading = best[1] + (self._monotonic() - best[2])
+        behind = self._latest - reading
+        if behind > MAX_HOLD_SECONDS:
+            log.error("clock.stepped_back", seconds=round(behind, 3))
+            self._latest = reading
         self._base = (best[1], best[2])
+        CLOCK_SYNCHRONISED.set(1)
         offset = (best[1] + (self._monotonic() - best[2])) - self._fallback.now().timestamp()
         CLOCK_OFFSET.set(offset)
         if abs(offset) >= SKEW_WARNING_SECONDS:
@@ -114,8 +136,12 @@ class StorageClock:
     async def keep_synchronised(self, stop: asyncio.Event) -> None:
         """Read the storage clock again every SYNC_INTERVAL_SECONDS (sooner after a failure) until
         ``stop`` is set."""
+        retry = RETRY_SECONDS
         while not stop.is_set():
-            wait = SYNC_INTERVAL_SECONDS if await self.synchronise() else RETRY_SECONDS
+            if await self.synchronise():
+                wait, retry = SYNC_INTERVAL_SECONDS, RETRY_SECONDS
+            else:
+                wait, retry = retry, min(retry * 2, SYNC_INTERVAL_SECONDS)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
             except TimeoutError:
