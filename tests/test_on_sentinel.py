@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -147,3 +148,38 @@ async def test_closing_the_storage_closes_every_sentinel_client_even_one_lost_fr
     manager.sentinels[1] = manager.sentinels[0]  # the list as the race leaves it
     await storage.close()
     wait_until(lambda: _clients_of(lost_host, lost_port) == before, 5, "the lost sentinel client closed")
+
+
+async def _writes_across_a_switchover(setup: SentinelSetup) -> float:
+    """Seconds from the sentinels naming a new master to the storage's writes landing on it."""
+    storage = Storage(connect(parse_redis_url(setup.url), timeout_seconds=2), operation_timeout_seconds=4)
+    stop = asyncio.Event()
+    following = asyncio.create_task(storage.follow_master(stop))
+    try:
+        await storage.call(lambda: storage.client.set("probe:{before}", "1"), "set")  # a pooled connection
+        old_master, new_master = setup.master, setup.replica
+        with setup.sentinels[0].client() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", setup.master_name)  # the old master stays up
+        wait_until(lambda: setup.current_master_port() == new_master.port, 15, "the switchover")
+        switched = time.monotonic()
+        with new_master.client() as landed:
+            for n in itertools.count():
+                await storage.call(lambda n=n: storage.client.set(f"probe:{{{n}}}", "1"), "set")  # type: ignore[misc]
+                if landed.exists(f"probe:{{{n}}}"):
+                    return time.monotonic() - switched
+                assert time.monotonic() - switched < 5, f"writes still went to {old_master.port}"
+                await asyncio.sleep(0.05)
+        raise AssertionError("unreachable")
+    finally:
+        stop.set()
+        await following
+        await storage.close()
+
+
+@pytest.mark.long
+def test_a_promotion_that_leaves_the_old_master_up_moves_writes_within_a_second() -> None:
+    """When Sentinel promotes a replica while the old master stays up (a planned SENTINEL FAILOVER,
+    a false alarm), the service's writes move to the new master within about a second, not when the
+    old one is demoted some 10 s later (whose resync would throw them away)."""
+    with sentinel_setup() as setup:
+        assert asyncio.run(_writes_across_a_switchover(setup)) < 2

@@ -249,6 +249,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             ]
             if storage_clock is not None:
                 background.append(asyncio.create_task(storage_clock.keep_synchronised(stop)))
+            background.append(asyncio.create_task(storage.follow_master(stop)))  # Sentinel only
             if endpoints:  # no tenant with a webhook: no event is ever recorded, nothing to poll for
                 background.append(
                     asyncio.create_task(

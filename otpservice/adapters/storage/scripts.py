@@ -81,6 +81,15 @@ def is_unavailable(exc: BaseException) -> bool:
     )
 
 
+# How often each worker asks the sentinels which server is the master (see Storage.follow_master).
+MASTER_POLL_SECONDS = 0.5
+
+
+def _address(address: Any) -> str:
+    host, port = address
+    return f"{host}:{port}"
+
+
 class Storage:
     """One Redis client, its scripts, and the time bound of every operation on it."""
 
@@ -152,6 +161,39 @@ class Storage:
         if held is not None:
             return await self.call(lambda: held.run(script, keys, texts), name)
         return await self.call(lambda: script(keys=list(keys), args=texts), name)
+
+    async def follow_master(self, stop: asyncio.Event, interval_seconds: float = MASTER_POLL_SECONDS) -> None:
+        """Under Sentinel, ask the sentinels for the master every ``interval_seconds`` until ``stop``.
+
+        Why: redis-py asks only when it opens a connection, and a promotion that leaves the old
+        master alive (a planned ``SENTINEL FAILOVER``, a false alarm, a partition) fails no
+        connection: every worker went on writing to the old master until Sentinel demoted it about
+        10 s later, and the resync then threw those writes away (verifications created, attempts
+        judged, approvals, budget counts). When the answer changes, idle connections are closed at
+        once and those in use when they come back (redis-py's pool), and the held script
+        connections before their next script (HeldConnections).
+        """
+        pool = getattr(self.client, "connection_pool", None)
+        if not isinstance(pool, SentinelConnectionPool):
+            return
+        unreachable = False
+        while not stop.is_set():
+            known = pool.master_address
+            try:
+                asking = pool.get_master_address()  # type: ignore[no-untyped-call]
+                address = await asyncio.wait_for(asking, timeout=self._timeout)
+            except (redis_errors.RedisError, OSError, TimeoutError) as exc:
+                if not unreachable:  # once per outage: the connections' own errors say the rest
+                    log.warning("storage.sentinels_unreachable", error=type(exc).__name__)
+                unreachable = True
+            else:
+                unreachable = False
+                if known is not None and address != known:
+                    log.warning("storage.master_changed", previous=_address(known), master=_address(address))
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+            except TimeoutError:
+                continue
 
     async def server_time(self, key: str) -> float:
         """The server's clock (TIME), in epoch seconds; in a Cluster, of the node serving ``key``'s slot."""
