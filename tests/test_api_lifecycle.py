@@ -38,7 +38,8 @@ def test_resend_too_soon_is_429_with_retry_after(service: ServiceHandle) -> None
         response = client.post(f"/otp/{verification['id']}/resend")
     body = assert_problem(response, 429, "resend_too_soon")
     assert response.headers["retry-after"] == "20"
-    assert body["resend_available_at"]
+    assert body["resend_available_at"].endswith("Z")
+    assert body["detail"].endswith(body["resend_available_at"])  # the same time, written the same way
 
 
 def test_resend_places_a_new_code_and_retires_the_old(redis_url: str, sandbox: SandboxHandle) -> None:

@@ -10,6 +10,11 @@ from datetime import datetime
 from otpservice.domain.verification import VerificationStatus
 
 
+def _utc(moment: datetime) -> str:
+    """A time in a detail written as the answers' fields write it: ISO 8601 with "Z"."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 class VerificationError(Exception):
     """Base of every rule violation; ``code`` is the stable identifier clients see."""
 
@@ -99,7 +104,7 @@ class ResendTooSoon(VerificationError):
     code = "resend_too_soon"
 
     def __init__(self, available_at: datetime, retry_after_seconds: int):
-        super().__init__(f"a new call can be requested at {available_at.isoformat()}")
+        super().__init__(f"a new call can be requested at {_utc(available_at)}")
         self.available_at = available_at
         self.retry_after_seconds = retry_after_seconds
 
@@ -178,7 +183,7 @@ class PhoneLocked(VerificationError):
     code = "phone_locked"
 
     def __init__(self, locked_until: datetime, retry_after_seconds: int):
-        super().__init__(f"too many wrong codes for this number; locked until {locked_until.isoformat()}")
+        super().__init__(f"too many wrong codes for this number; locked until {_utc(locked_until)}")
         self.locked_until = locked_until
         self.retry_after_seconds = retry_after_seconds
 
