@@ -429,3 +429,33 @@ def test_a_compressed_body_on_a_kept_alive_connection_still_gets_its_415(echo_ur
         sock.sendall(labelled)
         answers = parse_answers(served + read_until_closed(sock))
     assert [answer.status for answer in answers] == [200, 415]
+
+
+def test_a_body_in_a_transfer_coding_other_than_chunked_is_refused_501(echo_url: str) -> None:
+    """A body sent as `Transfer-Encoding: gzip, chunked` (which the parser takes) is answered 501
+    unsupported_transfer_encoding: its bytes would otherwise reach the app still compressed."""
+    chunk = gzip.compress(b"{}")
+    body = b"%x\r\n" % len(chunk) + chunk + b"\r\n0\r\n\r\n"
+    request = b"POST /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + body
+    with connect(echo_url) as sock:
+        sock.sendall(request)
+        [answer] = parse_answers(read_until_closed(sock))
+    assert (answer.status, answer.problem()["code"]) == (501, "unsupported_transfer_encoding")
+
+
+def test_a_content_encoding_on_a_request_without_a_body_is_no_reason_to_refuse_it(
+    service: ServiceHandle,
+) -> None:
+    """A bodiless GET carrying `Content-Encoding: gzip`, and a body whose Content-Encoding lists only
+    identity (or nothing), are served: nothing there is encoded."""
+    [bodiless] = exchange(service, head(b"Content-Encoding: gzip"))
+    assert bodiless.status == 200
+    for value in (b"", b"identity, identity"):
+        request = (
+            b"POST /verify HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Encoding: "
+            + value
+            + b"\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        [answer] = exchange(service, request)
+        assert answer.status == 401  # read as sent, and refused for what it is: no API key

@@ -150,11 +150,16 @@ async def test_closing_the_storage_closes_every_sentinel_client_even_one_lost_fr
     wait_until(lambda: _clients_of(lost_host, lost_port) == before, 5, "the lost sentinel client closed")
 
 
-async def _writes_across_a_switchover(setup: SentinelSetup) -> float:
-    """Seconds from the sentinels naming a new master to the storage's writes landing on it."""
+async def _writes_across_a_switchover(setup: SentinelSetup, changes: list[float]) -> float:
+    """Seconds from the sentinels naming a new master to the storage's writes landing on it; each
+    change of master the storage learnt of is appended to ``changes`` (when, monotonic)."""
     storage = Storage(connect(parse_redis_url(setup.url), timeout_seconds=2), operation_timeout_seconds=4)
     stop = asyncio.Event()
-    following = asyncio.create_task(storage.follow_master(stop))
+
+    async def changed() -> None:
+        changes.append(time.monotonic())
+
+    following = asyncio.create_task(storage.follow_master(stop, changed))
     try:
         await storage.call(lambda: storage.client.set("probe:{before}", "1"), "set")  # a pooled connection
         old_master, new_master = setup.master, setup.replica
@@ -180,6 +185,52 @@ async def _writes_across_a_switchover(setup: SentinelSetup) -> float:
 def test_a_promotion_that_leaves_the_old_master_up_moves_writes_within_a_second() -> None:
     """When Sentinel promotes a replica while the old master stays up (a planned SENTINEL FAILOVER,
     a false alarm), the service's writes move to the new master within about a second, not when the
-    old one is demoted some 10 s later (whose resync would throw them away)."""
+    old one is demoted some 10 s later (whose resync would throw them away); and the change is
+    announced once (the storage clock reads the new master's clock then)."""
+    changes: list[float] = []
     with sentinel_setup() as setup:
-        assert asyncio.run(_writes_across_a_switchover(setup)) < 2
+        assert asyncio.run(_writes_across_a_switchover(setup, changes)) < 2
+    assert len(changes) == 1
+
+
+async def _a_connection_in_use_across_a_switchover(setup: SentinelSetup) -> tuple[bool, int]:
+    """Whether a connection in use while the master changed was closed when it came back, and how
+    many writes after its return reached the old master."""
+    storage = Storage(connect(parse_redis_url(setup.url), timeout_seconds=2), operation_timeout_seconds=4)
+    stop = asyncio.Event()
+    following = asyncio.create_task(storage.follow_master(stop))
+    client = storage.client
+    assert isinstance(client, Redis)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    try:
+        await client.set("probe:{start}", "1")
+        in_use = await pool.get_connection()  # type: ignore[no-untyped-call]
+        old_master, new_master = setup.master, setup.replica
+        with setup.sentinels[0].client() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", setup.master_name)
+        wait_until(lambda: setup.current_master_port() == new_master.port, 15, "the switchover")
+        deadline = time.monotonic() + 5
+        while (pool.master_address or ("", 0))[1] != new_master.port:
+            assert time.monotonic() < deadline, "the pool never learnt of the new master"
+            await asyncio.sleep(0.05)
+        await pool.release(in_use)
+        closed = not in_use.is_connected
+        for n in range(20):
+            await client.set(f"probe:{{{n}}}", "1")
+        with old_master.client() as old:
+            on_old = sum(old.exists(f"probe:{{{n}}}") for n in range(20))
+        return closed, on_old
+    finally:
+        stop.set()
+        await following
+        await storage.close()
+
+
+@pytest.mark.long
+def test_a_connection_in_use_when_the_master_changes_is_closed_when_it_comes_back() -> None:
+    """A connection in use while the pool learns of a new master (the old one still up) is closed as
+    it returns to the pool, so no later command writes on the old master."""
+    with sentinel_setup() as setup:
+        closed, on_old = asyncio.run(_a_connection_in_use_across_a_switchover(setup))
+    assert (closed, on_old) == (True, 0)

@@ -249,7 +249,9 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
             ]
             if storage_clock is not None:
                 background.append(asyncio.create_task(storage_clock.keep_synchronised(stop)))
-            background.append(asyncio.create_task(storage.follow_master(stop)))  # Sentinel only
+            # Sentinel only; a new master's clock is read at once, so every worker steps together
+            on_master_changed = storage_clock.synchronise if storage_clock is not None else None
+            background.append(asyncio.create_task(storage.follow_master(stop, on_master_changed)))
             if endpoints:  # no tenant with a webhook: no event is ever recorded, nothing to poll for
                 background.append(
                     asyncio.create_task(

@@ -100,7 +100,44 @@ class _FieldTooLarge(Exception):
 
 
 class _EncodedBody(Exception):
-    """Raised from the parser's head callback: the body comes compressed, which nothing here decodes."""
+    """Raised from the parser's head callback: the body comes encoded, which nothing here decodes."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str):
+        super().__init__(detail)
+        self.refusal = (status, code, title, detail)
+
+
+def _codings(value: bytes) -> set[bytes]:
+    return {coding.strip().lower() for coding in value.split(b",")} - {b""}
+
+
+def _encoded_body(headers: list[tuple[bytes, bytes]]) -> _EncodedBody | None:
+    """Why a request's body cannot be read as sent (a coding other than identity, or a transfer
+    coding other than chunked), if it has a body; None when it can."""
+    fields: dict[bytes, set[bytes]] = {}
+    has_body = False
+    for name, value in headers:
+        if name in (b"content-encoding", b"transfer-encoding"):
+            fields.setdefault(name, set()).update(_codings(value))
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            has_body = True
+    if not has_body:
+        return None
+    if fields.get(b"transfer-encoding", set()) - {b"chunked"}:
+        return _EncodedBody(
+            501,
+            "unsupported_transfer_encoding",
+            "Unsupported transfer encoding",
+            "request bodies are read as sent: the only transfer coding taken is chunked",
+        )
+    if fields.get(b"content-encoding", set()) - {b"identity"}:
+        return _EncodedBody(
+            415,
+            "unsupported_content_encoding",
+            "Unsupported content encoding",
+            "request bodies are read as sent: send the body without a Content-Encoding",
+        )
+    return None
 
 
 class EdgeProtocol(HttpToolsProtocol):
@@ -194,12 +231,7 @@ class EdgeProtocol(HttpToolsProtocol):
             if isinstance(exc, httptools.HttpParserCallbackError) and isinstance(
                 exc.__context__, _EncodedBody
             ):
-                self._refuse(
-                    415,
-                    "unsupported_content_encoding",
-                    "Unsupported content encoding",
-                    "request bodies are read as sent: send the body without a Content-Encoding",
-                )
+                self._refuse(*exc.__context__.refusal)
                 return None
             # Refused as every other request the server turns away (not uvicorn's plain-text 400,
             # written at once): problem+json, counted, and never ahead of an answer still owed.
@@ -254,11 +286,8 @@ class EdgeProtocol(HttpToolsProtocol):
         # A body sent compressed would be read as its raw bytes (a gzip body answered "malformed
         # JSON", a plain one labelled gzip taken as if plain): refused as what it is, before the app.
         # Raised while the head is still counted as arriving, so the refusal is this request's own.
-        if not self.transport.is_closing() and any(
-            name == b"content-encoding" and value.strip().lower() != b"identity"
-            for name, value in self.headers
-        ):
-            raise _EncodedBody
+        if not self.transport.is_closing() and (encoded := _encoded_body(self.headers)) is not None:
+            raise encoded
         self.head_bytes = None
         if self.transport.is_closing():
             return  # more requests in a read that closed the connection (a refusal): none is taken

@@ -14,7 +14,7 @@ from typing import Any, TypeAlias
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
 
 from otpservice.adapters.storage.held_connections import IDLE_MAX
@@ -25,6 +25,27 @@ RedisClient: TypeAlias = Redis | RedisCluster
 RETRIES = 2
 POOL_SIZE = 64
 _HEALTH_CHECK_SECONDS = 15
+
+
+class FollowingSentinelPool(SentinelConnectionPool):
+    """redis-py's Sentinel pool, also leaving the old master with the connections in use.
+
+    When the pool learns of a new master it closes its idle connections; the asyncio pool returns
+    those in use to the available list as they were (it never asks ``owns_connection``), still on
+    the old master, which takes writes until Sentinel demotes it seconds later and its resync
+    throws them away. Marked for reconnect here, they are closed as they come back. ``changes``
+    counts the masters learnt of, whoever asked (a poll, or a connection being made).
+    """
+
+    changes = 0
+
+    async def get_master_address(self) -> Any:
+        previous = self.master_address
+        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        if self.is_master and previous is not None and address != previous:
+            self.changes += 1
+            await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
+        return address
 
 
 def connect(target: RedisTarget, *, timeout_seconds: float) -> RedisClient:
@@ -54,7 +75,9 @@ def connect(target: RedisTarget, *, timeout_seconds: float) -> RedisClient:
             **options,
             **credentials,
         )
-        master: Redis = sentinels.master_for(target.master_name, db=target.db)
+        master: Redis = sentinels.master_for(
+            target.master_name, connection_pool_class=FollowingSentinelPool, db=target.db
+        )
         return master
     options.pop("health_check_interval")  # the cluster client checks its nodes its own way
     return RedisCluster(

@@ -113,6 +113,9 @@ class HeldConnections:
 
     async def _check_out(self) -> AbstractConnection:
         connection: AbstractConnection = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        if self._to_old_master(connection):  # left connected by a change the pool learnt of late
+            await connection.disconnect()
+            await connection.connect()  # type: ignore[no-untyped-call]  # through the sentinels, to the master
         return connection
 
     async def _put_back(self, connection: AbstractConnection) -> None:

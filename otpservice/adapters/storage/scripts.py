@@ -10,6 +10,7 @@ twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -162,34 +163,45 @@ class Storage:
             return await self.call(lambda: held.run(script, keys, texts), name)
         return await self.call(lambda: script(keys=list(keys), args=texts), name)
 
-    async def follow_master(self, stop: asyncio.Event, interval_seconds: float = MASTER_POLL_SECONDS) -> None:
-        """Under Sentinel, ask the sentinels for the master every ``interval_seconds`` until ``stop``.
+    async def follow_master(
+        self,
+        stop: asyncio.Event,
+        on_change: Callable[[], Awaitable[object]] | None = None,
+        interval_seconds: float = MASTER_POLL_SECONDS,
+    ) -> None:
+        """Under Sentinel, ask the sentinels for the master every ``interval_seconds`` until ``stop``;
+        ``on_change`` runs after each change of master this worker learns of.
 
         Why: redis-py asks only when it opens a connection, and a promotion that leaves the old
         master alive (a planned ``SENTINEL FAILOVER``, a false alarm, a partition) fails no
         connection: every worker went on writing to the old master until Sentinel demoted it about
         10 s later, and the resync then threw those writes away (verifications created, attempts
-        judged, approvals, budget counts). When the answer changes, idle connections are closed at
-        once and those in use when they come back (redis-py's pool), and the held script
+        judged, approvals, budget counts). Once the pool knows (see ``FollowingSentinelPool``), its
+        idle connections are closed at once, those in use as they come back, and the held script
         connections before their next script (HeldConnections).
         """
         pool = getattr(self.client, "connection_pool", None)
         if not isinstance(pool, SentinelConnectionPool):
             return
         unreachable = False
+        seen = getattr(pool, "changes", 0)
         while not stop.is_set():
-            known = pool.master_address
             try:
                 asking = pool.get_master_address()  # type: ignore[no-untyped-call]
-                address = await asyncio.wait_for(asking, timeout=self._timeout)
+                await asyncio.wait_for(asking, timeout=self._timeout)
             except (redis_errors.RedisError, OSError, TimeoutError) as exc:
                 if not unreachable:  # once per outage: the connections' own errors say the rest
                     log.warning("storage.sentinels_unreachable", error=type(exc).__name__)
                 unreachable = True
             else:
                 unreachable = False
-                if known is not None and address != known:
-                    log.warning("storage.master_changed", previous=_address(known), master=_address(address))
+            changes = getattr(pool, "changes", 0)
+            if changes != seen:  # learnt here or by a connection being made meanwhile
+                seen = changes
+                log.warning("storage.master_changed", master=_address(pool.master_address))
+                if on_change is not None:
+                    with contextlib.suppress(Exception):  # its own failures are its own to log
+                        await on_change()
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
             except TimeoutError:
