@@ -124,20 +124,24 @@ def _encoded_body(headers: list[tuple[bytes, bytes]]) -> _EncodedBody | None:
     if not has_body:
         return None
     if fields.get(b"transfer-encoding", set()) - {b"chunked"}:
-        return _EncodedBody(
-            501,
-            "unsupported_transfer_encoding",
-            "Unsupported transfer encoding",
-            "request bodies are read as sent: the only transfer coding taken is chunked",
-        )
+        return _EncodedBody(*_TRANSFER_CODING_REFUSED)
     if fields.get(b"content-encoding", set()) - {b"identity"}:
-        return _EncodedBody(
-            415,
-            "unsupported_content_encoding",
-            "Unsupported content encoding",
-            "request bodies are read as sent: send the body without a Content-Encoding",
-        )
+        return _EncodedBody(*_CONTENT_CODING_REFUSED)
     return None
+
+
+_TRANSFER_CODING_REFUSED = (
+    501,
+    "unsupported_transfer_encoding",
+    "Unsupported transfer encoding",
+    "request bodies are read as sent: the only transfer coding taken is chunked",
+)
+_CONTENT_CODING_REFUSED = (
+    415,
+    "unsupported_content_encoding",
+    "Unsupported content encoding",
+    "request bodies are read as sent: send the body without a Content-Encoding",
+)
 
 
 class EdgeProtocol(HttpToolsProtocol):
