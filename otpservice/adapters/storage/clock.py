@@ -127,7 +127,7 @@ class StorageClock:
             self._latest = reading
         self._base = (best[1], best[2])
         CLOCK_SYNCHRONISED.set(1)
-        offset = (best[1] + (self._monotonic() - best[2])) - self._fallback.now().timestamp()
+        offset = reading - self._fallback.now().timestamp()
         CLOCK_OFFSET.set(offset)
         if abs(offset) >= SKEW_WARNING_SECONDS:
             log.warning("clock.skewed", offset_seconds=round(offset, 3))
