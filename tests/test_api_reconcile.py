@@ -40,7 +40,9 @@ def test_lost_callback_is_recovered_from_the_call_report(redis_url: str, sandbox
 def test_report_outage_is_retried(redis_url: str, sandbox: SandboxHandle) -> None:
     """A provider that cannot give the report for a while is asked again until it can."""
     sandbox.config.callback_faults.drop = True
-    with running_service(redis_url, sandbox.url, **FAST_RECONCILE) as service, service.client() as client:
+    # due a second after it is placed (the test's clock), so not asked about before the outage begins
+    due_later = FAST_RECONCILE | {"reconcile_after_seconds": 1}
+    with running_service(redis_url, sandbox.url, **due_later) as service, service.client() as client:
         vid = create(client)["id"]
         sandbox.config.provider_faults.error_rate = 1.0
         service.clock.advance(1)
