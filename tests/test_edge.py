@@ -450,6 +450,8 @@ def test_a_content_encoding_on_a_request_without_a_body_is_no_reason_to_refuse_i
     identity (or nothing), are served: nothing there is encoded."""
     [bodiless] = exchange(service, head(b"Content-Encoding: gzip"))
     assert bodiless.status == 200
+    [zero_length] = exchange(service, head(b"Content-Encoding: gzip", b"Content-Length: 00"))
+    assert zero_length.status == 200
     for value in (b"", b"identity, identity"):
         request = (
             b"POST /verify HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"

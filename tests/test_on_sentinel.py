@@ -234,3 +234,29 @@ def test_a_connection_in_use_when_the_master_changes_is_closed_when_it_comes_bac
     with sentinel_setup() as setup:
         closed, on_old = asyncio.run(_a_connection_in_use_across_a_switchover(setup))
     assert (closed, on_old) == (True, 0)
+
+
+async def _released_after_the_pool_moved_on(setup: SentinelSetup) -> bool:
+    """Whether a connection to the old master, released after the pool learnt of another master
+    without having marked it, is closed as it comes back."""
+    client = connect(parse_redis_url(setup.url), timeout_seconds=2)
+    assert isinstance(client, Redis)
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    try:
+        await client.ping()
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        # as when a request ends while the pool is closing its idle connections for a new master
+        pool.master_address = ("127.0.0.1", setup.replica.port)
+        await pool.release(connection)
+        return not connection.is_connected
+    finally:
+        await Storage(client, operation_timeout_seconds=2).close()
+
+
+@pytest.mark.long
+def test_a_connection_released_to_a_pool_that_moved_on_is_closed() -> None:
+    """A connection to a server the pool no longer takes for the master is closed as it is released,
+    even when the change of master did not mark it (it was neither idle nor in use just then)."""
+    with sentinel_setup() as setup:
+        assert asyncio.run(_released_after_the_pool_moved_on(setup)) is True

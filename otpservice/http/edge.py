@@ -111,6 +111,14 @@ def _codings(value: bytes) -> set[bytes]:
     return {coding.strip().lower() for coding in value.split(b",")} - {b""}
 
 
+def _positive(length: bytes) -> bool:
+    """Whether a Content-Length announces a body (one the parser cannot read is its to refuse)."""
+    try:
+        return int(length) > 0
+    except ValueError:
+        return True
+
+
 def _encoded_body(headers: list[tuple[bytes, bytes]]) -> _EncodedBody | None:
     """Why a request's body cannot be read as sent (a coding other than identity, or a transfer
     coding other than chunked), if it has a body; None when it can."""
@@ -119,7 +127,7 @@ def _encoded_body(headers: list[tuple[bytes, bytes]]) -> _EncodedBody | None:
     for name, value in headers:
         if name in (b"content-encoding", b"transfer-encoding"):
             fields.setdefault(name, set()).update(_codings(value))
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+        if name == b"transfer-encoding" or (name == b"content-length" and _positive(value)):
             has_body = True
     if not has_body:
         return None

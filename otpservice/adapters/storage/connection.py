@@ -39,6 +39,14 @@ class FollowingSentinelPool(SentinelConnectionPool):
 
     changes = 0
 
+    async def release(self, connection: Any) -> None:
+        # A request that ends while the pool is closing its idle connections for a new master was
+        # neither idle nor still in use when they were marked: its connection is marked here.
+        address = self.master_address
+        if self.is_master and address is not None and (connection.host, connection.port) != address:
+            connection.mark_for_reconnect()
+        await super().release(connection)
+
     async def get_master_address(self) -> Any:
         previous = self.master_address
         address = await super().get_master_address()  # type: ignore[no-untyped-call]

@@ -114,8 +114,12 @@ class HeldConnections:
     async def _check_out(self) -> AbstractConnection:
         connection: AbstractConnection = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
         if self._to_old_master(connection):  # left connected by a change the pool learnt of late
-            await connection.disconnect()
-            await connection.connect()  # type: ignore[no-untyped-call]  # through the sentinels, to the master
+            try:
+                await connection.disconnect()
+                await connection.connect()  # type: ignore[no-untyped-call]  # through the sentinels, to the master
+            except BaseException:
+                await self._client.connection_pool.release(connection)  # not lost to the pool
+                raise
         return connection
 
     async def _put_back(self, connection: AbstractConnection) -> None:
