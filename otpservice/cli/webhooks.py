@@ -16,6 +16,7 @@ from otpservice.adapters.storage.clock import CLOCK_KEY
 from otpservice.adapters.storage.connection import connect
 from otpservice.adapters.storage.outbox import EventOutbox
 from otpservice.adapters.storage.scripts import Storage
+from otpservice.domain.clock import to_iso
 from otpservice.logs import configure_logging
 from otpservice.redis_url import parse_redis_url
 from otpservice.settings import Settings, SettingsError
@@ -41,8 +42,8 @@ def failed_command() -> None:
                 "tenant": event.tenant,
                 "last_error": letter.last_error,
                 "tries": event.tries,
-                "recorded_at": _iso(event.at),
-                "dead_since": _iso(letter.died_at),
+                "recorded_at": to_iso(event.at),
+                "dead_since": to_iso(letter.died_at),
             }
             click.echo(json.dumps(line))
 
@@ -86,7 +87,3 @@ def _run(work: Callable[[EventOutbox, Storage], Awaitable[None]]) -> None:
             await storage.close()
 
     asyncio.run(main())
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

@@ -23,5 +23,10 @@ def to_millis(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def to_iso(moment: datetime) -> str:
+    """A UTC time as the answers, events and logs write it: ISO 8601 ending in "Z"."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def from_millis(millis: int) -> datetime:
     return datetime.fromtimestamp(millis / 1000, UTC)

@@ -7,12 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from otpservice.domain.clock import to_iso
 from otpservice.domain.verification import VerificationStatus
-
-
-def _utc(moment: datetime) -> str:
-    """A time in a detail written as the answers' fields write it: ISO 8601 with "Z"."""
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 class VerificationError(Exception):
@@ -104,7 +100,7 @@ class ResendTooSoon(VerificationError):
     code = "resend_too_soon"
 
     def __init__(self, available_at: datetime, retry_after_seconds: int):
-        super().__init__(f"a new call can be requested at {_utc(available_at)}")
+        super().__init__(f"a new call can be requested at {to_iso(available_at)}")
         self.available_at = available_at
         self.retry_after_seconds = retry_after_seconds
 
@@ -183,7 +179,7 @@ class PhoneLocked(VerificationError):
     code = "phone_locked"
 
     def __init__(self, locked_until: datetime, retry_after_seconds: int):
-        super().__init__(f"too many wrong codes for this number; locked until {_utc(locked_until)}")
+        super().__init__(f"too many wrong codes for this number; locked until {to_iso(locked_until)}")
         self.locked_until = locked_until
         self.retry_after_seconds = retry_after_seconds
 

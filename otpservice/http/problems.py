@@ -25,6 +25,7 @@ from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from redis.exceptions import RedisError
 
 from otpservice.domain import errors
+from otpservice.domain.clock import to_iso
 
 log = structlog.get_logger(__name__)
 
@@ -89,9 +90,9 @@ def domain_problem(exc: errors.VerificationError) -> ProblemDetailsException:
     extra: dict[str, Any] = {}
     if isinstance(exc, errors.ResendTooSoon):
         headers["Retry-After"] = str(exc.retry_after_seconds)
-        extra["resend_available_at"] = exc.available_at.isoformat().replace("+00:00", "Z")
+        extra["resend_available_at"] = to_iso(exc.available_at)
     if isinstance(exc, errors.PhoneLocked):
-        extra["locked_until"] = exc.locked_until.isoformat().replace("+00:00", "Z")
+        extra["locked_until"] = to_iso(exc.locked_until)
     if isinstance(
         exc,
         errors.BudgetSpent

@@ -14,7 +14,7 @@ import asyncio
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import structlog
@@ -22,7 +22,7 @@ from standardwebhooks import Webhook
 
 from otpservice.adapters.storage.keys import SHARDS
 from otpservice.adapters.storage.outbox import Event, EventOutbox
-from otpservice.domain.clock import Clock
+from otpservice.domain.clock import Clock, to_iso
 from otpservice.service import metrics
 
 log = structlog.get_logger(__name__)
@@ -143,7 +143,7 @@ class WebhookDispatcher:
             return
         await self._outbox.settle(event, now, "retry", retry_at=retry_at, tries=tries, error=error)
         metrics.WEBHOOK_EVENTS.labels("retried").inc()
-        bound.info("webhook.retry", tries=tries, error=error, retry_at=_iso(retry_at))
+        bound.info("webhook.retry", tries=tries, error=error, retry_at=to_iso(retry_at))
 
     async def _send(self, event: Event, endpoint: Endpoint) -> str:
         """POST the event, signed; answers what went wrong ('' when the receiver took it)."""
@@ -171,7 +171,3 @@ class WebhookDispatcher:
         are not retried together)."""
         ceiling = min(RETRY_LONGEST_SECONDS, RETRY_FIRST_SECONDS * 2 ** (tries - 1))
         return timedelta(seconds=ceiling * (0.5 + self._jitter() / 2))
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
