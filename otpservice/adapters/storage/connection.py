@@ -28,23 +28,22 @@ _HEALTH_CHECK_SECONDS = 15
 
 
 class FollowingSentinelPool(SentinelConnectionPool):
-    """redis-py's Sentinel pool, also leaving the old master with the connections in use.
+    """redis-py's Sentinel pool, also closing the connections in use to a replaced master.
 
     When the pool learns of a new master it closes its idle connections; the asyncio pool returns
     those in use to the available list as they were (it never asks ``owns_connection``), still on
     the old master, which takes writes until Sentinel demotes it seconds later and its resync
-    throws them away. Marked for reconnect here, they are closed as they come back. ``changes``
-    counts the masters learnt of, whoever asked (a poll, or a connection being made).
+    throws them away. Each connection is checked as it comes back instead: one to a server other
+    than the master is closed. ``changes`` counts the masters learnt of, whoever asked (a poll, or
+    a connection being made).
     """
 
     changes = 0
 
     async def release(self, connection: Any) -> None:
-        # A request that ends while the pool is closing its idle connections for a new master was
-        # neither idle nor still in use when they were marked: its connection is marked here.
         address = self.master_address
         if self.is_master and address is not None and (connection.host, connection.port) != address:
-            connection.mark_for_reconnect()
+            connection.mark_for_reconnect()  # closed by the release, reopened to the master when used
         await super().release(connection)
 
     async def get_master_address(self) -> Any:
@@ -52,7 +51,6 @@ class FollowingSentinelPool(SentinelConnectionPool):
         address = await super().get_master_address()  # type: ignore[no-untyped-call]
         if self.is_master and previous is not None and address != previous:
             self.changes += 1
-            await self.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
         return address
 
 
