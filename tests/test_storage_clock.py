@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from otpservice.adapters.storage.clock import StorageClock
 from otpservice.adapters.storage.connection import connect
@@ -135,3 +137,27 @@ async def test_a_slow_storage_server_is_still_the_clock(storage: Storage, redis_
     clock = StorageClock(storage, monotonic=lambda: next(ticks), fallback=SkewedClock(timedelta(hours=1)))
     assert await clock.synchronise()
     assert clock.synchronised
+
+
+async def test_the_keeper_reads_again_soon_after_a_failed_start_and_not_at_once_after_a_good_one(
+    storage: Storage,
+) -> None:
+    """Kept in sync, a clock read at start is not read again at once (the next reading is a minute
+    away), while one that could not be read at start is read again within seconds."""
+
+    def readings() -> float:
+        return REGISTRY.get_sample_value("otp_storage_operations_total", {"operation": "time"}) or 0
+
+    read, unread = StorageClock(storage), StorageClock(storage)
+    assert await read.synchronise()
+    stop = asyncio.Event()
+    keepers = [asyncio.create_task(clock.keep_synchronised(stop)) for clock in (read, unread)]
+    try:
+        before = readings()
+        async with asyncio.timeout(3):
+            while not unread.synchronised:  # noqa: ASYNC110 - nothing signals a reading
+                await asyncio.sleep(0.02)
+        assert readings() - before == 3  # the unread clock's one reading (three round trips)
+    finally:
+        stop.set()
+        await asyncio.gather(*keepers)

@@ -134,15 +134,14 @@ class StorageClock:
         return True
 
     async def keep_synchronised(self, stop: asyncio.Event) -> None:
-        """Read the storage clock again every SYNC_INTERVAL_SECONDS (sooner after a failure) until
-        ``stop`` is set."""
+        """After the reading at start, read the storage clock again every SYNC_INTERVAL_SECONDS (sooner
+        while readings fail, backing off) until ``stop`` is set."""
         retry = RETRY_SECONDS
-        while not stop.is_set():
-            if await self.synchronise():
-                wait, retry = SYNC_INTERVAL_SECONDS, RETRY_SECONDS
-            else:
-                wait, retry = retry, min(retry * 2, SYNC_INTERVAL_SECONDS)
+        while True:
+            wait = retry if self._failing or self._base is None else SYNC_INTERVAL_SECONDS
             try:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
+                return
             except TimeoutError:
-                continue
+                pass
+            retry = RETRY_SECONDS if await self.synchronise() else min(retry * 2, SYNC_INTERVAL_SECONDS)
