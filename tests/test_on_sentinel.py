@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import httpx
 import pytest
@@ -150,35 +151,49 @@ async def test_closing_the_storage_closes_every_sentinel_client_even_one_lost_fr
     wait_until(lambda: _clients_of(lost_host, lost_port) == before, 5, "the lost sentinel client closed")
 
 
-async def _writes_across_a_switchover(setup: SentinelSetup, changes: list[float]) -> float:
-    """Seconds from the sentinels naming a new master to the storage's writes landing on it; each
-    change of master the storage learnt of is appended to ``changes`` (when, monotonic)."""
+@contextlib.asynccontextmanager
+async def _following(
+    setup: SentinelSetup, on_change: Callable[[], Awaitable[object]] | None = None
+) -> AsyncIterator[Storage]:
+    """A storage on the setup's sentinels, following its master (``Storage.follow_master``)."""
     storage = Storage(connect(parse_redis_url(setup.url), timeout_seconds=2), operation_timeout_seconds=4)
     stop = asyncio.Event()
-
-    async def changed() -> None:
-        changes.append(time.monotonic())
-
-    following = asyncio.create_task(storage.follow_master(stop, changed))
+    following = asyncio.create_task(storage.follow_master(stop, on_change))
     try:
-        await storage.call(lambda: storage.client.set("probe:{before}", "1"), "set")  # a pooled connection
-        old_master, new_master = setup.master, setup.replica
-        with setup.sentinels[0].client() as sentinel:
-            sentinel.execute_command("SENTINEL", "FAILOVER", setup.master_name)  # the old master stays up
-        wait_until(lambda: setup.current_master_port() == new_master.port, 15, "the switchover")
-        switched = time.monotonic()
-        with new_master.client() as landed:
-            for n in itertools.count():
-                await storage.call(lambda n=n: storage.client.set(f"probe:{{{n}}}", "1"), "set")  # type: ignore[misc]
-                if landed.exists(f"probe:{{{n}}}"):
-                    return time.monotonic() - switched
-                assert time.monotonic() - switched < 5, f"writes still went to {old_master.port}"
-                await asyncio.sleep(0.05)
-        raise AssertionError("unreachable")
+        yield storage
     finally:
         stop.set()
         await following
         await storage.close()
+
+
+def _switch_over_leaving_the_old_master_up(setup: SentinelSetup) -> None:
+    """A graceful SENTINEL FAILOVER to the replica, once the sentinels name it (the old master stays
+    up and writable until Sentinel demotes it, seconds later)."""
+    with setup.sentinels[0].client() as sentinel:
+        sentinel.execute_command("SENTINEL", "FAILOVER", setup.master_name)
+    wait_until(lambda: setup.current_master_port() == setup.replica.port, 15, "the switchover")
+
+
+async def _writes_across_a_switchover(setup: SentinelSetup, changes: list[float]) -> float:
+    """Seconds from the sentinels naming a new master to the storage's writes landing on it; each
+    change of master the storage learnt of is appended to ``changes`` (when, monotonic)."""
+
+    async def changed() -> None:
+        changes.append(time.monotonic())
+
+    async with _following(setup, changed) as storage:
+        await storage.call(lambda: storage.client.set("probe:{before}", "1"), "set")  # a pooled connection
+        _switch_over_leaving_the_old_master_up(setup)
+        switched = time.monotonic()
+        with setup.replica.client() as landed:
+            for n in itertools.count():
+                await storage.call(lambda n=n: storage.client.set(f"probe:{{{n}}}", "1"), "set")  # type: ignore[misc]
+                if landed.exists(f"probe:{{{n}}}"):
+                    return time.monotonic() - switched
+                assert time.monotonic() - switched < 5, f"writes still went to {setup.master.port}"
+                await asyncio.sleep(0.05)
+    raise AssertionError("unreachable")
 
 
 @pytest.mark.long
@@ -196,35 +211,25 @@ def test_a_promotion_that_leaves_the_old_master_up_moves_writes_within_a_second(
 async def _a_connection_in_use_across_a_switchover(setup: SentinelSetup) -> tuple[bool, int]:
     """Whether a connection in use while the master changed was closed when it came back, and how
     many writes after its return reached the old master."""
-    storage = Storage(connect(parse_redis_url(setup.url), timeout_seconds=2), operation_timeout_seconds=4)
-    stop = asyncio.Event()
-    following = asyncio.create_task(storage.follow_master(stop))
-    client = storage.client
-    assert isinstance(client, Redis)
-    pool = client.connection_pool
-    assert isinstance(pool, SentinelConnectionPool)
-    try:
+    async with _following(setup) as storage:
+        client = storage.client
+        assert isinstance(client, Redis)
+        pool = client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
         await client.set("probe:{start}", "1")
         in_use = await pool.get_connection()  # type: ignore[no-untyped-call]
-        old_master, new_master = setup.master, setup.replica
-        with setup.sentinels[0].client() as sentinel:
-            sentinel.execute_command("SENTINEL", "FAILOVER", setup.master_name)
-        wait_until(lambda: setup.current_master_port() == new_master.port, 15, "the switchover")
+        _switch_over_leaving_the_old_master_up(setup)
         deadline = time.monotonic() + 5
-        while (pool.master_address or ("", 0))[1] != new_master.port:
+        while (pool.master_address or ("", 0))[1] != setup.replica.port:
             assert time.monotonic() < deadline, "the pool never learnt of the new master"
             await asyncio.sleep(0.05)
         await pool.release(in_use)
         closed = not in_use.is_connected
         for n in range(20):
             await client.set(f"probe:{{{n}}}", "1")
-        with old_master.client() as old:
+        with setup.master.client() as old:
             on_old = sum(old.exists(f"probe:{{{n}}}") for n in range(20))
         return closed, on_old
-    finally:
-        stop.set()
-        await following
-        await storage.close()
 
 
 @pytest.mark.long

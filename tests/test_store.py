@@ -434,17 +434,24 @@ async def test_a_first_call_that_never_left_after_the_expiry_leaves_it_expired(
     )
 
 
-async def test_a_send_given_way_to_as_unknown_counts_once_its_placement_is_recorded(
-    store: VerificationStore,
-) -> None:
-    """A resend whose placement was called unknown, given way to by the next one, counts in sends
-    once its placement is recorded after all."""
+async def _a_send_given_way_to_as_unknown(store: VerificationStore) -> tuple[str, int, datetime]:
+    """A verification whose resend (answered: its send number, and when it began) was called
+    unknown, then given way to by the next resend."""
     vid = await new_pending(store)
     await placed(store, vid, 1, "c1")
     at = NOW + timedelta(seconds=30)
     lost = await begin(store, vid, "222222", at, token="t1")
     await store.placement_unknown(vid, at + timedelta(seconds=25), lost, "placement unrecorded")
     await begin(store, vid, "333333", at + timedelta(seconds=31), token="t2")
+    return vid, lost, at
+
+
+async def test_a_send_given_way_to_as_unknown_counts_once_its_placement_is_recorded(
+    store: VerificationStore,
+) -> None:
+    """A resend whose placement was called unknown, given way to by the next one, counts in sends
+    once its placement is recorded after all."""
+    vid, lost, _ = await _a_send_given_way_to_as_unknown(store)
     before = await store.get(vid)
     await placed(store, vid, lost, "c2")
     after = await store.get(vid)
@@ -458,12 +465,7 @@ async def test_a_send_given_way_to_as_unknown_counts_once_when_its_callback_come
 ) -> None:
     """A resend given way to as unknown counts in sends once, when its callback proves it placed
     before its placement is recorded."""
-    vid = await new_pending(store)
-    await placed(store, vid, 1, "c1")
-    at = NOW + timedelta(seconds=30)
-    lost = await begin(store, vid, "222222", at, token="t1")
-    await store.placement_unknown(vid, at + timedelta(seconds=25), lost, "placement unrecorded")
-    await begin(store, vid, "333333", at + timedelta(seconds=31), token="t2")
+    vid, lost, at = await _a_send_given_way_to_as_unknown(store)
     before = await store.get(vid)
     await store.record_delivery(vid, at, lost, "c2", DeliveryStatus.ANSWERED, "ANSWERED", 4)
     await placed(store, vid, lost, "c2")
