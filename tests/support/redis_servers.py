@@ -245,21 +245,45 @@ def _sentinels_see_replica(setup: SentinelSetup) -> bool:
 
 @dataclass
 class ClusterSetup:
-    """Three masters sharing the 16384 slots, no replicas."""
+    """Masters sharing the 16384 slots (``nodes``), and a replica of each when asked (``replicas``)."""
 
     nodes: list[ServerProcess]
+    replicas: list[ServerProcess] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
+    def primary_of(self, key: str) -> ServerProcess:
+        """The node now serving ``key``'s slot, as the cluster itself says."""
+        every = [*self.nodes, *self.replicas]
+        for node in every:
+            with contextlib.suppress(RedisError, OSError), node.client() as client:
+                slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+                for first, last, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if first <= slot <= last:
+                        port = int(primary[1])
+                        return next(n for n in every if n.port == port)
+        raise LookupError(f"no node answers for {key!r}")
+
+    def replica_of(self, primary: ServerProcess) -> ServerProcess | None:
+        """The node following ``primary`` now, its link up (any node: a failover swaps the roles)."""
+        for node in [*self.nodes, *self.replicas]:
+            with contextlib.suppress(RedisError, OSError), node.client() as client:
+                info = client.info("replication")
+                if info.get("master_port") == primary.port and info.get("master_link_status") == "up":
+                    return node
+        return None
+
 
 @contextmanager
-def cluster_setup(masters: int = 3) -> Iterator[ClusterSetup]:
-    """Start ``masters`` cluster nodes, give each a slot range, introduce them, wait for ``ok``."""
+def cluster_setup(masters: int = 3, *, replicas: bool = False) -> Iterator[ClusterSetup]:
+    """Start ``masters`` cluster nodes, give each a slot range, introduce them, wait for ``ok``; with
+    ``replicas``, one more node per master replicating it, in sync before the setup is handed over."""
     with tempfile.TemporaryDirectory(prefix="otp-cluster-") as tmp:
         directory = Path(tmp)
         nodes: list[ServerProcess] = []
+        followers: list[ServerProcess] = []
         bus_ports = {}
 
         def cluster_node() -> ServerProcess:
@@ -293,10 +317,41 @@ def cluster_setup(masters: int = 3) -> Iterator[ClusterSetup]:
                 for node in nodes[1:]:
                     client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_ports[node.port])
             wait_until(lambda: all(_cluster_ok(n, masters) for n in nodes), 20, "cluster state ok")
-            yield ClusterSetup(nodes=nodes)
+            followers.extend(_started(cluster_node) for _ in range(masters if replicas else 0))
+            nodes_after = masters + len(followers)
+            for primary, follower in zip(nodes, followers, strict=False):
+                with nodes[0].client() as client:
+                    client.execute_command(
+                        "CLUSTER", "MEET", "127.0.0.1", follower.port, bus_ports[follower.port]
+                    )
+                _replicate(follower, primary)
+            every = [*nodes, *followers]
+            wait_until(lambda: all(_cluster_ok(n, nodes_after) for n in every), 20, "cluster state ok")
+            wait_until(lambda: all(_in_sync(f) for f in followers), 20, "replicas in sync")
+            yield ClusterSetup(nodes=nodes, replicas=followers)
         finally:
-            for node in nodes:
+            for node in [*nodes, *followers]:
                 node.stop()
+
+
+def _replicate(follower: ServerProcess, primary: ServerProcess) -> None:
+    """Make ``follower`` a replica of ``primary``, once it has learnt of it through the cluster bus."""
+    with primary.client() as client:
+        primary_id = client.execute_command("CLUSTER", "MYID")
+    wanted = primary_id.decode() if isinstance(primary_id, bytes) else str(primary_id)
+    with follower.client(decode_responses=True) as client:
+        wait_until(
+            lambda: wanted in str(client.execute_command("CLUSTER", "NODES")),
+            10,
+            "the replica meeting its primary",
+        )
+        client.execute_command("CLUSTER", "REPLICATE", wanted)
+
+
+def _in_sync(replica: ServerProcess) -> bool:
+    with contextlib.suppress(RedisError, OSError), replica.client() as client:
+        return bool(client.info("replication").get("master_link_status") == "up")
+    return False
 
 
 def _cluster_ok(node: ServerProcess, count: int) -> bool:
