@@ -147,7 +147,7 @@ def test_options_lists_every_method_of_a_path(service: ServiceHandle) -> None:
     """OPTIONS names every method a path serves, also where GET and DELETE are separate handlers."""
     with service.client() as client:
         for path, methods in [
-            ("/otp/vf_0", "DELETE, GET, OPTIONS"),
+            ("/otp/vf_0", "DELETE, GET, HEAD, OPTIONS"),
             ("/otp", "OPTIONS, POST"),
             ("/otp/vf_0/resend", "OPTIONS, POST"),
         ]:

@@ -35,6 +35,7 @@ from otpservice.http.controllers.health import healthz, readyz
 from otpservice.http.controllers.verifications import VerificationController, VerifyController
 from otpservice.http.dependencies import DEPENDENCIES
 from otpservice.http.docs import docs_routes, openapi_config
+from otpservice.http.head import HeadServingLitestar
 from otpservice.http.idempotency import Idempotency
 from otpservice.http.observe import observe_middleware
 from otpservice.http.problems import EXCEPTION_HANDLERS, problem_details_plugin
@@ -266,7 +267,7 @@ def create_app(settings: Settings, seams: Seams | None = None) -> Litestar:
                 log.warning("settings.notice", notice=notice)
             yield
 
-    return Litestar(
+    return HeadServingLitestar(
         route_handlers=[
             VerificationController,
             VerifyController,

@@ -21,6 +21,8 @@ from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Gauge, Histogram
 
+from otpservice.http.head import request_method
+
 log = structlog.get_logger("otpservice.access")
 
 _LABELS = ["method", "path", "status_code", "app_name"]
@@ -67,7 +69,7 @@ def observe_middleware(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         started = time.perf_counter()
-        method = scope["method"]
+        method = request_method(scope)
         route = scope.get("path_template") or "unmatched"
         status = 500
         duration = 0.0
