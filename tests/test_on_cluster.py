@@ -7,6 +7,8 @@ callbacks, and both races.
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -43,3 +45,35 @@ async def test_every_replica_reads_the_time_of_one_node(redis_url: str) -> None:
         assert abs(int(seconds) - clock.now().timestamp()) <= 1
     finally:
         await storage.close()
+
+
+async def test_commands_whose_connections_the_cluster_client_closes_are_retried_not_raised(
+    redis_url: str,
+) -> None:
+    """redis-py's Cluster client closes the connections of commands in flight when it reloads the
+    cluster's map (on CLUSTERDOWN in a failover): each such command is sent again on a fresh
+    connection, and at worst is storage_unavailable, never the client's own AttributeError or
+    RuntimeError (a 500)."""
+    storage = Storage(connect(parse_redis_url(redis_url), timeout_seconds=1.0), operation_timeout_seconds=4.0)
+    outcomes: Counter[str] = Counter()
+
+    async def writes(worker: int) -> None:
+        for n in range(100):
+            key = f"otp:{{s{(worker + n) % 16:02d}}}:closed-under-it"
+            try:
+                await storage.call(lambda key=key, n=n: storage.client.set(key, n), "set")  # type: ignore[misc]
+                outcomes["written"] += 1
+            except Exception as exc:
+                outcomes[type(exc).__name__] += 1
+
+    async def reloads() -> None:
+        for _ in range(10):
+            await asyncio.sleep(0.03)
+            await storage.client.aclose()  # what redis-py does itself on CLUSTERDOWN
+
+    try:
+        await asyncio.gather(*(writes(worker) for worker in range(16)), reloads())
+    finally:
+        await storage.close()
+    assert set(outcomes) <= {"written", "StorageUnavailable"}, outcomes
+    assert outcomes["written"] >= 1500, outcomes

@@ -51,11 +51,11 @@ async def test_a_repair_whose_record_storage_lost_is_counted_not_reported_as_a_b
     async def record_gone() -> None:
         raise VerificationNotFound("vf_x")
 
-    before = REGISTRY.get_sample_value("otp_repairs_record_lost_total", {"repair": "record_placed_call"}) or 0
+    before = REGISTRY.get_sample_value("otp_records_lost_total", {"write": "record_placed_call"}) or 0
     repairs = RepairQueue(first_delay=0.01, max_delay=0.02)
     lines = await _logged_closing(repairs, "record_placed_call", record_gone, grace_seconds=1)
     assert [(line["event"], line["level"], line["verification_id"]) for line in lines] == [
         ("repair.record_lost", "warning", "vf_x")
     ]
-    after = REGISTRY.get_sample_value("otp_repairs_record_lost_total", {"repair": "record_placed_call"})
+    after = REGISTRY.get_sample_value("otp_records_lost_total", {"write": "record_placed_call"})
     assert after == before + 1

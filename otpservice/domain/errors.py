@@ -82,15 +82,20 @@ class Overloaded(VerificationError):
 
 
 class CodeLost(VerificationError):
-    """The call may ring, but its code's hash could not be computed, so that code can never be
-    checked: the send is failed (a first call fails its verification) and its call stays counted."""
+    """The call may ring, but its code can never be checked: its hash could not be computed (the
+    send is failed, a first call failing its verification, and its call stays counted), or, with
+    ``record_lost``, storage lost the whole verification after the call went out (a failover
+    dropped its latest writes)."""
 
     code = "code_lost"
 
-    def __init__(self, verification_id: str):
+    def __init__(self, verification_id: str, *, record_lost: bool = False):
         super().__init__(
-            "the call may ring, but its code could not be prepared and cannot be checked; start again "
-            "(a resend: send it again)"
+            "the call went out, but storage lost this verification meanwhile (a failover dropped its "
+            "latest writes), so the code it reads cannot be checked; start a new verification"
+            if record_lost
+            else "the call may ring, but its code could not be prepared and cannot be checked; start "
+            "again (a resend: send it again)"
         )
         self.verification_id = verification_id
         self.retry_after_seconds = 2

@@ -43,8 +43,9 @@ PROVIDER_ERRORS = Counter(
 CHECKS_SHED = Counter(
     "otp_checks_shed", "Checks refused 503 overloaded before the app read them (hashing full)"
 )
-REPAIRS_RECORD_LOST = Counter(
-    "otp_repairs_record_lost",
-    "Background repairs that found their verification gone (storage lost its last writes)",
-    ["repair"],
+RECORDS_LOST = Counter(
+    "otp_records_lost",
+    "Writes that found their verification gone (storage lost its latest writes): a background "
+    "repair's, or the placement of a call its request records",
+    ["write"],
 )

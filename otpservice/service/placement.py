@@ -296,6 +296,13 @@ class CallPlacer:
                 verification_id=call.verification_id,
                 call_placed=True,
             ) from exc
+        except errors.VerificationNotFound as exc:
+            # The record existed when the send began: storage lost it since (a failover promoting a
+            # replica that had not received it). The call is out, and nothing can check its code.
+            metrics.CALLS.labels("placed").inc()
+            metrics.RECORDS_LOST.labels("record_placed_call").inc()
+            self._log(call).warning("call.placed", outcome="record_lost")
+            raise errors.CodeLost(call.verification_id, record_lost=True) from exc
         finally:
             # Given back even when a repair will carry the code with the placement: both writes
             # are idempotent, whichever lands first stores it, and a code that may have been heard

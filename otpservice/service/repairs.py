@@ -78,7 +78,7 @@ class RepairQueue:
                 except VerificationNotFound:
                     # Storage lost the record meanwhile (a failover or restart dropped the last
                     # writes): nothing is left to repair. Not a bug; counted, for operators.
-                    metrics.REPAIRS_RECORD_LOST.labels(what).inc()
+                    metrics.RECORDS_LOST.labels(what).inc()
                     log.warning("repair.record_lost", repair=what, tries=tries, **context)
                     return
                 except Exception:  # a bug must not kill the loop silently

@@ -89,6 +89,10 @@ def connect(target: RedisTarget, *, timeout_seconds: float) -> RedisClient:
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         max_connections=POOL_SIZE,
+        # A MOVED answer updates the one slot it names. By default every fifth one reloads the whole
+        # map by closing every node's connections, those in use by other commands too (see
+        # scripts.closed_under_it); a connection error or CLUSTERDOWN still reloads it.
+        reinitialize_steps=0,
         **options,
         **credentials,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -73,9 +74,28 @@ def script_source(name: str) -> str:
 _SLOT_MOVING = "non local key"
 
 
+# Where a connection closed under a command fails: redis-py's connection, or the stream it writes to.
+_CONNECTION_CODE = ("/redis/", "/asyncio/streams.py")
+
+
+def closed_under_it(exc: BaseException) -> bool:
+    """Whether a command failed because its connection was closed while it ran, by the client itself.
+
+    redis-py's Cluster client closes every node's connections when it refreshes its view of the
+    cluster (on CLUSTERDOWN during a failover, for one), those other commands are using included;
+    they then fail inside the client with AttributeError (no stream to write to) or RuntimeError (a
+    closed transport) rather than a ConnectionError, so redis-py does not retry them either. Told
+    apart from a bug by where they were raised.
+    """
+    if not isinstance(exc, AttributeError | RuntimeError):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and any(part in frames[-1].filename for part in _CONNECTION_CODE)
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether a failure means storage could not be reached in time (as opposed to a bug)."""
-    if isinstance(exc, _UNAVAILABLE):
+    if isinstance(exc, _UNAVAILABLE) or closed_under_it(exc):
         return True
     return isinstance(exc, redis_errors.ResponseError) and (
         str(exc).startswith(_TRANSIENT_REPLIES) or _SLOT_MOVING in str(exc)
@@ -235,7 +255,13 @@ class Storage:
             async with asyncio.timeout(self._timeout), self._slots:
                 if not self._ready:
                     await self._start()
-                return await operation()
+                try:
+                    return await operation()
+                except (AttributeError, RuntimeError) as exc:
+                    if not closed_under_it(exc):
+                        raise
+                    # once more, on a fresh connection: every write is idempotent (see the module)
+                    return await operation()
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
