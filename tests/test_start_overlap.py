@@ -240,7 +240,8 @@ def test_a_callback_before_the_code_is_stored_spends_no_attempt_and_the_code_sti
             gate.open()
             answer = starting.answer()
             approved = client.post("/verify", json={"id": vid, "code": code}).json()
-    assert_problem(early, 503, "check_not_recorded")
+    pending = assert_problem(early, 503, "check_not_recorded")
+    assert "request a new call" in pending["detail"]  # the way out should the code's write be lost
     assert answer.status_code == 201, answer.text
     assert (approved["valid"], approved["attempts"]) == (True, 1)
 

@@ -61,12 +61,19 @@ class AttemptsInFlight(VerificationError):
 
 
 class CheckNotRecorded(VerificationError):
-    """The code was checked after its attempt had been released, so nothing was judged or spent."""
+    """Nothing was judged or spent: the code was checked after its attempt had been released, or
+    (``code_pending``) the newest call's code is not in storage (still being written, being
+    repaired after a storage failure, or lost with its writes in a failover: a new call mends that)."""
 
     code = "check_not_recorded"
 
-    def __init__(self, verification_id: str):
-        super().__init__("the code could not be judged in time; no attempt was spent; submit it again")
+    def __init__(self, verification_id: str, *, code_pending: bool = False):
+        super().__init__(
+            "the code of the latest call is not in storage yet, so no code can be judged; no attempt was "
+            "spent; submit it again shortly, and if this goes on, request a new call"
+            if code_pending
+            else "the code could not be judged in time; no attempt was spent; submit it again"
+        )
         self.verification_id = verification_id
         self.retry_after_seconds = 1
 

@@ -665,7 +665,7 @@ class VerificationStore:
         if verdict == "locked":
             return errors.PhoneLocked(from_millis(int(detail)), _seconds_until(int(detail), now))
         if verdict in ("released", "code_pending"):  # code_pending: the newest code is not stored yet
-            return errors.CheckNotRecorded(verification_id)
+            return errors.CheckNotRecorded(verification_id, code_pending=verdict == "code_pending")
         raise RuntimeError(f"unexpected store answer {verdict!r}")
 
 
