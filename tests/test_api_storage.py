@@ -8,8 +8,9 @@ import httpx
 from prometheus_client import REGISTRY
 from redis import Redis
 
+from otpservice.adapters.storage.keys import verification_key
 from tests.support.flows import assert_problem
-from tests.support.provider import SlowAnswers
+from tests.support.provider import HeldAnswers
 from tests.support.redis_servers import wait_until
 from tests.support.sandbox import SandboxHandle
 from tests.support.servers import free_port
@@ -37,26 +38,27 @@ def test_a_verification_lost_while_its_call_is_placed_answers_code_lost(
 ) -> None:
     """Storage losing the record while its call is being placed (a failover dropping the create) is
     503 code_lost with the id and call_may_have_rung, logged and counted as a lost record, never a 404."""
-    phone = "0912000666"
-    slow = SlowAnswers(0.5)
+    held = HeldAnswers()
     lost = {"write": "record_placed_call"}
     before = REGISTRY.get_sample_value("otp_records_lost_total", lost) or 0
     with (
-        running_service(redis_url, sandbox.url, provider_transport=slow) as service,
+        running_service(redis_url, sandbox.url, provider_transport=held) as service,
         service.client() as client,
         Redis.from_url(redis_url) as store,
     ):
         answers: list[httpx.Response] = []
-        starting = threading.Thread(target=lambda: answers.append(client.post("/otp", json={"phone": phone})))
+        starting = threading.Thread(
+            target=lambda: answers.append(client.post("/otp", json={"phone": "0912000666"}))
+        )
         starting.start()
-        wait_until(lambda: len(sandbox.calls(phone)) == 1, 5, "the call being placed")
-        [record] = [key for key in store.scan_iter("otp:*:vf_*") if store.hget(key, "ph") == b"+84912000666"]
-        store.delete(record)
+        wait_until(lambda: bool(held.placed), 5, "the call being placed")
+        vid = held.called_id()
+        assert store.delete(verification_key(vid)) == 1
+        held.release.set()
         starting.join(timeout=10)
         [answer] = answers
         problem = assert_problem(answer, 503, "code_lost")
-        assert problem["call_may_have_rung"] is True
-        assert record.decode().endswith(problem["id"])
-        assert_problem(client.get(f"/otp/{problem['id']}"), 404, "not_found")
+        assert (problem["id"], problem["call_may_have_rung"]) == (vid, True)
+        assert_problem(client.get(f"/otp/{vid}"), 404, "not_found")
         assert '"outcome":"record_lost"' in service.logs.getvalue()
     assert REGISTRY.get_sample_value("otp_records_lost_total", lost) == before + 1

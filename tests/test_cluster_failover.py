@@ -8,7 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from otpservice.adapters.storage.clock import CLOCK_KEY
+from otpservice.adapters.storage.connection import connect
 from otpservice.adapters.storage.keys import call_schedule_key, shard_of_number, verification_key
+from otpservice.adapters.storage.scripts import Storage
+from otpservice.redis_url import parse_redis_url
 from tests.support.flows import create, heard_code
 from tests.support.redis_servers import ClusterSetup, ServerProcess, cluster_setup, wait_until
 from tests.support.sandbox import SandboxHandle
@@ -132,3 +136,31 @@ def test_a_handover_that_leaves_the_old_primary_up_loses_no_acknowledged_start(
         assert not lost, f"{len(lost)} of {len(acknowledged)} acknowledged starts lost: {lost[:5]}"
         assert set(other_answers) <= {503}, other_answers
     print(f"cluster handover: {len(acknowledged)} starts acknowledged, none lost, {len(other_answers)} 503")
+
+
+def _evals_served(node: ServerProcess) -> int:
+    with node.client() as client:
+        stats = client.info("commandstats").get("cmdstat_eval", {})
+    return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+
+
+@pytest.mark.long
+async def test_the_storage_clock_is_read_from_the_new_primary_after_a_handover(cluster: ClusterSetup) -> None:
+    """After a CLUSTER FAILOVER of the node serving the clock's slot, with nothing else moving the
+    client's map, the next reading of the storage clock is answered by the new primary."""
+    storage = Storage(
+        connect(parse_redis_url(cluster.url), timeout_seconds=1.0), operation_timeout_seconds=4.0
+    )
+    try:
+        await storage.server_time(CLOCK_KEY)  # the client's map of the slots, as of now
+        primary = cluster.primary_of(CLOCK_KEY)
+        replica = cluster.replica_of(primary)
+        assert replica is not None
+        with replica.client() as client:
+            client.execute_command("CLUSTER", "FAILOVER")
+        wait_until(lambda: cluster.replica_of(replica) is primary, 15, "the replica taking the slots over")
+        before = _evals_served(replica)
+        await storage.server_time(CLOCK_KEY)
+        assert _evals_served(replica) == before + 1, "the clock was read from the demoted node"
+    finally:
+        await storage.close()

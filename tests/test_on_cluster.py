@@ -47,13 +47,12 @@ async def test_every_replica_reads_the_time_of_one_node(redis_url: str) -> None:
         await storage.close()
 
 
-async def test_commands_whose_connections_the_cluster_client_closes_are_retried_not_raised(
+async def test_commands_whose_connections_the_cluster_client_closes_are_storage_unavailable(
     redis_url: str,
 ) -> None:
     """redis-py's Cluster client closes the connections of commands in flight when it reloads the
-    cluster's map (on CLUSTERDOWN in a failover): each such command is sent again on a fresh
-    connection, and at worst is storage_unavailable, never the client's own AttributeError or
-    RuntimeError (a 500)."""
+    cluster's map (on CLUSTERDOWN in a failover): such a command is storage_unavailable (a 503 the
+    client may retry), never the client's own AttributeError or RuntimeError (a 500)."""
     storage = Storage(connect(parse_redis_url(redis_url), timeout_seconds=1.0), operation_timeout_seconds=4.0)
     outcomes: Counter[str] = Counter()
 
@@ -77,3 +76,24 @@ async def test_commands_whose_connections_the_cluster_client_closes_are_retried_
         await storage.close()
     assert set(outcomes) <= {"written", "StorageUnavailable"}, outcomes
     assert outcomes["written"] >= 1500, outcomes
+
+
+async def test_a_bug_in_a_storage_call_is_raised_as_it_is_not_taken_for_storage_unavailable(
+    redis_url: str,
+) -> None:
+    """An AttributeError of our own making inside redis-py (a list where it wants a mapping) is raised
+    once, as the bug it is, not retried nor answered as storage_unavailable."""
+    storage = Storage(connect(parse_redis_url(redis_url), timeout_seconds=1.0), operation_timeout_seconds=2.0)
+    tries = 0
+
+    async def buggy() -> object:
+        nonlocal tries
+        tries += 1
+        return await storage.client.zadd("otp:{s01}:bug", [("vf_1|1", 1)])  # type: ignore[arg-type]
+
+    try:
+        with pytest.raises(AttributeError):
+            await storage.call(buggy, "bug")
+    finally:
+        await storage.close()
+    assert tries == 1

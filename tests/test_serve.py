@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import signal
+import socket
+import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
@@ -63,3 +70,42 @@ def test_two_workers_with_every_secret_from_a_file_serve_and_count_as_one(
             assert seen == [6.0] * 8  # one worker alone would have counted some of them
             with serve.client() as api:
                 assert api.get("/metrics").status_code == 200  # an API key may scrape too
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == errno.ECONNREFUSED
+
+
+@pytest.mark.long
+def test_two_workers_told_to_stop_refuse_new_connections_at_once_and_finish_those_in_flight(
+    tmp_path: Path, redis_url: str, sandbox: SandboxHandle
+) -> None:
+    """After SIGTERM, `serve --workers 2` refuses new connections within a second (they go to another
+    replica) instead of letting the kernel queue them unanswered until it exits, and still answers the
+    start in flight."""
+    env = production_env(redis_url, sandbox.url)
+    with running_serve(env, tmp_path / "serve.log", workers=2) as serve:
+        port = int(serve.url.rsplit(":", 1)[1])
+        with serve.client(api_key=None) as anonymous:
+            wait_until(lambda: anonymous.get("/readyz").status_code == 200, 10, "ready")
+        sandbox.config.provider_faults.latency_seconds = 3.0
+        answers: list[httpx.Response] = []
+
+        def start() -> None:
+            with serve.client() as client:
+                answers.append(client.post("/otp", json={"phone": "0912000777"}))
+
+        starting = threading.Thread(target=start)
+        starting.start()
+        wait_until(
+            lambda: '"event":"verification.created"' in serve.log.read_text().replace(" ", ""), 5, "the start"
+        )
+        os.kill(serve.pid, signal.SIGTERM)
+        told = time.monotonic()
+        wait_until(lambda: _refused(port), 2, "new connections refused")
+        refused_after = time.monotonic() - told
+        starting.join(timeout=15)
+        assert [answer.status_code for answer in answers] == [201], serve.log.read_text()[-2000:]
+    assert refused_after < 2

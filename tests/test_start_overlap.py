@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -111,13 +110,6 @@ def gated(redis_url: str, sandbox: SandboxHandle, recorded: RecordedRequests) ->
         yield service
 
 
-def _called_id(recorded: RecordedRequests, n: int = -1) -> str:
-    """The verification id of the ``n``th call placed (from its callback URL)."""
-    callback = recorded.placed[n][1]["callback_url"]
-    assert isinstance(callback, str)
-    return urlsplit(callback).path.split("/")[3]
-
-
 def _record(redis_url: str, vid: str) -> dict[str, str]:
     """A verification's stored fields, read straight from Redis."""
     redis = sync_client(redis_url)
@@ -150,7 +142,7 @@ def test_a_start_places_its_call_while_its_code_is_still_being_hashed(
     gate.close()
     starting = InBackground(gated, lambda client: client.post("/otp", json={"phone": "0912100001"}))
     wait_until(lambda: bool(sandbox.calls("0912100001")), 5, "the call leaving while its code is hashed")
-    vid = _called_id(recorded)
+    vid = recorded.called_id()
     with gated.client() as client:
         held = client.get(f"/otp/{vid}").json()
         assert not starting.answered
@@ -183,7 +175,7 @@ def test_a_code_hashed_after_its_call_was_placed_is_stored_with_the_placement_in
     gate.open()
     answer = starting.answer()
     ran = {name: _storage_operations(name) - count for name, count in before.items()}
-    stored = _record(redis_url, _called_id(recorded))
+    stored = _record(redis_url, recorded.called_id())
     with gated.client() as client:
         approved = client.post(
             "/verify", json={"id": answer.json()["id"], "code": heard_code(sandbox, "0912100013")}
@@ -227,7 +219,7 @@ def test_a_callback_before_the_code_is_stored_spends_no_attempt_and_the_code_sti
         gate.close()
         starting = InBackground(service, lambda own: own.post("/otp", json={"phone": "0912100012"}))
         wait_until(lambda: bool(sandbox.calls("0912100012")), 5, "the call leaving")
-        vid = _called_id(recorded)
+        vid = recorded.called_id()
         code = heard_code(sandbox, "0912100012")
         with service.client() as client:
             wait_until(
@@ -361,7 +353,7 @@ def test_a_failed_hash_fails_the_verification_instead_of_leaving_it_uncheckable(
     gate.fail = True
     with gated.client() as client:
         broken = client.post("/otp", json={"phone": "0912100010"})
-        vid = _called_id(recorded)
+        vid = recorded.called_id()
         verification = client.get(f"/otp/{vid}").json()
     body = assert_problem(broken, 503, "code_lost")
     assert (body["id"], body["call_may_have_rung"]) == (vid, True)

@@ -24,6 +24,7 @@ import click
 import uvicorn
 import yaml
 from prometheus_client import multiprocess
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from otpservice.cpus import usable_cores
 from otpservice.dev_receiver import receiver_app
@@ -67,16 +68,36 @@ def serve_command(host: str, port: int, workers: int) -> None:
     configure_logging(settings.log_level, json=settings.log_json)
     with metrics_across_workers(workers):
         # Each worker process builds the app from the same environment through the factory.
-        uvicorn.run(
-            "otpservice.cli.service:production_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,
-            log_config=None,
+        options: dict[str, Any] = {
+            "factory": True,
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "access_log": False,
+            "log_config": None,
             **server_options(settings),
-        )
+        }
+        if workers == 1:
+            uvicorn.run("otpservice.cli.service:production_app", **options)
+        else:  # what uvicorn.run does for several workers, with another supervisor
+            config = uvicorn.Config("otpservice.cli.service:production_app", **options)
+            ListenerClosingSupervisor(config, sockets=[config.bind_socket()]).run()
+
+
+class ListenerClosingSupervisor(Multiprocess):
+    """uvicorn's supervisor of worker processes, letting go of the listening socket when it stops.
+
+    The workers close their copies of the socket at SIGTERM, but the supervisor kept its own open
+    while they drained (up to two minutes): the kernel went on completing connections that nobody
+    would accept, and reset them when the supervisor exited, so a client could not tell whether its
+    request had been taken. With the socket closed, a new connection is refused at once and goes to
+    another replica; the requests in flight are answered as before.
+    """
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
 
 
 @contextmanager

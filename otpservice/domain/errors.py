@@ -99,7 +99,8 @@ class CodeLost(VerificationError):
     def __init__(self, verification_id: str, *, record_lost: bool = False):
         super().__init__(
             "the call went out, but storage lost this verification meanwhile (a failover dropped its "
-            "latest writes), so the code it reads cannot be checked; start a new verification"
+            "latest writes), so the code it reads cannot be checked; start a new verification (with a new "
+            "Idempotency-Key, if this request had one)"
             if record_lost
             else "the call may ring, but its code could not be prepared and cannot be checked; start "
             "again (a resend: send it again)"

@@ -55,7 +55,7 @@ _DOMAIN_STATUS: dict[type[errors.VerificationError], tuple[int, str]] = {
     errors.IdempotencyInProgress: (409, "Request in progress"),
     errors.ProviderRejected: (422, "The provider refused the number"),
     errors.ProviderUnavailable: (503, "Voice provider unavailable"),
-    errors.CodeLost: (503, "Code could not be prepared"),
+    errors.CodeLost: (503, "Code cannot be checked"),
     errors.CallbackRejected: (401, "Callback not authenticated"),
 }
 

@@ -436,8 +436,9 @@ CODE_LOST = _kind(
     503,
     "CodeLostProblem",
     "code_lost",
-    "the call may ring but its code could not be prepared, so it cannot be checked; start (or resend) "
-    "again (Retry-After)",
+    "the call may ring but its code cannot be checked: its hash could not be computed (start, or "
+    "resend, again), or storage lost the verification in a failover while its call was placed (start "
+    "a new one; GET answers 404) (Retry-After)",
     id=str,
     call_may_have_rung=bool,
     header=_RETRY_AFTER,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -51,5 +53,26 @@ class RecordedRequests(httpx.AsyncBaseTransport):
         self.answered += 1
         return response
 
+    def called_id(self, n: int = -1) -> str:
+        """The verification id of the ``n``th call placed (from its callback URL)."""
+        callback = self.placed[n][1]["callback_url"]
+        assert isinstance(callback, str)
+        return urlsplit(callback).path.split("/")[3]
+
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+class HeldAnswers(RecordedRequests):
+    """Recorded calls whose answers reach the service only once ``release`` is set (from any thread):
+    the call is placed at once, and a test acts while the service waits to learn it was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if request.url.path.endswith("/otp"):
+            await asyncio.to_thread(self.release.wait, 10)
+        return response

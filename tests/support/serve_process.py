@@ -48,6 +48,7 @@ class ServeProcess:
 
     url: str
     log: Path
+    pid: int = 0  # the supervisor's, with several workers
 
     def client(self, api_key: str | None = PRODUCTION_API_KEY) -> httpx.Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -67,7 +68,7 @@ def running_serve(env: dict[str, str], log: Path, workers: int = 1) -> Iterator[
     try:
         wait_until(lambda: process.poll() is not None or _answers(url), 30, f"serve on {url}")
         assert process.poll() is None, log.read_text()
-        yield ServeProcess(url, log)
+        yield ServeProcess(url, log, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=15)

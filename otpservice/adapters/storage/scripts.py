@@ -68,29 +68,40 @@ def script_source(name: str) -> str:
     return _source("_windows") + (own if name in _STANDALONE else _source("_prelude") + own)
 
 
+_TIME_OF_THE_KEY_S_NODE = "return redis.call('TIME')"
+
 # A script reaching a key its node no longer holds: the shard's Cluster slot is moving to another
 # node (a reshard). Not now, rather than wrong: the script stopped before writing (see touch() in
 # lua/_prelude.lua), and once the slot has moved the same call succeeds there.
 _SLOT_MOVING = "non local key"
 
 
-# Where a connection closed under a command fails: redis-py's connection, or the stream it writes to.
-_CONNECTION_CODE = ("/redis/", "/asyncio/streams.py")
+# What a command meets when redis-py closed its connection under it: no stream left to write to, or
+# the closed transport of the stream (uvloop's words).
+_CONNECTION_MODULE = "redis/asyncio/connection.py"
+_STREAM_METHODS = frozenset({"write", "writelines", "drain", "read", "readline", "readexactly", "readuntil"})
+_CLOSED_TRANSPORT = "unable to perform operation on"
 
 
 def closed_under_it(exc: BaseException) -> bool:
     """Whether a command failed because its connection was closed while it ran, by the client itself.
 
-    redis-py's Cluster client closes every node's connections when it refreshes its view of the
+    redis-py's Cluster client closes every node's connections when it reloads its map of the
     cluster (on CLUSTERDOWN during a failover, for one), those other commands are using included;
-    they then fail inside the client with AttributeError (no stream to write to) or RuntimeError (a
-    closed transport) rather than a ConnectionError, so redis-py does not retry them either. Told
-    apart from a bug by where they were raised.
+    they then fail inside the client with AttributeError (its stream gone) or RuntimeError (a closed
+    transport) rather than a ConnectionError, so redis-py does not retry them. Told apart from a bug
+    by exactly what failed, and where: in redis-py's connection, on its stream.
     """
-    if not isinstance(exc, AttributeError | RuntimeError):
-        return False
-    frames = traceback.extract_tb(exc.__traceback__)
-    return bool(frames) and any(part in frames[-1].filename for part in _CONNECTION_CODE)
+    if isinstance(exc, AttributeError):
+        if exc.obj is not None or exc.name not in _STREAM_METHODS:
+            return False
+        frames = traceback.extract_tb(exc.__traceback__)
+        return bool(frames) and frames[-1].filename.endswith(_CONNECTION_MODULE)
+    if isinstance(exc, RuntimeError) and str(exc).startswith(_CLOSED_TRANSPORT):
+        return any(
+            frame.filename.endswith(_CONNECTION_MODULE) for frame in traceback.extract_tb(exc.__traceback__)
+        )
+    return False
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -231,11 +242,10 @@ class Storage:
         """The server's clock (TIME), in epoch seconds; in a Cluster, of the node serving ``key``'s slot."""
         client = self.client
         if isinstance(client, RedisCluster):
-
-            async def node_time() -> Any:
-                return await client.execute_command("TIME", target_nodes=client.get_node_from_key(key))
-
-            seconds, micros = await self.call(node_time, "time")
+            # Asked through the key, not of the node the client's map names for its slot: a MOVED
+            # answer corrects the route, where a node demoted by a planned failover would go on
+            # answering a keyless TIME (the map is reloaded only on errors; see connection).
+            seconds, micros = await self.call(lambda: client.eval(_TIME_OF_THE_KEY_S_NODE, 1, key), "time")
         else:
             seconds, micros = await self.call(client.time, "time")
         return int(seconds) + int(micros) / 1_000_000
@@ -255,13 +265,7 @@ class Storage:
             async with asyncio.timeout(self._timeout), self._slots:
                 if not self._ready:
                     await self._start()
-                try:
-                    return await operation()
-                except (AttributeError, RuntimeError) as exc:
-                    if not closed_under_it(exc):
-                        raise
-                    # once more, on a fresh connection: every write is idempotent (see the module)
-                    return await operation()
+                return await operation()
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
