@@ -68,6 +68,32 @@ async def test_only_the_lease_holder_settles_and_order_holds(redis: Redis) -> No
     assert await mine(after_lease, after_lease + timedelta(seconds=30)) == ["verification.canceled"]
 
 
+async def test_only_an_event_s_first_lease_is_marked_first_even_after_its_holder_died(redis: Redis) -> None:
+    """The first lease of an event is marked first (it counts as emitted); a lease taken over from a
+    holder that died, or after a failed try, is not, so the event is not counted again."""
+    storage = Storage(redis, operation_timeout_seconds=5)
+    store, outbox = VerificationStore(storage, 86400), EventOutbox(storage)
+    vid = await _hooked_verification(store)
+    shard = keys.shard_of(vid)
+    later = NOW + timedelta(days=366)
+
+    async def leases(at: datetime) -> list[tuple[int, bool]]:
+        claimed = await outbox.claim(shard, at, 1000, at + timedelta(seconds=1))
+        return [(e.tries, e.first_lease) for e in claimed if e.verification.id == vid]
+
+    assert await leases(later) == [(0, True)]
+    assert await leases(later + timedelta(seconds=2)) == [(0, False)]  # its holder died: taken over
+    [event] = [
+        e
+        for e in await outbox.claim(shard, later + timedelta(seconds=4), 1000, later + timedelta(seconds=5))
+        if e.verification.id == vid
+    ]
+    await outbox.settle(
+        event, later + timedelta(seconds=4), "retry", retry_at=later + timedelta(seconds=6), tries=1
+    )
+    assert await leases(later + timedelta(seconds=6)) == [(1, False)]
+
+
 async def test_an_event_whose_send_raises_anything_is_settled_and_lets_the_next_go(redis: Redis) -> None:
     """A send failing with an error that is not httpx's own still counts as a failed try (here past the
     retry window, so dead-lettered), and the verification's next event is sent after it."""

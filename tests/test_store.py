@@ -1019,6 +1019,26 @@ async def test_a_resends_placement_carrying_its_code_after_its_callback_makes_it
     await assert_only_code(store, vid, at, seq, "222222")
 
 
+async def test_a_placement_nobody_recorded_of_an_ended_verification_shows_as_unknown(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A verification that ended (here canceled) before anyone learnt what became of its first call
+    stays ended, and its delivery says the call's fate is unknown rather than queued for good."""
+    vid = await new_pending(store)
+    await store.cancel(vid, "cancel-1", NOW)
+    await store.placement_unknown(vid, NOW + timedelta(seconds=25), 1, "placement unrecorded")
+    verification = await store.get(vid)
+    assert verification is not None
+    assert verification.status is VerificationStatus.CANCELED
+    delivery = verification.delivery
+    assert (delivery.send_seq, delivery.status, delivery.reason) == (
+        1,
+        DeliveryStatus.UNKNOWN,
+        "placement unrecorded",
+    )
+    assert await scheduled(redis, vid, 1) is None
+
+
 async def test_a_placement_carrying_its_code_after_the_verification_ended_stores_no_code(
     store: VerificationStore, redis: Redis
 ) -> None:

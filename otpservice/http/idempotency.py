@@ -107,7 +107,7 @@ class Idempotency:
             if held.state == "done":
                 return Answer(held.status, held.body, {}, _media_type(held.status)).response(replayed=True)
             if time.monotonic() >= deadline:
-                raise errors.IdempotencyInProgress(retry_after_seconds=1)
+                raise errors.IdempotencyInProgress(1, held_for_seconds=max(1, -(-held.held_ms // 1000)))
             await asyncio.sleep(_POLL_SECONDS)
         try:
             answer = await _answered(request, handle)

@@ -117,7 +117,7 @@ class WebhookDispatcher:
 
     async def _deliver(self, event: Event) -> None:
         bound = log.bind(event=event.webhook_id, type=event.type, verification_id=event.verification.id)
-        if event.tries == 0 and event.window_start == event.at:
+        if event.first_lease and event.window_start == event.at:  # not a revived dead letter
             metrics.WEBHOOK_EVENTS.labels("emitted").inc()
         endpoint = self._endpoints.get(event.tenant)
         if endpoint is None:

@@ -25,6 +25,7 @@ class StoredAnswer:
     fingerprint: str
     status: int
     body: bytes
+    held_ms: int = 0  # how long the record is kept yet: a running request's claim, at the latest
 
 
 def _record_key(tenant: str, idempotency_key: str) -> str:
@@ -51,7 +52,7 @@ class IdempotencyRecords:
         state: Literal["running", "done"] = "done" if text(reply[0]) == "done" else "running"
         status = text(reply[2])
         body = reply[3] if isinstance(reply[3], bytes) else text(reply[3]).encode()
-        return StoredAnswer(state, text(reply[1]), int(status) if status else 0, body)
+        return StoredAnswer(state, text(reply[1]), int(status) if status else 0, body, int(reply[4]))
 
     async def keep(
         self, tenant: str, idempotency_key: str, owner: str, fingerprint: str, status: int, body: bytes

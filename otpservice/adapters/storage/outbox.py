@@ -37,6 +37,7 @@ class Event:
     verification: Verification
     tries: int
     lease: str = ""  # the name of the lease this worker holds it under
+    first_lease: bool = False  # no worker held it before (it is being sent for the first time)
 
     @property
     def webhook_id(self) -> str:
@@ -57,7 +58,9 @@ class DeadLetter:
     died_at: datetime
 
 
-def _event(shard: int, key: str, payload: str, tries: int, lease: str = "") -> Event:
+def _event(
+    shard: int, key: str, payload: str, tries: int, lease: str = "", *, first_lease: bool = False
+) -> Event:
     body: dict[str, Any] = json.loads(payload)
     verification_id = key.rpartition(":")[0]
     at = from_millis(int(body["at"]))
@@ -71,6 +74,7 @@ def _event(shard: int, key: str, payload: str, tries: int, lease: str = "") -> E
         verification=to_verification(verification_id, {k: str(v) for k, v in body["fields"].items()}),
         tries=tries,
         lease=lease,
+        first_lease=first_lease,
     )
 
 
@@ -87,10 +91,10 @@ class EventOutbox:
         )
         words = [text(word) for word in reply]
         events = []
-        for i in range(0, len(words), 3):
-            key, payload, tries = words[i], words[i + 1], int(words[i + 2])
+        for i in range(0, len(words), 4):
+            key, payload, tries, first = words[i], words[i + 1], int(words[i + 2]), words[i + 3] == "1"
             try:
-                events.append(_event(shard, key, payload, tries, lease))
+                events.append(_event(shard, key, payload, tries, lease, first_lease=first))
             except (ValueError, KeyError, TypeError) as exc:
                 # one unreadable event must not hold up the others: set it aside for operators
                 await self._storage.run(

@@ -4,8 +4,10 @@
 -- comes due again when the lease ends.
 -- Each lease is named (<event>|l): settling an attempt is only taken from the lease's holder, so a
 -- worker whose lease ended (and another's began) cannot settle the event under it.
+-- An event's first lease is told apart (its lease field is new), so that it is counted once as
+-- emitted, however many workers claim it after one died holding it or its settling was lost.
 -- KEYS: the shard's delivery schedule, its outbox.  ARGV: now, how many at most, lease end (ms),
--- lease name.  Answers event id, payload, tries, ... for each event leased.
+-- lease name.  Answers event id, payload, tries, first lease (1 or 0), ... for each event leased.
 local now = tonumber(ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local leased = {}
@@ -19,10 +21,11 @@ for _, event in ipairs(due) do
       redis.call('ZADD', KEYS[1], now + 30000, event)  -- its predecessor first; 30 s is a safety net
     else
       redis.call('ZADD', KEYS[1], ARGV[3], event)
-      redis.call('HSET', KEYS[2], event .. '|l', ARGV[4])
+      local first = redis.call('HSET', KEYS[2], event .. '|l', ARGV[4])
       table.insert(leased, event)
       table.insert(leased, payload)
       table.insert(leased, redis.call('HGET', KEYS[2], event .. '|t') or '0')
+      table.insert(leased, first)
     end
   end
 end

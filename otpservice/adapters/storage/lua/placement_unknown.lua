@@ -6,8 +6,13 @@
 local v = load()
 if not v then return {'not_found'} end
 if v.ns ~= ARGV[3] then
-  -- resolved meanwhile (its resolver owns the schedule entry), or the verification ended first
-  if not v.ns and tonumber(v.ds) < tonumber(ARGV[3]) then redis.call('ZREM', KEYS[2], ARGV[5]) end
+  -- resolved meanwhile (its resolver owns the schedule entry), or the verification ended first:
+  -- then its delivery, still describing an earlier send (or none), says the call's fate is unknown
+  if not v.ns and tonumber(v.ds) < tonumber(ARGV[3]) then
+    redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'unknown', 'drs', ARGV[4], 'dua', stamp(v))
+    redis.call('HDEL', key, 'dci', 'dps', 'ddu')
+    redis.call('ZREM', KEYS[2], ARGV[5])
+  end
   return answer('ignored')
 end
 if tonumber(v.ds) < tonumber(ARGV[3]) then
