@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
-import threading
-
-import httpx
-import pytest
 
 from otpservice.domain.limits import parse_limits
-from otpservice.http.app import _request_bound_seconds
-from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
-from otpservice.settings import AutocallSettings
 from tests.support.flows import assert_problem, create
-from tests.support.provider import HeldAnswers
-from tests.support.redis_servers import wait_until
 from tests.support.sandbox import SandboxHandle
 from tests.support.service import ServiceHandle, running_service
 
@@ -131,40 +121,3 @@ def test_two_idempotency_keys_on_one_request_are_refused(
     problem = assert_problem(refused, 422, "validation_error")
     assert problem["errors"][0]["field"] == "Idempotency-Key"
     assert sandbox.calls(phone) == []
-
-
-@pytest.mark.long
-def test_a_repeat_while_the_first_request_runs_on_is_409_saying_how_long_the_key_may_stay_held(
-    redis_url: str, sandbox: SandboxHandle
-) -> None:
-    """A repeat that waited 5 s for a first request still placing its call is 409
-    idempotency_in_progress with Retry-After, and its detail bounds how long the key stays held (the
-    longest a request can run: what a client waits out should the first request's worker have died)."""
-    held, phone, key = HeldAnswers(), _number(), _key()
-    # a provider exchange may last 10 s here, longer than the repeat waits
-    patient = AutocallSettings(
-        url=sandbox.url, secret_key=EXAMPLE_SECRET_KEY, caller="0123456789", read_timeout_seconds=8.0
-    )
-    with (
-        running_service(redis_url, sandbox.url, provider_transport=held, autocall=patient) as service,
-        service.client() as client,
-    ):
-        answers: list[httpx.Response] = []
-        first = threading.Thread(
-            target=lambda: answers.append(client.post("/otp", json={"phone": phone}, headers=key))
-        )
-        first.start()
-        try:
-            wait_until(lambda: bool(held.placed), 5, "the first request placing its call")
-            with service.client() as other:
-                repeat = other.post("/otp", json={"phone": phone}, headers=key)
-        finally:
-            held.release.set()
-            first.join(timeout=10)
-        problem = assert_problem(repeat, 409, "idempotency_in_progress")
-        assert repeat.headers["retry-after"] == "1"
-        bound = _request_bound_seconds(service.settings)
-        at_most = int(re.search(r"at most (\d+) s", problem["detail"]).group(1))  # type: ignore[union-attr]
-        assert bound - 10 <= at_most <= bound
-        assert [answer.status_code for answer in answers] == [201]
-    assert len(sandbox.calls(phone)) == 1

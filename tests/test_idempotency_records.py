@@ -34,6 +34,18 @@ async def test_a_claim_sent_again_by_its_own_request_is_still_its_claim(
     assert held.state == "running"
 
 
+async def test_a_key_held_by_a_running_request_says_for_how_long_at_most(
+    records: tuple[IdempotencyRecords, Redis],
+) -> None:
+    """Another request's claim is told how long the running one holds the key at most (its lease,
+    which outlasts any request), what a client waits out should that request's worker have died."""
+    store, _ = records
+    assert await store.claim("t", "k-held", "fp", "owner-1", LEASE_MS) is None
+    held = await store.claim("t", "k-held", "fp", "owner-2", LEASE_MS)
+    assert held is not None
+    assert LEASE_MS - 5_000 < held.held_ms <= LEASE_MS
+
+
 async def test_an_answer_settled_after_its_claim_ran_out_is_kept_for_repeats(
     records: tuple[IdempotencyRecords, Redis],
 ) -> None:

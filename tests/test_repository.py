@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -14,11 +16,11 @@ _MENTIONED_DOC = re.compile(r"\b([\w-]+\.md)\b")
 
 
 def _files(pattern: str) -> list[Path]:
-    return [
-        path
-        for path in ROOT.rglob(pattern)
-        if not _SKIPPED.intersection(path.relative_to(ROOT).parts) and path.is_file()
-    ]
+    found: list[Path] = []
+    for directory, subdirectories, names in os.walk(ROOT):
+        subdirectories[:] = [name for name in subdirectories if name not in _SKIPPED]  # not walked at all
+        found += [Path(directory, name) for name in fnmatch.filter(names, pattern)]
+    return found
 
 
 def _exists(name: str, near: Path) -> bool:

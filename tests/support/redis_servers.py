@@ -299,6 +299,8 @@ def cluster_setup(masters: int = 3, *, replicas: bool = False) -> Iterator[Clust
                 f"nodes-{port}.conf",
                 "--cluster-node-timeout",
                 "2000",
+                "--repl-diskless-sync-delay",  # a replica's first sync at once, not after 5 s
+                "0",
                 "--cluster-port",  # the default (port + 10000) may be out of range or taken
                 str(bus_port),
                 port=port,
@@ -307,26 +309,20 @@ def cluster_setup(masters: int = 3, *, replicas: bool = False) -> Iterator[Clust
         try:
             for _ in range(masters):
                 nodes.append(_started(cluster_node))
+            followers.extend(_started(cluster_node) for _ in range(masters if replicas else 0))
             step = 16384 // masters
             for index, node in enumerate(nodes):
                 first = index * step
                 last = 16383 if index == masters - 1 else first + step - 1
                 with node.client() as client:
                     client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
-            with nodes[0].client() as client:
-                for node in nodes[1:]:
-                    client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_ports[node.port])
-            wait_until(lambda: all(_cluster_ok(n, masters) for n in nodes), 20, "cluster state ok")
-            followers.extend(_started(cluster_node) for _ in range(masters if replicas else 0))
-            nodes_after = masters + len(followers)
-            for primary, follower in zip(nodes, followers, strict=False):
-                with nodes[0].client() as client:
-                    client.execute_command(
-                        "CLUSTER", "MEET", "127.0.0.1", follower.port, bus_ports[follower.port]
-                    )
-                _replicate(follower, primary)
             every = [*nodes, *followers]
-            wait_until(lambda: all(_cluster_ok(n, nodes_after) for n in every), 20, "cluster state ok")
+            with nodes[0].client() as client:
+                for node in every[1:]:
+                    client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_ports[node.port])
+            for primary, follower in zip(nodes, followers, strict=False):
+                _replicate(follower, primary)
+            wait_until(lambda: all(_cluster_ok(n, len(every)) for n in every), 20, "cluster state ok")
             wait_until(lambda: all(_in_sync(f) for f in followers), 20, "replicas in sync")
             yield ClusterSetup(nodes=nodes, replicas=followers)
         finally:
