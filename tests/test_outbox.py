@@ -12,8 +12,10 @@ from redis.asyncio import Redis
 
 from otpservice.adapters.storage import keys
 from otpservice.adapters.storage.outbox import EventOutbox
+from otpservice.adapters.storage.records import text
 from otpservice.adapters.storage.scripts import Storage
 from otpservice.adapters.storage.store import VerificationStore
+from otpservice.domain.clock import to_millis
 from otpservice.service.verifications import new_verification_id
 from otpservice.service.webhooks import Endpoint, WebhookDispatcher
 from tests.support.service import ManualClock
@@ -92,6 +94,25 @@ async def test_only_an_event_s_first_lease_is_marked_first_even_after_its_holder
         event, later + timedelta(seconds=4), "retry", retry_at=later + timedelta(seconds=6), tries=1
     )
     assert await leases(later + timedelta(seconds=6)) == [(1, False)]
+
+
+async def test_a_claim_run_again_answers_what_it_leased_the_first_time(redis: Redis) -> None:
+    """A claim the client sends again (its reply was lost) answers the events it leased, first lease
+    included, instead of nothing: they are sent now, and counted as emitted once."""
+    storage = Storage(redis, operation_timeout_seconds=5)
+    store = VerificationStore(storage, 86400)
+    vid = await _hooked_verification(store)
+    schedule, outbox, *_ = keys.outbox_keys(keys.shard_of(vid))
+    later = NOW + timedelta(days=367)
+    claim = [to_millis(later), 1000, to_millis(later + timedelta(seconds=30)), "lease-once"]
+
+    async def mine() -> list[tuple[str, str]]:
+        words = [text(word) for word in await storage.run("claim_events", [schedule, outbox], claim)]
+        return [(words[i], words[i + 3]) for i in range(0, len(words), 4) if words[i].startswith(vid)]
+
+    first = await mine()
+    assert first == [(f"{vid}:1", "1")]
+    assert await mine() == first
 
 
 async def test_an_event_whose_send_raises_anything_is_settled_and_lets_the_next_go(redis: Redis) -> None:

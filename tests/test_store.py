@@ -1036,7 +1036,26 @@ async def test_a_placement_nobody_recorded_of_an_ended_verification_shows_as_unk
         DeliveryStatus.UNKNOWN,
         "placement unrecorded",
     )
+    assert verification.updated_at == delivery.updated_at  # a client polling updated_at sees it
     assert await scheduled(redis, vid, 1) is None
+
+
+async def test_a_late_unknown_for_a_resend_known_never_to_have_left_leaves_the_delivery_shown(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """The reconciler calling unknown a resend already known never to have left (the provider was
+    down) changes nothing of the pending verification's delivery, which still shows the call that rang."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin(store, vid, "222222", at, token="t1")
+    await never_left(store, vid, at + timedelta(seconds=1), seq, "t1")
+    await store.placement_unknown(vid, at + timedelta(seconds=25), seq, "placement unrecorded")
+    verification = await store.get(vid)
+    assert verification is not None
+    assert verification.status is VerificationStatus.PENDING
+    assert (verification.delivery.send_seq, verification.delivery.call_id) == (1, "c1")
+    assert await scheduled(redis, vid, seq) is None
 
 
 async def test_a_placement_carrying_its_code_after_the_verification_ended_stores_no_code(

@@ -226,11 +226,15 @@ class IdempotencyKeyReused(VerificationError):
 class IdempotencyInProgress(VerificationError):
     code = "idempotency_in_progress"
 
-    def __init__(self, retry_after_seconds: int, held_for_seconds: int):
+    def __init__(self, retry_after_seconds: int, held_for_seconds: int | None = None):
+        bound = (
+            f" (should its worker have stopped, the key stays held for at most {held_for_seconds} s more: "
+            "no request can run longer, so none can place a second call)"
+            if held_for_seconds is not None
+            else ""
+        )
         super().__init__(
-            "a request with this Idempotency-Key is still being processed; retry shortly (should its "
-            f"worker have stopped, the key stays held for at most {held_for_seconds} s more: no request "
-            "can run longer, so none can place a second call)"
+            f"a request with this Idempotency-Key is still being processed; retry shortly{bound}"
         )
         self.retry_after_seconds = retry_after_seconds
 

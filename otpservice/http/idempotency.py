@@ -107,7 +107,8 @@ class Idempotency:
             if held.state == "done":
                 return Answer(held.status, held.body, {}, _media_type(held.status)).response(replayed=True)
             if time.monotonic() >= deadline:
-                raise errors.IdempotencyInProgress(1, held_for_seconds=max(1, -(-held.held_ms // 1000)))
+                held_for = -(-held.held_ms // 1000) if held.held_ms > 0 else None  # PTTL -1: no expiry
+                raise errors.IdempotencyInProgress(1, held_for_seconds=held_for)
             await asyncio.sleep(_POLL_SECONDS)
         try:
             answer = await _answered(request, handle)

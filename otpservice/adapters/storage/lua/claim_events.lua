@@ -4,13 +4,28 @@
 -- comes due again when the lease ends.
 -- Each lease is named (<event>|l): settling an attempt is only taken from the lease's holder, so a
 -- worker whose lease ended (and another's began) cannot settle the event under it.
--- An event's first lease is told apart (its lease field is new), so that it is counted once as
--- emitted, however many workers claim it after one died holding it or its settling was lost.
+-- An event's first lease is told apart (its lease field is new; <event>|f names that lease until
+-- its first attempt is settled), so that it is counted once as emitted, however many workers claim
+-- it after one died holding it or its settling was lost. The same claim run again (its reply was
+-- lost, and the client sent it again) answers what it leased the first time, first leases included.
 -- KEYS: the shard's delivery schedule, its outbox.  ARGV: now, how many at most, lease end (ms),
 -- lease name.  Answers event id, payload, tries, first lease (1 or 0), ... for each event leased.
 local now = tonumber(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local leased = {}
+local function lease(event, payload, first)
+  table.insert(leased, event)
+  table.insert(leased, payload)
+  table.insert(leased, redis.call('HGET', KEYS[2], event .. '|t') or '0')
+  table.insert(leased, first)
+end
+for _, event in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], ARGV[3])) do
+  if redis.call('HGET', KEYS[2], event .. '|l') == ARGV[4] then  -- leased by this very claim
+    local first = redis.call('HGET', KEYS[2], event .. '|f') == ARGV[4] and 1 or 0
+    lease(event, redis.call('HGET', KEYS[2], event), first)
+  end
+end
+if #leased > 0 then return leased end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, event in ipairs(due) do
   local payload = redis.call('HGET', KEYS[2], event)
   if not payload then
@@ -22,10 +37,8 @@ for _, event in ipairs(due) do
     else
       redis.call('ZADD', KEYS[1], ARGV[3], event)
       local first = redis.call('HSET', KEYS[2], event .. '|l', ARGV[4])
-      table.insert(leased, event)
-      table.insert(leased, payload)
-      table.insert(leased, redis.call('HGET', KEYS[2], event .. '|t') or '0')
-      table.insert(leased, first)
+      if first == 1 then redis.call('HSET', KEYS[2], event .. '|f', ARGV[4]) end
+      lease(event, payload, first)
     end
   end
 end

@@ -11,6 +11,7 @@ local event, outcome = ARGV[1], ARGV[3]
 local payload = redis.call('HGET', KEYS[2], event)
 if not payload then return 0 end  -- settled already (a retried settle)
 if redis.call('HGET', KEYS[2], event .. '|l') ~= ARGV[7] then return 0 end  -- another worker's now
+redis.call('HDEL', KEYS[2], event .. '|f')  -- only a retry of the claim that leased it asks
 if outcome == 'retry' then
   redis.call('HSET', KEYS[2], event .. '|t', ARGV[5], event .. '|e', ARGV[6])
   redis.call('ZADD', KEYS[1], ARGV[4], event)

@@ -6,11 +6,15 @@
 local v = load()
 if not v then return {'not_found'} end
 if v.ns ~= ARGV[3] then
-  -- resolved meanwhile (its resolver owns the schedule entry), or the verification ended first:
-  -- then its delivery, still describing an earlier send (or none), says the call's fate is unknown
+  -- resolved meanwhile (its resolver owns the schedule entry), or the verification ended first
   if not v.ns and tonumber(v.ds) < tonumber(ARGV[3]) then
-    redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'unknown', 'drs', ARGV[4], 'dua', stamp(v))
-    redis.call('HDEL', key, 'dci', 'dps', 'ddu')
+    -- An ended verification's delivery, still describing an earlier send (or none), says this
+    -- call's fate is unknown; not one still pending (a send known never to have left gave way to
+    -- the delivery it shows), nor a send known never to have left (no longer counted as begun).
+    if status(v) ~= 'pending' and tonumber(v.sq) >= tonumber(ARGV[3]) then
+      redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'unknown', 'drs', ARGV[4], 'dua', stamp(v), 'ua', stamp(v))
+      redis.call('HDEL', key, 'dci', 'dps', 'ddu')
+    end
     redis.call('ZREM', KEYS[2], ARGV[5])
   end
   return answer('ignored')
