@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import structlog.testing
 from prometheus_client import REGISTRY
 
 from otpservice.adapters.storage.clock import StorageClock
@@ -161,3 +162,13 @@ async def test_the_keeper_reads_again_soon_after_a_failed_start_and_not_at_once_
     finally:
         stop.set()
         await asyncio.gather(*keepers)
+
+
+async def test_a_skewed_machine_clock_is_warned_of_once_not_at_every_reading(storage: Storage) -> None:
+    """A worker whose own clock is 5 s off the storage clock logs clock.skewed once across readings
+    taken every few seconds, not at each of them."""
+    clock = StorageClock(storage, fallback=SkewedClock(timedelta(seconds=5)))
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            assert await clock.synchronise()
+    assert [line["event"] for line in logs].count("clock.skewed") == 1

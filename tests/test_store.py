@@ -1019,6 +1019,17 @@ async def test_a_resends_placement_carrying_its_code_after_its_callback_makes_it
     await assert_only_code(store, vid, at, seq, "222222")
 
 
+async def test_a_change_stamped_by_a_clock_stepped_back_does_not_move_updated_at_back(
+    store: VerificationStore,
+) -> None:
+    """A change recorded with a storage clock that stepped back (a failover to a primary whose clock
+    is behind) keeps updated_at where it was, never before created_at."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    canceled = await store.cancel(vid, "c", NOW - timedelta(seconds=30))
+    assert canceled.updated_at >= canceled.created_at
+
+
 async def test_a_placement_nobody_recorded_of_an_ended_verification_shows_as_unknown(
     store: VerificationStore, redis: Redis
 ) -> None:

@@ -29,8 +29,12 @@ log = structlog.get_logger(__name__)
 
 # Whose slot's node tells the time in a Cluster (never written: only its slot matters).
 CLOCK_KEY = "otp:clock"
-# How often the storage clock is read again: the monotonic clock drifts from it by parts per million.
-SYNC_INTERVAL_SECONDS = 60.0
+# How often the storage clock is read again. The monotonic clock drifts from it by parts per million
+# only, but the clock itself may change under the service: a standalone server restarted with
+# another clock, a Cluster's slot of otp:clock moving to another node (Sentinel's changes of master
+# are followed at once; see Storage.follow_master). One TIME per worker every few seconds bounds how
+# long replicas can disagree then.
+SYNC_INTERVAL_SECONDS = 5.0
 # After a failed reading, how soon to try again (doubling, up to SYNC_INTERVAL_SECONDS).
 RETRY_SECONDS = 1.0
 # A reading whose round trip took longer is not trusted (its error is up to half the round trip).
@@ -77,6 +81,7 @@ class StorageClock:
         self._base: tuple[float, float] | None = None
         self._latest = 0.0  # the latest time told, in epoch seconds
         self._failing = False  # the last reading failed (its warning is logged once)
+        self._warned_offset: float | None = None  # the skew last warned of (warned again when it moves)
 
     @property
     def synchronised(self) -> bool:
@@ -129,8 +134,11 @@ class StorageClock:
         CLOCK_SYNCHRONISED.set(1)
         offset = reading - self._fallback.now().timestamp()
         CLOCK_OFFSET.set(offset)
-        if abs(offset) >= SKEW_WARNING_SECONDS:
+        if abs(offset) >= SKEW_WARNING_SECONDS and (
+            self._warned_offset is None or abs(offset - self._warned_offset) >= SKEW_WARNING_SECONDS
+        ):  # once per skew, not at every reading
             log.warning("clock.skewed", offset_seconds=round(offset, 3))
+            self._warned_offset = offset
         return True
 
     async def keep_synchronised(self, stop: asyncio.Event) -> None:
