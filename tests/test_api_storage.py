@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-
-import httpx
 from prometheus_client import REGISTRY
 from redis import Redis
 
 from otpservice.adapters.storage.keys import verification_key
-from tests.support.flows import assert_problem
+from tests.support.flows import InBackground, assert_problem
 from tests.support.provider import HeldAnswers
 from tests.support.redis_servers import wait_until
 from tests.support.sandbox import SandboxHandle
@@ -46,18 +43,12 @@ def test_a_verification_lost_while_its_call_is_placed_answers_code_lost(
         service.client() as client,
         Redis.from_url(redis_url) as store,
     ):
-        answers: list[httpx.Response] = []
-        starting = threading.Thread(
-            target=lambda: answers.append(client.post("/otp", json={"phone": "0912000666"}))
-        )
-        starting.start()
+        starting = InBackground(service, lambda own: own.post("/otp", json={"phone": "0912000666"}))
         wait_until(lambda: bool(held.placed), 5, "the call being placed")
         vid = held.called_id()
         assert store.delete(verification_key(vid)) == 1
         held.release.set()
-        starting.join(timeout=10)
-        [answer] = answers
-        problem = assert_problem(answer, 503, "code_lost")
+        problem = assert_problem(starting.answer(), 503, "code_lost")
         assert (problem["id"], problem["call_may_have_rung"]) == (vid, True)
         assert_problem(client.get(f"/otp/{vid}"), 404, "not_found")
         assert '"outcome":"record_lost"' in service.logs.getvalue()

@@ -7,14 +7,13 @@ import os
 import re
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
+from tests.support.flows import InBackground
 from tests.support.receiver import Receiver
 from tests.support.redis_servers import standalone_server, wait_until
 from tests.support.sandbox import SandboxHandle
@@ -91,14 +90,7 @@ def test_two_workers_told_to_stop_refuse_new_connections_at_once_and_finish_thos
         with serve.client(api_key=None) as anonymous:
             wait_until(lambda: anonymous.get("/readyz").status_code == 200, 10, "ready")
         sandbox.config.provider_faults.latency_seconds = 3.0
-        answers: list[httpx.Response] = []
-
-        def start() -> None:
-            with serve.client() as client:
-                answers.append(client.post("/otp", json={"phone": "0912000777"}))
-
-        starting = threading.Thread(target=start)
-        starting.start()
+        starting = InBackground(serve, lambda client: client.post("/otp", json={"phone": "0912000777"}))
         wait_until(
             lambda: '"event":"verification.created"' in serve.log.read_text().replace(" ", ""), 5, "the start"
         )
@@ -106,6 +98,5 @@ def test_two_workers_told_to_stop_refuse_new_connections_at_once_and_finish_thos
         told = time.monotonic()
         wait_until(lambda: _refused(port), 2, "new connections refused")
         refused_after = time.monotonic() - told
-        starting.join(timeout=15)
-        assert [answer.status_code for answer in answers] == [201], serve.log.read_text()[-2000:]
+        assert starting.answer().status_code == 201, serve.log.read_text()[-2000:]
     assert refused_after < 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ from otpservice.adapters.storage import keys
 from otpservice.domain.limits import Limit
 from otpservice.domain.phone import parse_phone
 from otpservice.tenants import Tenant, hash_api_key
-from tests.support.flows import assert_problem, create, heard_code
+from tests.support.flows import InBackground, assert_problem, create, heard_code
 from tests.support.invariants import stranded_after_settling
 from tests.support.provider import RecordedRequests
 from tests.support.redis_servers import ServerProcess, standalone_server, sync_client, wait_until
@@ -69,29 +69,6 @@ class HashGate:
 
     def open(self) -> None:
         self._open.set()
-
-
-class InBackground:
-    """One request sent from a thread of its own, so the test can look around while it waits."""
-
-    def __init__(self, service: ServiceHandle, send: Callable[[httpx.Client], httpx.Response]):
-        self._answers: list[httpx.Response] = []
-
-        def run() -> None:
-            with service.client() as own:
-                self._answers.append(send(own))
-
-        self._thread = threading.Thread(target=run)
-        self._thread.start()
-
-    @property
-    def answered(self) -> bool:
-        return not self._thread.is_alive()
-
-    def answer(self) -> httpx.Response:
-        self._thread.join(timeout=30)
-        assert self._answers, "the request never answered"
-        return self._answers[0]
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ clients were told and what state was left once the server answers again.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.flows import assert_problem, heard_code
+from tests.support.flows import InBackground, assert_problem, heard_code
 from tests.support.invariants import stranded_after_settling
 from tests.support.provider import SlowAnswers
 from tests.support.redis_servers import ServerProcess, standalone_server, wait_until
@@ -128,21 +127,14 @@ def test_a_stall_after_the_call_was_placed_answers_with_the_id(
     with running_service(
         server.url, sandbox.url, provider_transport=SlowAnswers(0.5), **FAST_STORAGE
     ) as service:
-        answer: list[httpx.Response] = []
-
-        def start() -> None:
-            with service.client() as client:
-                answer.append(client.post("/otp", json={"phone": "0912345003"}))
-
-        starting = threading.Thread(target=start)
-        starting.start()
+        starting = InBackground(service, lambda client: client.post("/otp", json={"phone": "0912345003"}))
         wait_until(lambda: bool(sandbox.calls("0912345003")), 5, "the call being placed")
         server.pause()
         try:
-            starting.join(timeout=10)
+            answer = starting.answer()
         finally:
             server.resume()
-        body = assert_problem(answer[0], 503, "storage_unavailable")
+        body = assert_problem(answer, 503, "storage_unavailable")
         assert body["call_placed"] is True
         vid = body["id"]
         with service.client() as client:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import httpx
 
@@ -44,3 +46,32 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
 def wrong_code(right: str) -> str:
     """A code of the same length that is not the right one."""
     return "".join(str((int(d) + 1) % 10) for d in right)
+
+
+class HasClient(Protocol):
+    """A running service (in this process, or a ``serve`` process) that hands out API clients."""
+
+    def client(self) -> httpx.Client: ...
+
+
+class InBackground:
+    """One request sent from a thread of its own, so the test can look around while it waits."""
+
+    def __init__(self, service: HasClient, send: Callable[[httpx.Client], httpx.Response]):
+        self._answers: list[httpx.Response] = []
+
+        def run() -> None:
+            with service.client() as own:
+                self._answers.append(send(own))
+
+        self._thread = threading.Thread(target=run)
+        self._thread.start()
+
+    @property
+    def answered(self) -> bool:
+        return not self._thread.is_alive()
+
+    def answer(self) -> httpx.Response:
+        self._thread.join(timeout=30)
+        assert self._answers, "the request never answered"
+        return self._answers[0]
