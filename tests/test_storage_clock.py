@@ -166,9 +166,11 @@ async def test_the_keeper_reads_again_soon_after_a_failed_start_and_not_at_once_
 
 async def test_a_skewed_machine_clock_is_warned_of_once_not_at_every_reading(storage: Storage) -> None:
     """A worker whose own clock is 5 s off the storage clock logs clock.skewed once across readings
-    taken every few seconds, not at each of them."""
-    clock = StorageClock(storage, fallback=SkewedClock(timedelta(seconds=5)))
+    taken every few seconds, not at each of them, and once again when the skew comes back."""
+    machine = SkewedClock(timedelta(seconds=5))
+    clock = StorageClock(storage, fallback=machine)
     with structlog.testing.capture_logs() as logs:
-        for _ in range(3):
+        for offset in (5, 5, 0, 0, 5, 5):  # skewed, mended, skewed again
+            machine.offset = timedelta(seconds=offset)
             assert await clock.synchronise()
-    assert [line["event"] for line in logs].count("clock.skewed") == 1
+    assert [line["event"] for line in logs].count("clock.skewed") == 2

@@ -654,6 +654,18 @@ async def test_a_record_written_with_epoch_times_still_expires_and_paces_resends
     assert await store.expire(vid, NOW + timedelta(seconds=300))
 
 
+async def test_a_record_written_with_epoch_times_moves_updated_at_with_each_change(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A record whose updated_at was kept as epoch milliseconds moves it with each later change, as
+    any other record does (the stamp that never goes back compares like with like)."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    await redis.hset(keys.verification_key(vid), mapping={"ua": MS, "dua": MS})
+    canceled = await store.cancel(vid, "c", NOW + timedelta(seconds=90))
+    assert canceled.updated_at == NOW + timedelta(seconds=90)
+
+
 def test_records_written_with_epoch_times_still_read_correctly() -> None:
     """A record from before its times were kept relative to creation reads the same times."""
     fields = {
@@ -1049,6 +1061,23 @@ async def test_a_placement_nobody_recorded_of_an_ended_verification_shows_as_unk
     )
     assert verification.updated_at == delivery.updated_at  # a client polling updated_at sees it
     assert await scheduled(redis, vid, 1) is None
+
+
+async def test_a_late_unknown_for_a_resend_released_after_a_cancel_leaves_the_delivery_shown(
+    store: VerificationStore, redis: Redis
+) -> None:
+    """A resend released (it never reached the provider) after its verification was canceled, then
+    called unknown by a reconciler that had claimed it meanwhile, is not described as unknown."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    seq = await begin(store, vid, "222222", at, token="t1")
+    await store.cancel(vid, "c", at + timedelta(seconds=1))
+    await store.release(vid, "t1", at + timedelta(seconds=2))
+    await store.placement_unknown(vid, at + timedelta(seconds=25), seq, "placement unrecorded")
+    verification = await store.get(vid)
+    assert verification is not None
+    assert (verification.delivery.send_seq, verification.delivery.call_id) == (1, "c1")
 
 
 async def test_a_late_unknown_for_a_resend_known_never_to_have_left_leaves_the_delivery_shown(

@@ -32,8 +32,8 @@ CLOCK_KEY = "otp:clock"
 # How often the storage clock is read again. The monotonic clock drifts from it by parts per million
 # only, but the clock itself may change under the service: a standalone server restarted with
 # another clock, a Cluster's slot of otp:clock moving to another node (Sentinel's changes of master
-# are followed at once; see Storage.follow_master). One TIME per worker every few seconds bounds how
-# long replicas can disagree then.
+# are followed at once; see Storage.follow_master). A reading (three TIME round trips, the shortest
+# kept) per worker every few seconds bounds how long replicas can disagree then.
 SYNC_INTERVAL_SECONDS = 5.0
 # After a failed reading, how soon to try again (doubling, up to SYNC_INTERVAL_SECONDS).
 RETRY_SECONDS = 1.0
@@ -134,10 +134,10 @@ class StorageClock:
         CLOCK_SYNCHRONISED.set(1)
         offset = reading - self._fallback.now().timestamp()
         CLOCK_OFFSET.set(offset)
-        if abs(offset) >= SKEW_WARNING_SECONDS and (
-            self._warned_offset is None or abs(offset - self._warned_offset) >= SKEW_WARNING_SECONDS
-        ):  # once per skew, not at every reading
-            log.warning("clock.skewed", offset_seconds=round(offset, 3))
+        if abs(offset) < SKEW_WARNING_SECONDS:
+            self._warned_offset = None  # a skew coming back is warned of again
+        elif self._warned_offset is None or abs(offset - self._warned_offset) >= SKEW_WARNING_SECONDS:
+            log.warning("clock.skewed", offset_seconds=round(offset, 3))  # once per skew, not per reading
             self._warned_offset = offset
         return True
 

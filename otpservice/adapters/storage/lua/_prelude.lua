@@ -33,9 +33,6 @@ local function int(n) return string.format('%.0f', n) end
 
 -- A time as the record keeps it: milliseconds after its creation (see the field list above).
 local function after_created(v, ms) return int(ms - tonumber(v.ca)) end
--- Never before the record's last change: a storage clock stepped back (a failover to a primary
--- whose clock is behind) would otherwise write an updated_at before created_at or an earlier one.
-local function stamp(v) return int(math.max(now - tonumber(v.ca), tonumber(v.ua or 0))) end
 
 -- A time the record keeps, as epoch milliseconds (a value that large was written as one).
 local EPOCH_MS_FLOOR = 1e12  -- September 2001: no verification lives that long after its creation
@@ -44,6 +41,11 @@ local function at(v, kept)
   if ms >= EPOCH_MS_FLOOR then return ms end
   return tonumber(v.ca) + ms
 end
+
+-- Now, as the record keeps it; never before its last change (ua, in either form): a storage clock
+-- stepped back (a failover to a primary whose clock is behind) would otherwise write an updated_at
+-- before created_at, or before the one it had.
+local function stamp(v) return after_created(v, math.max(now, at(v, v.ua or '0'))) end
 
 -- The record as load() first found it: the events a script emits report what changed since.
 local before = nil

@@ -11,7 +11,9 @@ if v.ns ~= ARGV[3] then
     -- An ended verification's delivery, still describing an earlier send (or none), says this
     -- call's fate is unknown; not one still pending (a send known never to have left gave way to
     -- the delivery it shows), nor a send known never to have left (no longer counted as begun).
-    if status(v) ~= 'pending' and tonumber(v.sq) >= tonumber(ARGV[3]) then
+    -- (and not one whose resolver took it off the schedule: a release, or a provider's refusal)
+    if status(v) ~= 'pending' and tonumber(v.sq) >= tonumber(ARGV[3])
+        and redis.call('ZSCORE', KEYS[2], ARGV[5]) then
       redis.call('HSET', key, 'ds', ARGV[3], 'dst', 'unknown', 'drs', ARGV[4], 'dua', stamp(v), 'ua', stamp(v))
       redis.call('HDEL', key, 'dci', 'dps', 'ddu')
     end
