@@ -48,7 +48,7 @@ def test_a_verification_lost_while_its_call_is_placed_answers_code_lost(
         vid = held.called_id()
         assert store.delete(verification_key(vid)) == 1
         held.release.set()
-        problem = assert_problem(starting.answer(), 503, "code_lost")
+        problem = assert_problem(starting.answer(timeout=10), 503, "code_lost")
         assert (problem["id"], problem["call_may_have_rung"]) == (vid, True)
         assert_problem(client.get(f"/otp/{vid}"), 404, "not_found")
         assert '"outcome":"record_lost"' in service.logs.getvalue()

@@ -98,5 +98,5 @@ def test_two_workers_told_to_stop_refuse_new_connections_at_once_and_finish_thos
         told = time.monotonic()
         wait_until(lambda: _refused(port), 2, "new connections refused")
         refused_after = time.monotonic() - told
-        assert starting.answer().status_code == 201, serve.log.read_text()[-2000:]
+        assert starting.answer(timeout=15).status_code == 201, serve.log.read_text()[-2000:]
     assert refused_after < 2

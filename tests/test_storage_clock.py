@@ -174,3 +174,16 @@ async def test_a_skewed_machine_clock_is_warned_of_once_not_at_every_reading(sto
             machine.offset = timedelta(seconds=offset)
             assert await clock.synchronise()
     assert [line["event"] for line in logs].count("clock.skewed") == 2
+
+
+async def test_an_offset_hovering_at_the_warning_threshold_is_not_warned_of_at_every_reading(
+    storage: Storage,
+) -> None:
+    """An offset jittering just above and below a second (its readings' round trips) is warned of once."""
+    machine = SkewedClock(timedelta(seconds=1.05))
+    clock = StorageClock(storage, fallback=machine)
+    with structlog.testing.capture_logs() as logs:
+        for offset in (1.05, 0.95) * 6:
+            machine.offset = timedelta(seconds=offset)
+            assert await clock.synchronise()
+    assert [line["event"] for line in logs].count("clock.skewed") == 1

@@ -131,7 +131,7 @@ def test_a_stall_after_the_call_was_placed_answers_with_the_id(
         wait_until(lambda: bool(sandbox.calls("0912345003")), 5, "the call being placed")
         server.pause()
         try:
-            answer = starting.answer()
+            answer = starting.answer(timeout=10)
         finally:
             server.resume()
         body = assert_problem(answer, 503, "storage_unavailable")

@@ -1063,6 +1063,22 @@ async def test_a_placement_nobody_recorded_of_an_ended_verification_shows_as_unk
     assert await scheduled(redis, vid, 1) is None
 
 
+async def test_a_resend_released_after_it_was_called_unknown_moves_updated_at_with_its_delivery(
+    store: VerificationStore,
+) -> None:
+    """A resend the reconciler called unknown, then released (it never reached the provider), moves
+    the verification's updated_at with the delivery it rewrites, so neither is ever behind the other."""
+    vid = await new_pending(store)
+    await placed(store, vid, 1, "c1")
+    at = NOW + timedelta(seconds=30)
+    await begin(store, vid, "222222", at, token="t1")
+    await store.placement_unknown(vid, at + timedelta(seconds=25), 2, "placement unrecorded")
+    await store.release(vid, "t1", at + timedelta(seconds=30))
+    verification = await store.get(vid)
+    assert verification is not None
+    assert verification.updated_at == verification.delivery.updated_at == at + timedelta(seconds=30)
+
+
 async def test_a_late_unknown_for_a_resend_released_after_a_cancel_leaves_the_delivery_shown(
     store: VerificationStore, redis: Redis
 ) -> None:

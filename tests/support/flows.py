@@ -71,7 +71,8 @@ class InBackground:
     def answered(self) -> bool:
         return not self._thread.is_alive()
 
-    def answer(self) -> httpx.Response:
-        self._thread.join(timeout=30)
+    def answer(self, timeout: float = 30) -> httpx.Response:
+        """The answer, which must come within ``timeout`` seconds."""
+        self._thread.join(timeout=timeout)
         assert self._answers, "the request never answered"
         return self._answers[0]

@@ -134,7 +134,7 @@ class StorageClock:
         CLOCK_SYNCHRONISED.set(1)
         offset = reading - self._fallback.now().timestamp()
         CLOCK_OFFSET.set(offset)
-        if abs(offset) < SKEW_WARNING_SECONDS:
+        if abs(offset) < SKEW_WARNING_SECONDS / 2:  # mended, beyond a reading's jitter
             self._warned_offset = None  # a skew coming back is warned of again
         elif self._warned_offset is None or abs(offset - self._warned_offset) >= SKEW_WARNING_SECONDS:
             log.warning("clock.skewed", offset_seconds=round(offset, 3))  # once per skew, not per reading

@@ -299,7 +299,7 @@ local function unbegin(v, seq, schedule_key, member, call, span, retention, give
     if not settled and v.sq == seq then redis.call('HSET', key, 'sq', int(tonumber(v.sq) - 1)) end
   end
   if settled then
-    redis.call('HSET', key, 'dst', delivery_status, 'drs', reason, 'dua', stamp(v))
+    redis.call('HSET', key, 'dst', delivery_status, 'drs', reason, 'dua', stamp(v), 'ua', stamp(v))
     redis.call('HDEL', key, 'dci', 'dps', 'ddu')
   end
   redis.call('ZREM', schedule_key, member)
