@@ -17,7 +17,7 @@ from otpservice.settings import AutocallSettings
 from tests.support.flows import assert_problem, create, heard_code
 from tests.support.provider import SlowAnswers
 from tests.support.sandbox import SandboxHandle
-from tests.support.servers import free_port
+from tests.support.servers import refused_port
 from tests.support.service import ScriptedCodes, ServiceHandle, running_service
 
 
@@ -152,7 +152,7 @@ def test_lost_answer_leaves_the_spoken_code_verifiable(redis_url: str, sandbox: 
 
 def test_unreachable_provider_is_503(redis_url: str) -> None:
     """A provider nobody listens for gets 503 provider_unavailable."""
-    with running_service(redis_url, f"http://127.0.0.1:{free_port()}") as service:
+    with refused_port() as port, running_service(redis_url, f"http://127.0.0.1:{port}") as service:
         _unavailable_then_failed(service)
 
 
@@ -211,9 +211,9 @@ def test_resend_refused_connection_gives_cooldown_back(redis_url: str, sandbox: 
         vid = create(client)["id"]
         service.clock.advance(30)
         before = client.get(f"/otp/{vid}").json()["resend_available_at"]
-        down_provider = f"http://127.0.0.1:{free_port()}"
         with (
-            running_service(redis_url, down_provider, tenants=service.settings.tenants) as down,
+            refused_port() as port,
+            running_service(redis_url, f"http://127.0.0.1:{port}", tenants=service.settings.tenants) as down,
             down.client() as other,
         ):
             down.clock.advance(30)
@@ -315,9 +315,12 @@ def test_callback_settles_an_unconfirmed_resend(redis_url: str, sandbox: Sandbox
 
 def test_calls_that_never_left_cost_no_budget(redis_url: str, sandbox: SandboxHandle) -> None:
     """Refused connections and refused numbers give their slot of the number's budget back."""
-    unreachable = f"http://127.0.0.1:{free_port()}"
     one_call = (Limit(1, 3_600_000),)
-    with running_service(redis_url, unreachable, phone_limits=one_call) as down, down.client() as client:
+    with (
+        refused_port() as port,
+        running_service(redis_url, f"http://127.0.0.1:{port}", phone_limits=one_call) as down,
+        down.client() as client,
+    ):
         for _ in range(3):
             body = assert_problem(
                 client.post("/otp", json={"phone": "0912000333"}), 503, "provider_unavailable"

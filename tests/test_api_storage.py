@@ -10,13 +10,13 @@ from tests.support.flows import InBackground, assert_problem
 from tests.support.provider import HeldAnswers
 from tests.support.redis_servers import wait_until
 from tests.support.sandbox import SandboxHandle
-from tests.support.servers import free_port
+from tests.support.servers import refused_port
 from tests.support.service import running_service
 
 
 def test_redis_down_is_503(sandbox: SandboxHandle) -> None:
     """With Redis unreachable, /readyz is 503 not_ready and the API answers 503 storage_unavailable."""
-    with running_service(f"redis://127.0.0.1:{free_port()}/0", sandbox.url) as service:
+    with refused_port() as port, running_service(f"redis://127.0.0.1:{port}/0", sandbox.url) as service:
         with service.client(api_key=None) as anonymous:
             assert anonymous.get("/healthz").status_code == 200
             assert_problem(anonymous.get("/readyz"), 503, "not_ready")

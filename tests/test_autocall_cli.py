@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from otpservice.cli import main
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY
 from tests.support.sandbox import SandboxHandle, running_sandbox
-from tests.support.servers import free_port
+from tests.support.servers import refused_port
 
 
 @pytest.fixture(scope="module")
@@ -121,5 +121,6 @@ def test_provider_errors_are_json_on_stderr(sandbox: SandboxHandle) -> None:
 
 def test_unreachable_provider_is_json_on_stderr() -> None:
     """Nothing listening at the URL prints ProviderUnavailable, saying nothing reached the provider."""
-    result = failure(autocall(f"http://127.0.0.1:{free_port()}", "call-otp", "0987654321", "--code", "1"))
+    with refused_port() as port:
+        result = failure(autocall(f"http://127.0.0.1:{port}", "call-otp", "0987654321", "--code", "1"))
     assert (result["error"], result["request_may_have_reached_provider"]) == ("ProviderUnavailable", False)

@@ -21,7 +21,7 @@ from otpservice.adapters.autocall import (
 from otpservice.sandbox.config import EXAMPLE_SECRET_KEY, ProviderFaults, SandboxConfig
 from otpservice.settings import AutocallSettings
 from tests.support.sandbox import SandboxHandle, running_sandbox
-from tests.support.servers import free_port
+from tests.support.servers import refused_port
 
 TOKEN_PATH = "/api/v1/users/generate_access_token"
 OTP_PATH = "/api/v2/campaigns/1/otp"
@@ -273,12 +273,13 @@ async def test_hung_token_request_means_call_not_sent(
 
 async def test_closed_port_is_unavailable_and_not_sent(requests_sent: RequestLog) -> None:
     """Nothing listening (connection refused) is ProviderUnavailable that surely did not reach anyone."""
-    url = f"http://127.0.0.1:{free_port()}"
-    async with create_http_client(settings_for(url)) as http:
-        http.event_hooks = {"request": [requests_sent], "response": []}
-        client = AutocallClient.from_settings(settings_for(url), http)
-        with pytest.raises(ProviderUnavailable) as caught:
-            await call_otp(client)
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        async with create_http_client(settings_for(url)) as http:
+            http.event_hooks = {"request": [requests_sent], "response": []}
+            client = AutocallClient.from_settings(settings_for(url), http)
+            with pytest.raises(ProviderUnavailable) as caught:
+                await call_otp(client)
     assert not caught.value.request_may_have_reached_provider
     assert requests_sent.count(TOKEN_PATH) == 2  # the one connect-error retry
 

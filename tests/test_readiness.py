@@ -10,7 +10,7 @@ import httpx
 from tests.support import service as support
 from tests.support.redis_servers import wait_until
 from tests.support.sandbox import SandboxHandle
-from tests.support.servers import free_port
+from tests.support.servers import refused_port
 from tests.support.service import ServiceHandle, running_service
 
 
@@ -67,7 +67,7 @@ def test_a_refused_secret_key_is_not_ready_and_logged_with_host_and_operation(
 
 def test_an_unreachable_provider_is_not_ready(redis_url: str) -> None:
     """With nothing listening at the provider's address, /readyz is 503 `provider: unreachable`."""
-    with running_service(redis_url, f"http://127.0.0.1:{free_port()}") as service:
+    with refused_port() as port, running_service(redis_url, f"http://127.0.0.1:{port}") as service:
         answer = _settled(service)
         assert answer.status_code == 503
         assert answer.json()["checks"] == {"redis": "ok", "provider": "unreachable"}

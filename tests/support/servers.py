@@ -21,6 +21,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where connections are refused until the block ends: bound, not listening.
+    Held, unlike a port from free_port(), which another test's server may take meanwhile (a "nobody
+    listens here" address then reached that server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
 class _PromptServer(uvicorn.Server):
     """A uvicorn server that stops as soon as it is told, instead of at its next 0.1 s tick."""
 
